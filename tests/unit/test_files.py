@@ -1,0 +1,198 @@
+"""The file sink: batching, the stdlib's rotation names, backups, reopen, and disk errors."""
+
+from __future__ import annotations
+
+import logging.handlers
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from zlogcollect.formatting import text_formatter
+from zlogcollect.routing import Router, default_routes
+from zlogcollect.sinks.files import FileSink, RotatingFile, Rotation
+from zlogcollect.stats import Stats
+from zlogcollect.wire import Record
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sink(directory: Path, rotation: Rotation | None = None, **kwargs: object) -> tuple[FileSink, Stats]:
+    stats = Stats()
+    files = FileSink(
+        str(directory),
+        Router(default_routes()),
+        text_formatter("%(message)s"),
+        rotation or Rotation(),
+        stats,
+        **kwargs,
+    )  # type: ignore[arg-type]
+    return files, stats
+
+
+def rec(source: str, message: str, level: str = "INFO", levelno: int = 20) -> Record:
+    return Record(source, level, levelno, "", message, 0.0)
+
+
+def test_lines_wait_for_flush_then_land_together(tmp_path: Path) -> None:
+    """Writes are batched: nothing reaches the file until flush, then every line in order."""
+    files, stats = sink(tmp_path)
+    for i in range(3):
+        files.write(rec("a", f"m{i}"))
+    files.write(rec("a", "bad", "ERROR", 40))
+    assert not (tmp_path / "a.log").exists()
+    assert files.pending_lines == 5
+    files.flush()
+    assert (tmp_path / "a.log").read_text() == "m0\nm1\nm2\nbad\n"
+    assert (tmp_path / "errors.log").read_text() == "bad\n"
+    assert stats.written == {"a.log": 4, "errors.log": 1}
+    files.close()
+
+
+def test_a_large_batch_flushes_early(tmp_path: Path) -> None:
+    """Once a batch passes batch_bytes it is written without waiting for the timer."""
+    files, _ = sink(tmp_path, batch_bytes=100)
+    for i in range(20):
+        files.write(rec("a", f"line {i:04d}"))
+    assert (tmp_path / "a.log").exists()
+    files.close()
+    assert len((tmp_path / "a.log").read_text().splitlines()) == 20
+
+
+def test_rotation_names_match_the_stdlib_handler(tmp_path: Path) -> None:
+    """A rollover produces exactly the name TimedRotatingFileHandler gives for the same schedule."""
+    ours_dir, stdlib_dir = tmp_path / "ours", tmp_path / "stdlib"
+    ours_dir.mkdir()
+    stdlib_dir.mkdir()
+    for when in ("S", "M", "H", "D", "midnight", "W2"):
+        mine = RotatingFile(str(ours_dir / f"{when}.log"), Rotation(when=when), None)
+        theirs = logging.handlers.TimedRotatingFileHandler(
+            str(stdlib_dir / f"{when}.log"), when=when, delay=True
+        )
+        mine.rolloverAt = theirs.rolloverAt = int(time.time()) + 30 * 86400
+        mine.write_batch("x\n", 0.0)
+        theirs.emit(logging.makeLogRecord({"msg": "x"}))
+        mine.write_batch("y\n", 1e12)  # far past rolloverAt: rotate now
+        theirs.doRollover()
+        mine.close()
+        theirs.close()
+    rotated = sorted(p.name for p in ours_dir.iterdir() if p.name.count(".") > 1)
+    assert len(rotated) == 6
+    assert rotated == sorted(p.name for p in stdlib_dir.iterdir() if p.name.count(".") > 1)
+    assert any(re.fullmatch(r"S\.log\.\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", p.name) for p in ours_dir.iterdir())
+
+
+def test_backups_of_dotted_names_are_kept_apart(tmp_path: Path) -> None:
+    """Pruning app.log's backups never touches app.web.log's (the stdlib does, once a namer is set)."""
+    for name in (
+        "app.log.2026-01-01.gz",
+        "app.log.2026-01-02.gz",
+        "app.log.2026-01-03",
+        "app.web.log.2026-01-01.gz",
+    ):
+        (tmp_path / name).write_text("")
+    handle = RotatingFile(str(tmp_path / "app.log"), Rotation(when="D", backup_count=1, compress=True), None)
+    doomed = sorted(os.path.basename(p) for p in handle.getFilesToDelete())
+    assert doomed == ["app.log.2026-01-01.gz", "app.log.2026-01-02.gz"]
+    stdlib = logging.handlers.TimedRotatingFileHandler(
+        str(tmp_path / "app.log"), when="D", backupCount=1, delay=True
+    )
+    stdlib.namer = lambda name: name + ".gz"
+    # The stdlib counts app.web.log's backup as one of app.log's and so deletes app.log's newest.
+    assert "app.log.2026-01-03" in {os.path.basename(p) for p in stdlib.getFilesToDelete()}
+    handle.close()
+    stdlib.close()
+
+
+def test_reopen_after_rename(tmp_path: Path) -> None:
+    """A renamed file is noticed at the next flush (like WatchedFileHandler); reopen() starts afresh."""
+    files, _ = sink(tmp_path)
+    files.write(rec("a", "one"))
+    files.flush()
+    os.rename(tmp_path / "a.log", tmp_path / "a.log.old")
+    files.write(rec("a", "two"))
+    files.reopen()
+    files.write(rec("a", "three"))
+    files.close()
+    assert (tmp_path / "a.log.old").read_text() == "one\n"
+    assert (tmp_path / "a.log").read_text() == "two\nthree\n"
+
+
+def test_write_errors_keep_lines_and_retry(tmp_path: Path) -> None:
+    """A failing write keeps the lines pending; they are written once the file works again."""
+    (tmp_path / "a.log").symlink_to("/dev/full")
+    files, stats = sink(tmp_path)
+    files.write(rec("a", "kept"))
+    files.flush()
+    assert stats.errors["disk_error"] == 1
+    assert files.pending_lines == 1
+    (tmp_path / "a.log").unlink()
+    files.flush()
+    assert (tmp_path / "a.log").read_text() == "kept\n"
+    assert stats.written["a.log"] == 1
+    assert files.pending_lines == 0
+    files.close()
+
+
+def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path) -> None:
+    """Past max_pending_bytes the oldest lines are dropped and counted, never silently."""
+    (tmp_path / "a.log").symlink_to("/dev/full")
+    files, stats = sink(tmp_path, max_pending_bytes=50)
+    for i in range(20):
+        files.write(rec("a", f"line{i:02d}"))  # 7 bytes each
+    files.flush()
+    assert stats.dropped["disk_error"] == 20 - files.pending_lines
+    assert files.pending_lines == 7
+    files.close()
+    assert stats.dropped["disk_error"] == 20  # still failing at close: counted, not lost silently
+
+
+def test_open_files_are_capped(tmp_path: Path) -> None:
+    """With many sources only max_open_files descriptors stay open; the rest reopen on demand."""
+    files, stats = sink(tmp_path, max_open_files=3)
+    for round_ in range(2):
+        for i in range(10):
+            files.write(rec(f"s{i}", f"r{round_}"))
+        files.flush()
+    assert sum(1 for h in files._files.values() if h.stream is not None) <= 3
+    files.close()
+    assert (tmp_path / "s0.log").read_text() == "r0\nr1\n"
+    assert sum(stats.written.values()) == 20
+
+
+def test_malformed_goes_to_quarantine(tmp_path: Path) -> None:
+    """quarantine() writes the reason, detail and escaped frames to _malformed.log."""
+    files, _ = sink(tmp_path)
+    files.quarantine("no_level", "no level", [b"x\n", b"\x00"])
+    files.close()
+    (line,) = (tmp_path / "_malformed.log").read_text().splitlines()
+    assert line.endswith(" | no_level | no level | x\\n | \\x00")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
+    """A rotation in the sink renames (and with compress gzips) the file, keeping every line."""
+    import gzip
+
+    clock = Clock(1_000.0)
+    files, _ = sink(tmp_path, Rotation(when="S", compress=compress), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = 1_001
+    clock.now = 1_002.0
+    files.write(rec("a", "new"))
+    files.close()
+    rotated = [p for p in tmp_path.iterdir() if p.name.startswith("a.log.")]
+    assert len(rotated) == 1
+    data = gzip.decompress(rotated[0].read_bytes()) if compress else rotated[0].read_bytes()
+    assert data == b"old\n"
+    assert rotated[0].name.endswith(".gz") is compress
+    assert (tmp_path / "a.log").read_text() == "new\n"

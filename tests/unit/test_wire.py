@@ -1,0 +1,136 @@
+"""Topic grammar and frame parsing: table-driven cases and a round-trip property."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zlogcollect.wire import (
+    DEFAULT_LEVELS,
+    Levels,
+    MalformedRecord,
+    Topic,
+    build_topic,
+    encode_extension,
+    escape_frames,
+    parse_frames,
+    parse_topic,
+)
+
+CASES = [
+    # topic, expected (root, level, subtopic), level number
+    ("INFO", ("", "INFO", ""), 20),
+    ("app1.ERROR", ("app1", "ERROR", ""), 40),
+    ("app1.ERROR.db.query", ("app1", "ERROR", "db.query"), 40),
+    ("shop.web.WARNING.cart", ("shop.web", "WARNING", "cart"), 30),
+    ("INFO.db", ("", "INFO", "db"), 20),  # the stock watcher calls `db` the level here
+    ("a.b.c.DEBUG", ("a.b.c", "DEBUG", ""), 10),
+    ("svc.WARN.x", ("svc", "WARNING", "x"), 30),
+    ("svc.FATAL", ("svc", "CRITICAL", ""), 50),
+    ("svc.NOTSET", ("svc", "NOTSET", ""), 0),
+    ("svc.Level 25.sub", ("svc", "Level 25", "sub"), 25),
+    ("svc.Level 7", ("svc", "Level 7", ""), 7),
+    ("app.INFO.ERROR", ("app", "INFO", "ERROR"), 20),  # the first level token wins
+    ("info.INFO", ("info", "INFO", ""), 20),  # level names are case-sensitive, as logging sends them
+]
+
+
+@pytest.mark.parametrize(("topic", "parts", "number"), CASES)
+def test_parse_topic_finds_the_first_level_component(
+    topic: str, parts: tuple[str, str, str], number: int
+) -> None:
+    """The level is the first dotted component naming a level; root and subtopic keep their dots."""
+    assert parse_topic(topic) == (Topic(*parts), number)
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [("", "empty_topic"), ("app1", "no_level"), ("app.info.x", "no_level"), ("Level x", "no_level")],
+)
+def test_parse_topic_rejects_topics_without_a_level(topic: str, reason: str) -> None:
+    """An empty topic or one with no level component is malformed, with a reason."""
+    with pytest.raises(MalformedRecord) as caught:
+        parse_topic(topic)
+    assert caught.value.reason == reason
+
+
+def test_custom_levels_are_recognised() -> None:
+    """Level names from configuration count as levels, with their numbers."""
+    levels = Levels({"TRACE": 5, "SUCCESS": 25})
+    assert parse_topic("app.TRACE.x", levels) == (Topic("app", "TRACE", "x"), 5)
+    assert parse_topic("app.SUCCESS", levels) == (Topic("app", "SUCCESS", ""), 25)
+    with pytest.raises(MalformedRecord):
+        parse_topic("app.TRACE")
+
+
+def test_custom_level_names_must_be_one_word() -> None:
+    """A custom level with a dot could never be parsed back, so it is refused."""
+    with pytest.raises(ValueError, match="one word"):
+        Levels({"MY.LEVEL": 5})
+
+
+words = st.text(st.sampled_from("abcXYZ019_-"), min_size=1, max_size=6)
+dotted = st.lists(words, min_size=0, max_size=3).map(".".join)
+
+
+@given(root=dotted, level=st.sampled_from(DEFAULT_LEVELS.names), subtopic=dotted)
+def test_parse_topic_inverts_build_topic(root: str, level: str, subtopic: str) -> None:
+    """parse_topic(build_topic(t)) == t for any root and subtopic without level names."""
+    assert parse_topic(build_topic(root, level, subtopic))[0] == Topic(root, level, subtopic)
+
+
+def test_stock_body_is_cleaned() -> None:
+    """The trailing newline, the repeated level and the stock ' - None' are removed; tracebacks stay."""
+    record = parse_frames([b"app1.ERROR.db", b"ERROR app.py:3 - timeout - None\n"], 100.0)
+    assert (record.source, record.levelname, record.levelno, record.subtopic) == ("app1", "ERROR", 40, "db")
+    assert record.message == "app.py:3 - timeout"
+    assert record.received == 100.0
+    assert record.time == 100.0
+    multi = parse_frames([b"INFO", b"first\nTraceback (most recent call last):\n  x\nValueError\n"], 1.0)
+    assert multi.message == "first\nTraceback (most recent call last):\n  x\nValueError"
+    assert multi.source == ""
+
+
+def test_extension_fills_time_and_meta() -> None:
+    """A third frame supplies the sender's time and metadata."""
+    ext = encode_extension({"created": 12.5, "host": "h1", "pid": 42, "seq": 3, "pub": "p"})
+    record = parse_frames([b"app.INFO", b"hi", ext], 99.0)
+    assert record.time == 12.5
+    assert record.received == 99.0
+    assert record.meta == {"host": "h1", "pid": 42, "seq": 3, "pub": "p"}
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason"),
+    [
+        ([b"app.INFO"], "frame_count"),
+        ([b"app.INFO", b"x", b"{}", b"y"], "frame_count"),
+        ([], "frame_count"),
+        ([b"", b"x"], "empty_topic"),
+        ([b"app", b"x"], "no_level"),
+        ([b"app.INFO", b"\xff"], "bad_utf8"),
+        ([b"\xffapp.INFO", b"x"], "bad_utf8"),
+        ([b"app.INFO", b"a\x00b"], "nul_byte"),
+        ([b"app.INFO", b"x" * 2000], "too_large"),
+        ([b"app.INFO", b"x", b"[1]"], "bad_extension"),
+        ([b"app.INFO", b"x", json.dumps({"v": 99}).encode()], "bad_extension"),
+        ([b"app.INFO", b"x", b"\xff"], "bad_extension"),
+    ],
+)
+def test_malformed_frames_have_reasons(frames: list[bytes], reason: str) -> None:
+    """Every kind of bad input raises MalformedRecord with a short counter key."""
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames(frames, 0.0, max_bytes=1024)
+    assert caught.value.reason == reason
+
+
+def test_escape_frames_is_one_safe_truncated_line() -> None:
+    """Control bytes, newlines and non-UTF-8 are escaped, and long frames are cut with a count."""
+    text = escape_frames([b"a\nb\x00c\xff", b"y" * 50], limit=20)
+    assert "\n" not in text and "\x00" not in text
+    assert text.startswith("a\\nb\\x00c\\xff | ")
+    assert text.endswith("...[36 more bytes]")
+    assert escape_frames([]) == "(no frames)"

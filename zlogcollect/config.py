@@ -1,0 +1,253 @@
+"""Collector settings: one frozen dataclass, TOML loading, and one-line errors naming the setting."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from zlogcollect import formatting
+from zlogcollect.routing import ERRORS_FILE, Route, RouteError, default_routes, parse_route, validate_target
+from zlogcollect.wire import MAX_RECORD_BYTES, Levels
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_ENDPOINT: Final = "tcp://127.0.0.1:5558"
+_WHEN = re.compile(r"(?i)S|M|H|D|MIDNIGHT|W[0-6]")
+_ENDPOINT = re.compile(r"(tcp|ipc|inproc|pgm|epgm|vmci)://.+")
+_LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming the setting and value."""
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    """Everything ``zlogcollect collect`` can be told, by flag or by TOML key of the same name."""
+
+    bind: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    subscribe: tuple[str, ...] = ()
+    dir: str = "logs"
+    route: tuple[str, ...] = ()
+    default_routes: bool = True
+    errors_file: str = ERRORS_FILE
+    default_source: str = "default"
+    when: str = "midnight"
+    interval: int = 1
+    backup_count: int = 0
+    utc: bool = False
+    at_time: str | None = None
+    compress: bool = False
+    format: str = formatting.DEFAULT_FORMAT
+    json: bool = False
+    flush_interval: float = 1.0
+    max_record_bytes: int = MAX_RECORD_BYTES
+    levels: Mapping[str, int] = field(default_factory=dict)
+    drain_timeout: float = 5.0
+    rcvhwm: int = 200_000
+    log_level: str = "INFO"
+
+    @property
+    def routes(self) -> list[Route]:
+        """The route table: the defaults (unless switched off), then every ``route`` rule."""
+        routes = default_routes(self.errors_file or None) if self.default_routes else []
+        return routes + [parse_route(spec) for spec in self.route]
+
+    @property
+    def at_time_value(self) -> datetime.time | None:
+        """``at_time`` as a :class:`datetime.time` (validated at load)."""
+        return datetime.time.fromisoformat(self.at_time) if self.at_time else None
+
+    @property
+    def level_table(self) -> Levels:
+        """The level names recognised in topics."""
+        return Levels(self.levels)
+
+
+_FIELDS: Final = {f.name: f for f in dataclasses.fields(CollectorConfig)}
+
+
+def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{name} = {value!r}: expected {what}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{name} = {value!r}: expected {what}")
+    return value
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = _FIELDS[name].default
+    if name == "levels":
+        _expect(name, value, dict, "a table of NAME = number")
+        for key, number in value.items():
+            _expect(f"levels.{key}", number, int, "a whole number")
+        return dict(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        _expect(name, value, (list, tuple), "a list of strings")
+        for item in value:
+            _expect(name, item, str, "a list of strings")
+        return tuple(value)
+    if isinstance(default, bool):
+        return _expect(name, value, bool, "true or false")
+    if isinstance(default, int):
+        return _expect(name, value, int, "a whole number")
+    if isinstance(default, float):
+        return float(_expect(name, value, (int, float), "a number"))
+    return _expect(name, value, str, "a string")
+
+
+def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:
+    """Build and validate a config; unknown keys and bad values raise :class:`ConfigError`."""
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        key = name.replace("-", "_")
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}; run 'zlogcollect config' for the list")
+        if value is None and key == "at_time":
+            continue
+        kwargs[key] = _coerce(key, value)
+    config = CollectorConfig(**kwargs)
+    validate(config)
+    return config
+
+
+def validate(config: CollectorConfig) -> None:
+    """Check every value that can be checked before binding anything."""
+    if not config.bind:
+        raise ConfigError("bind: at least one endpoint is needed")
+    for endpoint in config.bind:
+        if not _ENDPOINT.fullmatch(endpoint):
+            raise ConfigError(
+                f"bind = {endpoint!r}: expected an endpoint like tcp://127.0.0.1:5558 or ipc:///run/x.sock"
+            )
+    if not _WHEN.fullmatch(config.when):
+        raise ConfigError(f"when = {config.when!r}: expected S, M, H, D, midnight or W0-W6")
+    if config.interval < 1:
+        raise ConfigError(f"interval = {config.interval}: must be at least 1")
+    if config.backup_count < 0:
+        raise ConfigError(f"backup_count = {config.backup_count}: must not be negative")
+    if not 0 < config.flush_interval <= 60:
+        raise ConfigError(f"flush_interval = {config.flush_interval}: expected more than 0 and at most 60 s")
+    if config.drain_timeout < 0:
+        raise ConfigError(f"drain_timeout = {config.drain_timeout}: must not be negative")
+    if config.max_record_bytes < 64:
+        raise ConfigError(f"max_record_bytes = {config.max_record_bytes}: must be at least 64")
+    if config.rcvhwm < 0:
+        raise ConfigError(f"rcvhwm = {config.rcvhwm}: must not be negative")
+    if config.at_time:
+        try:
+            datetime.time.fromisoformat(config.at_time)
+        except ValueError:
+            raise ConfigError(f"at_time = {config.at_time!r}: expected HH:MM or HH:MM:SS") from None
+    if config.log_level.upper() not in _LOG_LEVELS:
+        raise ConfigError(f"log_level = {config.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
+    if (
+        not config.default_source
+        or not re.fullmatch(r"[A-Za-z0-9._@+-]+", config.default_source)
+        or (config.default_source.startswith("."))
+    ):
+        raise ConfigError(f"default_source = {config.default_source!r}: expected a plain file-name word")
+    try:
+        config.level_table  # noqa: B018 - builds the table to validate it
+    except ValueError as exc:
+        raise ConfigError(f"levels: {exc}") from None
+    try:
+        if config.errors_file:
+            validate_target(config.errors_file)
+        config.routes  # noqa: B018 - parses every route to validate it
+    except RouteError as exc:
+        raise ConfigError(f"route: {exc}") from None
+    if not config.default_routes and not config.route:
+        raise ConfigError("route: default routes are off and no route is given, so nothing would be written")
+    if not config.json:
+        try:
+            formatting.text_formatter(config.format)
+        except formatting.FormatError as exc:
+            raise ConfigError(f"format: {exc}") from None
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a TOML config file into a plain mapping (validated later, with the flags merged)."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"config {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path!r}: {exc}") from None
+    # Accept both a flat file and one with the settings under [collect].
+    section = data.pop("collect", None)
+    if isinstance(section, dict):
+        data = {**data, **section}
+    return data
+
+
+def log_level_number(name: str) -> int:
+    """The stdlib number for the collector's own ``--log-level``."""
+    return int(logging.getLevelName(name.upper()))
+
+
+EXAMPLE: Final = f'''\
+# zlogcollect collector configuration (TOML). Every key mirrors a
+# `zlogcollect collect` flag (dashes become underscores); flags given on the
+# command line win over this file. Values shown are the defaults.
+
+# Endpoints the SUB socket binds; apps connect their PUB handler here.
+bind = ["{DEFAULT_ENDPOINT}"]
+# Topic prefixes to accept; empty means everything.
+subscribe = []
+
+# Directory for the log files (created if missing).
+dir = "logs"
+# Records without a root topic are written as if sent by this source.
+default_source = "default"
+# Built-in routes: one file per source ("{{source}}.log") and errors_file.
+default_routes = true
+# ERROR and worse from every source also go here; "" switches it off.
+errors_file = "errors.log"
+# Extra routes: "PATTERN=FILE". PATTERN uses AMQP wildcards against the topic
+# (* = one word, # = zero or more); FILE may use {{source}} and {{level}}.
+route = [
+  # "app1.ERROR.#=app1-errors.log",
+  # "*.*.db.#=db/{{source}}-{{level}}.log",
+]
+
+# Rotation, exactly as logging.handlers.TimedRotatingFileHandler.
+when = "midnight"          # S, M, H, D, midnight, W0-W6
+interval = 1
+backup_count = 0           # 0 keeps every rotated file
+utc = false
+# at_time = "00:00:00"     # time of day for midnight/W* rotation
+compress = false           # gzip rotated files
+
+# Line format (%-style) or one JSON object per line.
+format = "{formatting.DEFAULT_FORMAT}"
+json = false
+
+# Batched writes: lines reach the file at most this many seconds after arrival.
+flush_interval = 1.0
+# Records larger than this (topic + text + extension) go to _malformed.log.
+max_record_bytes = {MAX_RECORD_BYTES}
+# Records the SUB socket may queue before ZeroMQ drops (0 = unlimited).
+rcvhwm = 200000
+# Seconds to keep receiving after SIGTERM before exiting.
+drain_timeout = 5.0
+# The collector's own diagnostics on stderr.
+log_level = "INFO"
+
+# Custom level names senders use in topics, with their numbers.
+[levels]
+# TRACE = 5
+# SUCCESS = 25
+'''

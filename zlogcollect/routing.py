@@ -1,0 +1,163 @@
+"""Topic patterns with AMQP wildcards, the route table, and file names safe from the network."""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from zlogcollect.wire import Record
+
+RESERVED_NAMES: Final = frozenset({"errors", "_malformed"})
+"""File stems the collector writes itself; a source with such a name is written elsewhere."""
+
+MAX_NAME_LENGTH: Final = 100
+"""Longest file stem a topic may produce (file systems allow 255 bytes, rotation adds ~20)."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+class RouteError(ValueError):
+    """A route given by the operator is not usable."""
+
+
+def match_topic(pattern: str, topic: str) -> bool:
+    """True if an AMQP-style topic pattern matches: ``*`` is one word, ``#`` zero or more."""
+    return _match(pattern.split("."), topic.split("."))
+
+
+def _match(pattern: Sequence[str], words: Sequence[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        # Zero or more words: try every split point (patterns are short, so this stays cheap).
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
+def safe_name(name: str, fallback: str = "_") -> str:
+    """Turn a name from the network into a single harmless file-name component.
+
+    Only letters, digits and ``. _ @ + -`` survive (anything else becomes
+    ``_``), a leading dot becomes ``_`` (no hidden files, no ``..``), the result
+    is cut to :data:`MAX_NAME_LENGTH` characters, and a name the collector
+    reserves for itself gets a trailing ``_``.
+    """
+    cleaned = _UNSAFE.sub("_", name)
+    if cleaned.startswith("."):
+        cleaned = "_" + cleaned[1:]
+    cleaned = cleaned[:MAX_NAME_LENGTH] or fallback
+    if cleaned.lower() in RESERVED_NAMES:
+        cleaned += "_"
+    return cleaned
+
+
+_FIELDS: Final = frozenset({"source", "level"})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Records whose topic matches ``pattern`` (and are at least ``min_level``) go to ``target``.
+
+    ``target`` is a relative path template with ``{source}`` and ``{level}``.
+    """
+
+    pattern: str
+    target: str
+    min_level: int | None = None
+
+    def __post_init__(self) -> None:
+        validate_target(self.target)
+        if not self.pattern or any(
+            not word or (("*" in word or "#" in word) and word not in ("*", "#"))
+            for word in self.pattern.split(".")
+        ):
+            raise RouteError(
+                f"route pattern {self.pattern!r} is not a dotted topic pattern "
+                "(words, '*' for one word, '#' for zero or more)"
+            )
+
+    def matches(self, record: Record) -> bool:
+        """True if this route takes *record*."""
+        if self.min_level is not None and record.levelno < self.min_level:
+            return False
+        return self.pattern == "#" or match_topic(self.pattern, record.topic)
+
+    def path_for(self, record: Record, default_source: str) -> str:
+        """The relative file path for *record*, with every placeholder sanitised."""
+        return self.target.format(
+            source=safe_name(record.source or default_source),
+            level=safe_name(record.levelname),
+        )
+
+
+def validate_target(target: str) -> None:
+    """Reject file templates that could leave the log directory or do not format."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(target) if name is not None}
+    except ValueError as exc:
+        raise RouteError(f"file template {target!r}: {exc}") from None
+    unknown = fields - _FIELDS
+    if unknown:
+        raise RouteError(
+            f"file template {target!r} uses {', '.join(sorted(unknown))}; "
+            "only {source} and {level} are available"
+        )
+    parts = target.split("/")
+    if (
+        not target
+        or os.path.isabs(target)
+        or any(part in ("", ".", "..") for part in parts)
+        or "\x00" in target
+    ):
+        raise RouteError(f"file template {target!r} must be a relative path inside --dir")
+    stem = os.path.splitext(parts[-1])[0]
+    if not fields and stem.lower() in RESERVED_NAMES and target not in _RESERVED_TARGETS:
+        raise RouteError(f"file template {target!r} is reserved for the collector itself")
+
+
+ERRORS_FILE: Final = "errors.log"
+MALFORMED_FILE: Final = "_malformed.log"
+_RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
+
+
+def parse_route(spec: str) -> Route:
+    """Parse ``PATTERN=FILE`` as given to ``--route``."""
+    pattern, sep, target = spec.partition("=")
+    if not sep:
+        raise RouteError(f"route {spec!r} must look like PATTERN=FILE, e.g. 'app1.ERROR.#=app1-errors.log'")
+    return Route(pattern.strip(), target.strip())
+
+
+def default_routes(errors_file: str | None = ERRORS_FILE, errors_level: int = 40) -> list[Route]:
+    """One file per source, plus every ERROR and worse from every source in *errors_file*."""
+    routes = [Route("#", "{source}.log")]
+    if errors_file:
+        routes.append(Route("#", errors_file, min_level=errors_level))
+    return routes
+
+
+class Router:
+    """Maps a record to the relative file paths it belongs in (duplicates removed)."""
+
+    __slots__ = ("_default_source", "_routes")
+
+    def __init__(self, routes: Iterable[Route], default_source: str = "default") -> None:
+        self._routes = tuple(routes)
+        self._default_source = default_source
+
+    def route(self, record: Record) -> list[str]:
+        """Every distinct relative path *record* should be written to, in route order."""
+        paths: list[str] = []
+        for route in self._routes:
+            if route.matches(record):
+                path = route.path_for(record, self._default_source)
+                if path not in paths:
+                    paths.append(path)
+        return paths

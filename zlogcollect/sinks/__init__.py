@@ -1,0 +1,1 @@
+"""Where records go once routed: files (and, with the amqp extra, RabbitMQ)."""

@@ -1,0 +1,221 @@
+"""The wire format both sides share: levels, the topic grammar, frames to records."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+TOPIC_DELIM: Final = "::"
+"""Separates a subtopic from the message in a log call: ``log.error("db::timeout")``."""
+
+EXTENSION_VERSION: Final = 1
+"""Version of the optional third frame (the structured extension), see docs/WIRE.md."""
+
+MAX_RECORD_BYTES: Final = 1024 * 1024
+"""Default largest topic + body + extension a record may have before it is quarantined."""
+
+STANDARD_LEVELS: Final[Mapping[str, int]] = {
+    "NOTSET": 0,
+    "DEBUG": 10,
+    "INFO": 20,
+    "WARNING": 30,
+    "ERROR": 40,
+    "CRITICAL": 50,
+}
+
+LEVEL_ALIASES: Final[Mapping[str, str]] = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+"""Names `logging` accepts as synonyms; records are stored under the canonical name."""
+
+_STOCK_NO_EXC: Final = " - None"  # stock PUBHandler's ERROR format: "... - %(exc_info)s"
+_NUMBERED_LEVEL = re.compile(r"Level (-?\d{1,9})")  # what logging names an unnamed level
+
+
+class MalformedRecord(ValueError):
+    """A frame set that cannot become a record; ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Levels:
+    """The level names a collector recognises in topics, standard plus custom ones."""
+
+    __slots__ = ("_by_name",)
+
+    def __init__(self, custom: Mapping[str, int] | None = None) -> None:
+        by_name = dict(STANDARD_LEVELS)
+        for name, number in (custom or {}).items():
+            if not name or "." in name or name != name.strip():
+                raise ValueError(f"level name {name!r} must be one word without dots")
+            by_name[name] = int(number)
+        self._by_name = by_name
+
+    def lookup(self, token: str) -> tuple[str, int] | None:
+        """Return ``(canonical name, number)`` if *token* names a level, else None."""
+        number = self._by_name.get(token)
+        if number is not None:
+            return token, number
+        alias = LEVEL_ALIASES.get(token)
+        if alias is not None:
+            return alias, self._by_name[alias]
+        match = _NUMBERED_LEVEL.fullmatch(token)
+        if match is not None:
+            return token, int(match.group(1))
+        return None
+
+    def number(self, name: str) -> int:
+        """The number for a level name (as accepted by :meth:`lookup`); ValueError if unknown."""
+        found = self.lookup(name)
+        if found is None:
+            raise ValueError(f"unknown level {name!r}")
+        return found[1]
+
+    @property
+    def names(self) -> list[str]:
+        """Every configured level name, standard ones included."""
+        return list(self._by_name)
+
+
+DEFAULT_LEVELS: Final = Levels()
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic ``[ROOT.]LEVEL[.SUBTOPIC]``; root and subtopic may contain dots."""
+
+    root: str
+    level: str
+    subtopic: str = ""
+
+
+def build_topic(root: str, level: str, subtopic: str = "") -> str:
+    """Join the parts the way ``zmq.log.handlers.PUBHandler`` does."""
+    return ".".join(part for part in (root, level, subtopic) if part)
+
+
+def parse_topic(topic: str, levels: Levels = DEFAULT_LEVELS) -> tuple[Topic, int]:
+    """Split a topic at the first component that names a level.
+
+    Returns the topic and the level number; raises :class:`MalformedRecord`
+    when the topic is empty or no component names a level.
+    """
+    if not topic:
+        raise MalformedRecord("empty_topic", "the topic frame is empty")
+    parts = topic.split(".")
+    for index, token in enumerate(parts):
+        found = levels.lookup(token)
+        if found is not None:
+            name, number = found
+            return Topic(".".join(parts[:index]), name, ".".join(parts[index + 1 :])), number
+    raise MalformedRecord("no_level", "no component of the topic names a log level")
+
+
+@dataclass(slots=True)
+class Record:
+    """One log record as the collector sees it, whatever sent it."""
+
+    source: str
+    levelname: str
+    levelno: int
+    subtopic: str
+    message: str
+    received: float
+    created: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Fields of the structured extension (host, pid, logger, ...), empty for stock senders."""
+
+    @property
+    def topic(self) -> str:
+        """The topic this record was (or would be) published under."""
+        return build_topic(self.source, self.levelname, self.subtopic)
+
+    @property
+    def time(self) -> float:
+        """When the event happened: the sender's stamp when it sent one, else the receive time."""
+        return self.created if self.created is not None else self.received
+
+
+def _decode(frame: bytes, what: str) -> str:
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRecord("bad_utf8", f"{what} is not valid UTF-8 at byte {exc.start}") from exc
+    if "\x00" in text:
+        raise MalformedRecord("nul_byte", f"{what} contains a NUL byte")
+    return text
+
+
+def decode_extension(frame: bytes) -> dict[str, Any]:
+    """Parse the optional third frame; raises :class:`MalformedRecord` if it is not one."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedRecord("bad_extension", "the third frame is not JSON") from exc
+    if not isinstance(data, dict) or data.get("v") != EXTENSION_VERSION:
+        raise MalformedRecord(
+            "bad_extension", f"the third frame is not a version {EXTENSION_VERSION} extension"
+        )
+    return data
+
+
+def encode_extension(fields: Mapping[str, Any]) -> bytes:
+    """Serialise extension fields as the third frame (compact JSON, version tagged)."""
+    return json.dumps({"v": EXTENSION_VERSION, **fields}, separators=(",", ":"), default=repr).encode()
+
+
+def parse_frames(
+    frames: Sequence[bytes],
+    received: float,
+    levels: Levels = DEFAULT_LEVELS,
+    max_bytes: int = MAX_RECORD_BYTES,
+) -> Record:
+    """Turn ``[topic, text]`` (or ``[topic, text, extension]``) into a :class:`Record`.
+
+    The one trailing newline that PUBHandler's formatters add is removed, and
+    so are two warts of the stock formatters: the leading ``"LEVELNAME "``
+    they repeat for every level but INFO, and the ``" - None"`` their ERROR
+    format appends when there is no exception. Raises :class:`MalformedRecord` for anything that
+    cannot be a record.
+    """
+    if len(frames) not in (2, 3):
+        raise MalformedRecord("frame_count", f"expected 2 or 3 frames, got {len(frames)}")
+    size = sum(len(frame) for frame in frames)
+    if size > max_bytes:
+        raise MalformedRecord("too_large", f"{size} bytes is over the limit of {max_bytes}")
+    topic, number = parse_topic(_decode(frames[0], "the topic"), levels)
+    text = _decode(frames[1], "the message")
+    if text.endswith("\n"):
+        text = text[:-1]
+    prefix = topic.level + " "
+    if text.startswith(prefix):
+        text = text[len(prefix) :]
+    if topic.level == "ERROR" and text.endswith(_STOCK_NO_EXC):
+        text = text[: -len(_STOCK_NO_EXC)]
+    record = Record(topic.root, topic.level, number, topic.subtopic, text, received)
+    if len(frames) == 3:
+        meta = decode_extension(frames[2])
+        created = meta.pop("created", None)
+        if isinstance(created, int | float):
+            record.created = float(created)
+        meta.pop("v", None)
+        record.meta = meta
+    return record
+
+
+def escape_frames(frames: Sequence[bytes], limit: int = 2000) -> str:
+    """A safe one-line rendering of raw frames for the quarantine file, cut at *limit*."""
+    shown: list[str] = []
+    budget = limit
+    for frame in frames:
+        piece = frame[: max(budget, 0)]
+        text = repr(piece)[2:-1]  # bytes repr escapes control bytes, quotes and non-ASCII
+        if len(piece) < len(frame):
+            text += f"...[{len(frame) - len(piece)} more bytes]"
+        shown.append(text)
+        budget -= len(piece)
+    return " | ".join(shown) if shown else "(no frames)"
