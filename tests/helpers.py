@@ -58,9 +58,13 @@ class CollectorProcess:
     """A real `zlogcollect collect` subprocess, with its stderr captured line by line."""
 
     def __init__(
-        self, args: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        args: Sequence[str],
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        command: str = "collect",
     ) -> None:
-        self.args = [sys.executable, "-m", "zlogcollect", "collect", *args]
+        self.args = [sys.executable, "-m", "zlogcollect", command, *args]
         self.proc = subprocess.Popen(
             self.args,
             stdout=subprocess.DEVNULL,

@@ -10,9 +10,18 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from zlogcollect import formatting
-from zlogcollect.routing import ERRORS_FILE, Route, RouteError, default_routes, parse_route, validate_target
+from zlogcollect.routing import (
+    ERRORS_FILE,
+    Route,
+    RouteError,
+    default_routes,
+    parse_route,
+    validate_routing_key,
+    validate_target,
+)
 from zlogcollect.wire import MAX_RECORD_BYTES, Levels
 
 if sys.version_info >= (3, 11):
@@ -55,6 +64,23 @@ class CollectorConfig:
     drain_timeout: float = 5.0
     rcvhwm: int = 200_000
     log_level: str = "INFO"
+    # The AMQP bridge (needs the `amqp` extra: pika).
+    amqp_url: str = ""
+    exchange: str = "amq.topic"
+    exchange_type: str = "topic"
+    declare_exchange: bool = False
+    routing_key: str = ""
+    only: tuple[str, ...] = ()
+    declare_queue: tuple[str, ...] = ()
+    queue_type: str = "classic"
+    dead_letter_exchange: str = ""
+    message_ttl: int = 0
+    max_length: int = 0
+    buffer: int = 100_000
+    overflow: str = "drop-oldest"
+    refresh: float = 0.0
+    heartbeat: int = 30
+    mandatory: bool = True
 
     @property
     def routes(self) -> list[Route]:
@@ -68,12 +94,66 @@ class CollectorConfig:
         return datetime.time.fromisoformat(self.at_time) if self.at_time else None
 
     @property
+    def queue_arguments(self) -> dict[str, object]:
+        """x-arguments for declared queues (dead-lettering, TTL, length)."""
+        arguments: dict[str, object] = {}
+        if self.dead_letter_exchange:
+            arguments["x-dead-letter-exchange"] = self.dead_letter_exchange
+        if self.message_ttl:
+            arguments["x-message-ttl"] = self.message_ttl
+        if self.max_length:
+            arguments["x-max-length"] = self.max_length
+        return arguments
+
+    @property
     def level_table(self) -> Levels:
         """The level names recognised in topics."""
         return Levels(self.levels)
 
 
 _FIELDS: Final = {f.name: f for f in dataclasses.fields(CollectorConfig)}
+
+
+_QUEUE_TYPES: Final = ("classic", "quorum", "stream")
+_EXCHANGE_TYPES: Final = ("topic", "direct", "fanout", "headers")
+_OVERFLOW: Final = ("drop-oldest", "drop-newest")
+
+
+def parse_queue(spec: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=BINDING[,BINDING...]`` from ``--declare-queue``."""
+    name, sep, bindings = spec.partition("=")
+    keys = tuple(b.strip() for b in bindings.split(",") if b.strip())
+    if not sep or not name.strip() or not keys:
+        raise ConfigError(
+            f"declare_queue = {spec!r}: expected NAME=BINDING[,BINDING...], e.g. app1-error=app1.ERROR.#"
+        )
+    return name.strip(), keys
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for every line a person reads."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparseable URL)"
+    if password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def validate_amqp_url(url: str) -> None:
+    """Check an AMQP URL without connecting; the error never shows the password."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"amqp_url: not a valid URL ({exc})") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise ConfigError(f"amqp_url = {redact(url)!r}: expected amqp://USER:PASSWORD@HOST[:PORT]/VHOST")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"amqp_url: port {port} is out of range")
 
 
 def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -170,6 +250,37 @@ def validate(config: CollectorConfig) -> None:
         raise ConfigError(f"route: {exc}") from None
     if not config.default_routes and not config.route:
         raise ConfigError("route: default routes are off and no route is given, so nothing would be written")
+    if config.amqp_url:
+        validate_amqp_url(config.amqp_url)
+    if config.queue_type not in _QUEUE_TYPES:
+        raise ConfigError(f"queue_type = {config.queue_type!r}: expected one of {', '.join(_QUEUE_TYPES)}")
+    if config.exchange_type not in _EXCHANGE_TYPES:
+        raise ConfigError(
+            f"exchange_type = {config.exchange_type!r}: expected one of {', '.join(_EXCHANGE_TYPES)}"
+        )
+    if config.overflow not in _OVERFLOW:
+        raise ConfigError(f"overflow = {config.overflow!r}: expected one of {', '.join(_OVERFLOW)}")
+    if config.buffer < 1:
+        raise ConfigError(f"buffer = {config.buffer}: must be at least 1")
+    for name in ("message_ttl", "max_length", "heartbeat"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} = {getattr(config, name)}: must not be negative")
+    if config.refresh < 0:
+        raise ConfigError(f"refresh = {config.refresh}: must not be negative")
+    if not config.exchange:
+        raise ConfigError("exchange: must not be empty")
+    for spec in config.declare_queue:
+        parse_queue(spec)
+    for pattern in config.only:
+        try:
+            Route(pattern, "x.log")
+        except RouteError as exc:
+            raise ConfigError(f"only: {exc}") from None
+    if config.routing_key:
+        try:
+            validate_routing_key(config.routing_key)
+        except RouteError as exc:
+            raise ConfigError(f"routing_key: {exc}") from None
     if not config.json:
         try:
             formatting.text_formatter(config.format)
@@ -245,6 +356,27 @@ rcvhwm = 200000
 drain_timeout = 5.0
 # The collector's own diagnostics on stderr.
 log_level = "INFO"
+
+# The AMQP bridge (`pip install 'zlogcollect[amqp]'`): forward every record to
+# RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.
+amqp_url = ""              # e.g. "amqp://guest:guest@127.0.0.1:5672/%2F"
+exchange = "amq.topic"
+exchange_type = "topic"
+declare_exchange = false   # declare it (durable); else it must exist (amq.* always do)
+routing_key = ""           # "" = the record's topic; or a template like "{{source}}.{{level}}"
+only = []                  # forward only topics matching these patterns; [] = all
+declare_queue = [          # durable queues to declare and bind: "NAME=BINDING[,BINDING]"
+  # "app1-error=app1.ERROR.#",
+]
+queue_type = "classic"     # classic, quorum or stream
+dead_letter_exchange = ""
+message_ttl = 0            # ms, 0 = none
+max_length = 0             # messages, 0 = unlimited
+buffer = 100000            # records held while the broker is unreachable
+overflow = "drop-oldest"   # or "drop-newest", when the buffer is full
+refresh = 0.0              # seconds between reconnects for load balancers; 0 = never
+heartbeat = 30             # AMQP heartbeat, seconds
+mandatory = true           # count records no queue was bound for as unroutable
 
 # Custom level names senders use in topics, with their numbers.
 [levels]

@@ -5,20 +5,25 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gevent
 
 from zlogcollect import formatting
-from zlogcollect.collector import Collector, StartupError
-from zlogcollect.config import CollectorConfig, log_level_number
+from zlogcollect.collector import Collector, Sink, StartupError
+from zlogcollect.config import CollectorConfig, log_level_number, parse_queue, redact
 from zlogcollect.routing import Router
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
+
+if TYPE_CHECKING:
+    from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
 
 log = logging.getLogger("zlogcollect")
 
@@ -51,13 +56,81 @@ class SignalState:
     report: bool = False
 
 
-def setup_diagnostics(level: str) -> None:
+class DiagnosticsHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr for the collector's own log; on a terminal it also keeps a live status line.
+
+    The status line is redrawn in place (``\\r``) and erased before each log
+    line, so log lines never end up glued to it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.tty = sys.stderr.isatty()
+        self._status = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._status:
+            self.stream.write("\r\x1b[K")
+        super().emit(record)
+        if self._status:
+            self.stream.write(self._status)
+            self.stream.flush()
+
+    def show_status(self, text: str) -> None:
+        """Draw *text* as the status line (terminal only)."""
+        if not self.tty:
+            return
+        self._status = text[: shutil.get_terminal_size().columns - 1]
+        self.stream.write("\r\x1b[K" + self._status)
+        self.stream.flush()
+
+    def clear_status(self) -> None:
+        if self._status:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._status = ""
+
+
+def setup_diagnostics(level: str) -> DiagnosticsHandler:
     """Send the collector's own log to stderr, never anywhere near a zlogcollect handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = DiagnosticsHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s zlogcollect[%(process)d] %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(log_level_number(level))
     log.propagate = False
+    return handler
+
+
+class Progress:
+    """Received/written rates for the terminal status line, at most once a second."""
+
+    def __init__(self, stats: Stats, handler: DiagnosticsHandler | None) -> None:
+        self._stats = stats
+        self._handler = handler if handler is not None and handler.tty else None
+        self._last = time.monotonic()
+        self._last_received = 0
+
+    def tick(self) -> None:
+        if self._handler is None:
+            return
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return
+        stats = self._stats
+        rate = (stats.received - self._last_received) / (now - self._last)
+        self._last, self._last_received = now, stats.received
+        parts = [f"received {stats.received:,} ({rate:,.0f}/s)", f"written {sum(stats.written.values()):,}"]
+        if stats.malformed:
+            parts.append(f"malformed {sum(stats.malformed.values()):,}")
+        if stats.amqp:
+            parts.append(f"amqp delivered {stats.amqp['delivered']:,}")
+        if stats.dropped:
+            parts.append(f"dropped {sum(stats.dropped.values()):,}")
+        self._handler.show_status("zlogcollect: " + ", ".join(parts))
+
+    def done(self) -> None:
+        if self._handler is not None:
+            self._handler.clear_status()
 
 
 def check_directory(path: str) -> str:
@@ -74,8 +147,8 @@ def check_directory(path: str) -> str:
     return full
 
 
-def build_collector(config: CollectorConfig, stats: Stats) -> tuple[Collector, FileSink]:
-    """Wire the file sink and the collector from a validated config (no sockets yet)."""
+def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
+    """The rotating-file sink from a validated config."""
     directory = check_directory(config.dir)
     render = (
         formatting.json_formatter(config.utc)
@@ -90,22 +163,68 @@ def build_collector(config: CollectorConfig, stats: Stats) -> tuple[Collector, F
         at_time=config.at_time_value,
         compress=config.compress,
     )
-    files = FileSink(directory, Router(config.routes, config.default_source), render, rotation, stats)
-    collector = Collector(
-        [files], stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
+    return FileSink(directory, Router(config.routes, config.default_source), render, rotation, stats)
+
+
+def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:
+    """The AMQP bridge sink; pika is imported only when it is asked for."""
+    try:
+        from zlogcollect.sinks.amqp import AmqpSettings, AmqpSink, QueueSpec
+    except ImportError as exc:
+        raise DaemonStartupError(
+            f"amqp_url needs pika: pip install 'zlogcollect[amqp]' ({exc})", ExitStatus.CONFIG
+        ) from None
+    settings = AmqpSettings(
+        url=config.amqp_url,
+        exchange=config.exchange,
+        exchange_type=config.exchange_type,
+        declare_exchange=config.declare_exchange,
+        routing_key=config.routing_key or None,
+        only=config.only,
+        queues=tuple(QueueSpec(*parse_queue(spec)) for spec in config.declare_queue),
+        queue_type=config.queue_type,
+        queue_arguments=config.queue_arguments,
+        buffer=config.buffer,
+        overflow=config.overflow,
+        refresh=config.refresh,
+        heartbeat=config.heartbeat,
+        mandatory=config.mandatory,
+        close_timeout=max(config.drain_timeout, 1.0),
     )
-    return collector, files
+    return AmqpSink(settings, stats)
 
 
-def run(config: CollectorConfig) -> ExitStatus:
-    """Run the collector until SIGTERM/SIGINT; raise :class:`DaemonStartupError` if it cannot start."""
+def run(
+    config: CollectorConfig, files: bool = True, diagnostics: DiagnosticsHandler | None = None
+) -> ExitStatus:
+    """Run until SIGTERM/SIGINT; raise :class:`DaemonStartupError` if it cannot start.
+
+    With *files* off this is the bridge: the same receive side, AMQP only.
+    """
     stats = Stats()
-    collector, files = build_collector(config, stats)
+    sinks: list[Sink] = []
+    file_sink = build_file_sink(config, stats) if files else None
+    if file_sink is not None:
+        sinks.append(file_sink)
+    amqp_sink = build_amqp_sink(config, stats) if config.amqp_url else None
+    collector = Collector(
+        sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
+    )
     try:
         collector.bind(config.bind, config.subscribe)
     except StartupError as exc:
-        files.close()
+        collector.close()
         raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    if amqp_sink is not None:
+        from zlogcollect.sinks.amqp import AmqpSetupError
+
+        try:
+            # Credentials and a missing exchange are configuration errors: find out now.
+            amqp_sink.start(wait=amqp_sink.settings.connect_timeout)
+        except AmqpSetupError as exc:
+            collector.close()
+            raise DaemonStartupError(f"amqp_url: {exc}", ExitStatus.CONFIG) from None
+        collector.sinks.append(amqp_sink)
 
     state = SignalState()
 
@@ -125,7 +244,10 @@ def run(config: CollectorConfig) -> ExitStatus:
         gevent.signal_handler(signal.SIGUSR1, request_report),
     ]
 
+    progress = Progress(stats, diagnostics)
+
     def act_on_signals() -> None:
+        progress.tick()
         if state.reopen:
             state.reopen = False
             log.info("SIGHUP: reopening files")
@@ -134,11 +256,13 @@ def run(config: CollectorConfig) -> ExitStatus:
             state.report = False
             log.info("counters: %s", stats.summary())
 
+    targets = []
+    if file_sink is not None:
+        targets.append(f"writing to {file_sink.directory}")
+    if amqp_sink is not None:
+        targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
     log.info(
-        "ready: listening on %s, writing to %s (pid %d)",
-        " ".join(collector.endpoints),
-        files.directory,
-        os.getpid(),
+        "ready: listening on %s, %s (pid %d)", " ".join(collector.endpoints), ", ".join(targets), os.getpid()
     )
     try:
         collector.serve(lambda: state.stop is not None, config.flush_interval, act_on_signals)
@@ -148,5 +272,6 @@ def run(config: CollectorConfig) -> ExitStatus:
         collector.close()
         for handler in handlers:
             handler.cancel()
+    progress.done()
     log.info("stopped: %s", stats.summary())
     return ExitStatus.SUCCESS

@@ -119,3 +119,55 @@ def json_formatter(utc: bool = False) -> Callable[[Record], str]:
         return json.dumps(json_fields(record, utc), ensure_ascii=False, default=str) + "\n"
 
     return render
+
+
+_LOGRECORD_DEFAULTS: Final = {
+    "args": None,
+    "exc_info": None,
+    "exc_text": None,
+    "stack_info": None,
+}
+
+
+def amqp_body(record: Record) -> dict[str, Any]:
+    """The AMQP JSON body: python-logging-rabbitmq's field set plus ``source`` and ``subtopic``.
+
+    Fields only the zlogcollect handler can know (host, pid, path, ...) come from
+    the structured extension and are ``null`` for stock senders. ``msg`` is the
+    bare message text; extra fields the app passed are merged at the top level,
+    as python-logging-rabbitmq does with ``extra``.
+    """
+    meta = record.meta
+    created = record.time
+    path = meta.get("path")
+    filename = path.rsplit("/", 1)[-1] if isinstance(path, str) else None
+    exc = meta.get("exc")
+    body: dict[str, Any] = {
+        "name": meta.get("logger") or record.source or None,
+        "msg": record.message,
+        **_LOGRECORD_DEFAULTS,
+        "levelname": record.levelname,
+        "levelno": record.levelno,
+        "pathname": path,
+        "filename": filename,
+        "module": filename.rsplit(".", 1)[0] if filename else None,
+        "exc_text": exc or None,
+        "lineno": meta.get("line"),
+        "funcName": meta.get("func"),
+        "created": created,
+        "msecs": (created - int(created)) * 1000,
+        "thread": meta.get("thread_id"),
+        "threadName": meta.get("thread"),
+        "processName": meta.get("process"),
+        "process": meta.get("pid"),
+        "host": meta.get("host"),
+        "source": record.source,
+        "subtopic": record.subtopic,
+        "topic": record.topic,
+        "received": record.received,
+    }
+    extra = meta.get("extra")
+    if isinstance(extra, dict):
+        for key, value in extra.items():
+            body.setdefault(key, value)
+    return body

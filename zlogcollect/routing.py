@@ -161,3 +161,45 @@ class Router:
                 if path not in paths:
                     paths.append(path)
         return paths
+
+
+ROUTING_KEY_FIELDS: Final = frozenset({"source", "level", "subtopic", "topic", "name"})
+MAX_ROUTING_KEY: Final = 255  # bytes, the AMQP limit for a short string
+
+
+def validate_routing_key(template: str) -> None:
+    """Reject routing-key templates that use unknown fields or do not format."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise RouteError(f"routing key {template!r}: {exc}") from None
+    unknown = fields - ROUTING_KEY_FIELDS
+    if unknown:
+        raise RouteError(
+            f"routing key {template!r} uses {', '.join(sorted(unknown))}; "
+            f"available: {', '.join('{' + f + '}' for f in sorted(ROUTING_KEY_FIELDS))}"
+        )
+
+
+def routing_key(template: str | None, record: Record) -> str:
+    """The AMQP routing key: the record's topic by default, else *template* filled in.
+
+    ``/`` becomes ``.`` (AMQP topic words are dot-separated) and the key is cut
+    to the 255-byte limit.
+    """
+    if template is None:
+        key = record.topic
+    else:
+        logger = record.meta.get("logger")
+        key = template.format(
+            source=record.source,
+            level=record.levelname,
+            subtopic=record.subtopic,
+            topic=record.topic,
+            name=logger if isinstance(logger, str) and logger else record.source,
+        )
+    key = key.replace("/", ".")
+    encoded = key.encode()
+    if len(encoded) > MAX_ROUTING_KEY:
+        key = encoded[:MAX_ROUTING_KEY].decode(errors="ignore")
+    return key

@@ -39,6 +39,8 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     """Problems that did not lose data (a failed write that was retried, a reopen)."""
     publishers: dict[str, PublisherLoss] = field(default_factory=dict)
+    amqp: Counter[str] = field(default_factory=Counter)
+    """The AMQP bridge: received, skipped (--only), delivered (confirmed), dropped, resent, ..."""
 
     def observe_sequence(self, publisher: str, host: str, pid: object, seq: int, announced: int) -> int:
         """Record a publisher's sequence number; return how many records newly went missing."""
@@ -76,6 +78,8 @@ class Stats:
             parts.append("dropped=" + ",".join(f"{k}:{v}" for k, v in sorted(self.dropped.items())))
         if self.errors:
             parts.append("errors=" + ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())))
+        if self.amqp:
+            parts.append("amqp=" + ",".join(f"{k}:{v}" for k, v in sorted(self.amqp.items())))
         if self.publishers:
             parts.append(f"publishers={len(self.publishers)} lost={self.lost_by_publishers}")
         if self.malformed:

@@ -458,3 +458,63 @@ for i in range(n):
 sock.close(linger=10000)
 ctx.term()
 """
+
+
+def test_a_terminal_gets_a_live_status_line(logdir: Path) -> None:
+    """With stderr on a terminal the collector redraws a status line with counts in place."""
+    import pty
+
+    endpoint = short_ipc_endpoint()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zlogcollect",
+            "collect",
+            "--bind",
+            endpoint,
+            "--dir",
+            str(logdir),
+            "--flush-interval",
+            "0.1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+
+    def read_some() -> bytes:
+        nonlocal output
+        import select
+
+        while select.select([leader], [], [], 0.05)[0]:
+            try:
+                output += os.read(leader, 65536)
+            except OSError:
+                break
+        return output
+
+    sender = None
+    try:
+        wait_until(lambda: b"ready:" in read_some(), what="the ready line on the terminal")
+        sender = StockSender(endpoint, "tty")
+        sender.wait_connected(logdir)
+        for i in range(10):
+            sender.logger.info("line %d", i)
+        wait_until(
+            lambda: re.search(rb"\r\x1b\[Kzlogcollect: received [1-9]", read_some()), what="a status line"
+        )
+    finally:
+        if sender is not None:
+            sender.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        read_some()
+        os.close(leader)
+    text = output.decode(errors="replace")
+    stopped = text[text.index("stopped:") - 60 :]
+    assert "\x1b[K" in text
+    assert re.search(r"\r\x1b\[K\d{4}-\d\d-\d\d [^\r]*stopped:", text), stopped
