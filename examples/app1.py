@@ -1,6 +1,6 @@
-"""app1 of the seed article: logs mostly errors through the stock PUBHandler."""
+"""app1 of the seed article: logs mostly errors through zlogcollect's handler (--stock: pyzmq's PUBHandler)."""
 
-from stock_app import MOSTLY_ERRORS, main
+from seed_app import MOSTLY_ERRORS, main
 
 if __name__ == "__main__":
     main("app1", MOSTLY_ERRORS)

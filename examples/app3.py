@@ -1,6 +1,6 @@
-"""app3 of the seed article: logs every level through the stock PUBHandler."""
+"""app3 of the seed article: logs every level through zlogcollect's handler (--stock: pyzmq's PUBHandler)."""
 
-from stock_app import EVERY_LEVEL, main
+from seed_app import EVERY_LEVEL, main
 
 if __name__ == "__main__":
     main("app3", EVERY_LEVEL)

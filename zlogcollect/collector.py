@@ -125,12 +125,13 @@ class Collector:
         for publisher, count in self._unreported_loss.items():
             loss = self.stats.publishers[publisher]
             log.warning(
-                "lost %d records from host %s pid %s (publisher %s), %d in all",
+                "lost %d records from host %s pid %s (publisher %s), %d in all, %d of them dropped by the sender",
                 count,
                 loss.host,
                 loss.pid,
                 publisher,
-                loss.gaps + loss.announced,
+                loss.gaps,
+                loss.announced,
             )
         self._unreported_loss.clear()
 

@@ -14,9 +14,10 @@ class PublisherLoss:
     pid: object
     last_seq: int = -1
     gaps: int = 0
-    """Records missing between sequence numbers that did arrive."""
+    """Records missing between sequence numbers that did arrive: everything lost, wherever."""
     announced: int = 0
-    """Records the publisher itself reported dropping (high-water mark, hold buffer full)."""
+    """Of the gaps, how many the publisher itself reported dropping (high-water mark, hold
+    buffer full); the rest were lost on the way (e.g. in flight when the collector died)."""
     restarts: int = 0
     """Times the sequence went backwards (the publisher restarted or was re-created)."""
 
@@ -57,13 +58,15 @@ class Stats:
             missing = seq - loss.last_seq - 1
         loss.last_seq = seq
         loss.gaps += missing
+        # A record the sender dropped still used up a sequence number, so it is
+        # already in `missing`; the announcement only says where it was lost.
         loss.announced += announced
-        return missing + announced
+        return missing
 
     @property
     def lost_by_publishers(self) -> int:
         """Records publishers sent or meant to send that never arrived."""
-        return sum(p.gaps + p.announced for p in self.publishers.values())
+        return sum(p.gaps for p in self.publishers.values())
 
     def summary(self) -> str:
         """One line with the counters an operator looks at first."""

@@ -14,8 +14,9 @@ from tests.helpers import ROOT, CollectorProcess, read_lines, short_ipc_endpoint
 pytestmark = pytest.mark.e2e
 
 
-def test_seed_apps_reach_the_collector(collectors: list[CollectorProcess], logdir: Path) -> None:
-    """examples/app1-3.py (stock PUBHandler) each deliver their records to their own file."""
+@pytest.mark.parametrize("stock", [False, True], ids=["zlogcollect-handler", "stock-pubhandler"])
+def test_seed_apps_reach_the_collector(collectors: list[CollectorProcess], logdir: Path, stock: bool) -> None:
+    """examples/app1-3.py, with either handler, each deliver their records to their own file."""
     endpoint = short_ipc_endpoint()
     proc = CollectorProcess(["--bind", endpoint, "--dir", str(logdir), "--flush-interval", "0.1"])
     collectors.append(proc)

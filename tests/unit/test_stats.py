@@ -5,14 +5,14 @@ from __future__ import annotations
 from zlogcollect.stats import Stats
 
 
-def test_sequence_gaps_and_announced_drops_count_as_loss() -> None:
-    """Missing sequence numbers and drops the publisher announced add up per publisher."""
+def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
+    """Missing sequence numbers are the loss; drops the sender announces are part of them, not extra."""
     stats = Stats()
     assert stats.observe_sequence("p1", "h", 1, 0, 0) == 0
     assert stats.observe_sequence("p1", "h", 1, 1, 0) == 0
     assert stats.observe_sequence("p1", "h", 1, 5, 0) == 3
-    assert stats.observe_sequence("p1", "h", 1, 6, 2) == 2
-    assert stats.publishers["p1"].gaps == 3
+    assert stats.observe_sequence("p1", "h", 1, 8, 2) == 2
+    assert stats.publishers["p1"].gaps == 5
     assert stats.publishers["p1"].announced == 2
     assert stats.lost_by_publishers == 5
 

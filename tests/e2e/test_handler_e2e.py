@@ -1,0 +1,405 @@
+"""ZLogHandler in real app processes feeding a real `zlogcollect collect` process."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, CollectorProcess, counter, free_tcp_endpoint, short_ipc_endpoint, wait_until
+from tests.helpers_handler import app_env, json_lines, run_app, start_app
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture
+def apps(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start app scripts in the background; any still running at teardown is killed and reaped."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(source: str, *args: str) -> subprocess.Popen[str]:
+        proc = start_app(source, *args, cwd=tmp_path, name=f"app{len(started)}.py")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)  # reaps it and closes its pipes
+
+
+def start_collector(collectors: list[CollectorProcess], endpoint: str, directory: Path) -> CollectorProcess:
+    """A collector writing JSON lines (they carry pid, pub and seq) that flushes often."""
+    proc = CollectorProcess(
+        ["--bind", endpoint, "--dir", str(directory), "--json", "--flush-interval", "0.05"]
+    )
+    collectors.append(proc)
+    proc.wait_ready()
+    return proc
+
+
+def stop_collector(proc: CollectorProcess) -> str:
+    """SIGTERM (drain, flush, exit 0) and return the final counters line."""
+    assert proc.stop() == 0, proc.stderr
+    return proc.summary()
+
+
+def test_start_up_burst_arrives_stock_loses_some(
+    collectors: list[CollectorProcess],
+    logdir: Path,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """An app that logs 1,000 records right after creating the handler and exits at once delivers all 1,000."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    ours = run_app(
+        """
+        import logging, sys
+        from zlogcollect import ZLogHandler
+        log = logging.getLogger("burst")
+        log.addHandler(ZLogHandler(sys.argv[1], app="ours"))
+        for i in range(1000):
+            log.warning("record %d", i)
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    assert ours.returncode == 0, ours.stderr
+    for root, ending in (("stock", ""), ("stocklinger", "sock.close(linger=2000)")):
+        # As in the seed recipe: exit right away; then its best case, a linger at exit.
+        stock = run_app(
+            f"""
+            import logging, sys, zmq
+            from zmq.log.handlers import PUBHandler
+            sock = zmq.Context.instance().socket(zmq.PUB)
+            sock.connect(sys.argv[1])
+            log = logging.getLogger("burst")
+            log.addHandler(PUBHandler(sock, root_topic="{root}"))
+            for i in range(1000):
+                log.warning("record %d", i)
+            {ending}
+            """,
+            endpoint,
+            cwd=tmp_path,
+        )
+        assert stock.returncode == 0, stock.stderr
+    summary = stop_collector(proc)
+    messages = [r["message"] for r in json_lines(logdir / "ours.log")]
+    assert messages == [f"record {i}" for i in range(1000)]
+    stock_count = len(json_lines(logdir / "stock.log"))
+    linger_count = len(json_lines(logdir / "stocklinger.log"))
+    record_property("stock_start_up_delivered", stock_count)
+    record_property("stock_with_linger_start_up_delivered", linger_count)
+    print(f"start-up burst: ours 1000/1000, stock {stock_count}/1000, stock with linger {linger_count}/1000")
+    assert counter(summary, "received") == 1000 + stock_count + linger_count
+    assert counter(summary, "lost") == 0
+
+
+EARLY_APP = """
+    import logging, sys, threading, time
+    import zlogcollect
+    zlogcollect.setup(sys.argv[1], app="early", level=logging.INFO)
+    log = logging.getLogger("early")
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    for i in range(200):          # two seconds before the collector exists
+        log.info("early %d", i)
+        time.sleep(0.01)
+    print("early done", flush=True)
+    n = 0
+    while not stop.is_set():
+        log.info("late %d", n)
+        n += 1
+        time.sleep(0.01)
+    print("total", 200 + n, flush=True)
+"""
+
+
+def test_records_logged_before_the_collector_starts_arrive(
+    collectors: list[CollectorProcess], logdir: Path, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """An app that logs for 2 s before the collector starts delivers those early records (they are held)."""
+    endpoint = free_tcp_endpoint()
+    app = apps(EARLY_APP, endpoint)
+    assert app.stdout is not None and app.stdin is not None
+    assert app.stdout.readline() == "early done\n"
+    proc = start_collector(collectors, endpoint, logdir)
+    wait_until(
+        lambda: any(r["message"].startswith("late") for r in json_lines(logdir / "early.log")),
+        what="a late record on disk",
+    )
+    out, err = app.communicate("stop\n", timeout=20)
+    assert app.returncode == 0, err
+    total = int(out.split()[-1])
+    summary = stop_collector(proc)
+    messages = [r["message"] for r in json_lines(logdir / "early.log")]
+    assert messages[:200] == [f"early {i}" for i in range(200)]
+    assert len(messages) == total
+    assert counter(summary, "lost") == 0
+
+
+STREAM_APP = """
+    import logging, sys, threading, time
+    import zlogcollect
+    zlogcollect.setup(sys.argv[1], app="stream")
+    log = logging.getLogger("stream")
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    n = 0
+    while not stop.is_set():
+        log.info("rec %d", n)
+        n += 1
+        time.sleep(0.001)
+    print("total", n, flush=True)
+"""
+
+
+def test_collector_killed_and_restarted_loses_nothing_unaccounted(
+    collectors: list[CollectorProcess],
+    tmp_path: Path,
+    apps: Callable[..., subprocess.Popen[str]],
+    record_property: Callable[[str, object], None],
+) -> None:
+    """After SIGKILL and restart of the collector, every record is on disk or counted lost by the new one."""
+    endpoint = free_tcp_endpoint()
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first = start_collector(collectors, endpoint, first_dir)
+    app = apps(STREAM_APP, endpoint)
+    wait_until(
+        lambda: len(json_lines(first_dir / "stream.log")) >= 200, what="records on the first collector"
+    )
+    first.kill()  # SIGKILL: nothing is drained or flushed
+    second = start_collector(collectors, endpoint, second_dir)
+    wait_until(
+        lambda: len(json_lines(second_dir / "stream.log")) >= 200, what="records on the second collector"
+    )
+    out, err = app.communicate("stop\n", timeout=20)
+    assert app.returncode == 0, err
+    total = int(out.split()[-1])
+    summary = stop_collector(second)
+    before = {int(r["message"].split()[1]) for r in json_lines(first_dir / "stream.log")}
+    after = [int(r["message"].split()[1]) for r in json_lines(second_dir / "stream.log")]
+    assert after == sorted(after)
+    written, lost = counter(summary, "written"), counter(summary, "lost")
+    assert written == len(after)
+    # The restarted collector counts every record it did not get (those the first one
+    # wrote included: it only sees the sequence start past them) ...
+    assert total - written == lost
+    # ... and the records on no disk are exactly those it never saw: none in between.
+    missing = set(range(total)) - before - set(after)
+    assert all(n < after[0] for n in missing)
+    assert after == list(range(after[0], total))
+    record_property("lost_across_sigkill", len(missing))
+    print(f"collector SIGKILL + restart: {total} logged, {len(missing)} on no disk (in flight when killed)")
+
+
+MP_APP = """
+    import logging, multiprocessing, os, sys
+    import zlogcollect
+    zlogcollect.setup(sys.argv[1], app="mp")
+    log = logging.getLogger("mp")
+
+    def work(k):
+        for n in range(300):  # past the 256 records between subscription checks
+            log.info("child %d record %d pid %d", k, n, os.getpid())
+
+    if __name__ == "__main__":
+        for n in range(50):  # probably still held when the children fork
+            log.info("parent %d", n)
+        context = multiprocessing.get_context("fork")
+        children = [context.Process(target=work, args=(k,)) for k in range(4)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+        log.info("parent done, exit codes %s", [c.exitcode for c in children])
+"""
+
+
+def test_multiprocessing_fork_children_deliver_with_their_pid(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    """multiprocessing fork children (which end with os._exit) deliver all records, each under its own pid."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    result = run_app(MP_APP, endpoint, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = stop_collector(proc)
+    records = json_lines(logdir / "mp.log")
+    parents = [r for r in records if r["message"].startswith("parent")]
+    assert [r["message"] for r in parents] == [f"parent {n}" for n in range(50)] + [
+        "parent done, exit codes [0, 0, 0, 0]"
+    ]
+    parent_pid = parents[0]["pid"]
+    by_child: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for r in records:
+        if r["message"].startswith("child"):
+            by_child[r["message"].split()[1]].append(r)
+    assert sorted(by_child) == ["0", "1", "2", "3"]
+    for rows in by_child.values():
+        pids = {r["pid"] for r in rows}
+        assert len(pids) == 1 and parent_pid not in pids
+        assert all(str(r["message"]).endswith(f"pid {r['pid']}") for r in rows)
+        assert [r["seq"] for r in rows] == list(range(300))  # a fresh publisher per child
+    assert len({r["pub"] for r in records}) == 5
+    assert counter(summary, "publishers") == 5
+    assert counter(summary, "lost") == 0
+
+
+def test_gevent_monkey_patched_app(collectors: list[CollectorProcess], logdir: Path, tmp_path: Path) -> None:
+    """An app that monkey-patches with gevent first logs from many greenlets, and every record arrives."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    result = run_app(
+        """
+        from gevent import monkey
+        monkey.patch_all()
+        import logging, sys
+        import gevent
+        import zlogcollect
+        zlogcollect.setup(sys.argv[1], app="green")
+        log = logging.getLogger("green")
+
+        def work(k):
+            for n in range(100):
+                log.info("greenlet %d record %d", k, n)
+                gevent.sleep(0)
+
+        gevent.joinall([gevent.spawn(work, k) for k in range(10)])
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = stop_collector(proc)
+    seen = Counter(r["message"] for r in json_lines(logdir / "green.log"))
+    assert seen == Counter(f"greenlet {k} record {n}" for k in range(10) for n in range(100))
+    assert counter(summary, "lost") == 0
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "source", "expected"),
+    [
+        ("handler_app.py", ["--count", "20"], "handler_app", 20),
+        ("prefork.py", ["--count", "30", "--workers", "3"], "prefork", 1 + 90 + 3),
+    ],
+)
+def test_examples_deliver_everything(
+    collectors: list[CollectorProcess],
+    logdir: Path,
+    script: str,
+    args: list[str],
+    source: str,
+    expected: int,
+) -> None:
+    """The handler examples run with --count and every record they log reaches the collector."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--endpoint", endpoint, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=app_env(),
+    )
+    assert result.returncode == 0, result.stderr
+    summary = stop_collector(proc)
+    assert len(json_lines(logdir / f"{source}.log")) == expected
+    assert counter(summary, "lost") == 0
+
+
+def test_celery_example_without_celery_exits_cleanly(tmp_path: Path) -> None:
+    """The Celery example runs its tasks when Celery is installed, and says it is missing (exit 0) when not."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "celery_worker.py"),
+            "--count",
+            "3",
+            "--endpoint",
+            short_ipc_endpoint(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=app_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        import celery  # noqa: F401
+    except ImportError:
+        assert "celery is not installed" in result.stderr
+
+
+def test_sigterm_to_app_still_flushes(
+    collectors: list[CollectorProcess], logdir: Path, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """An app stopped by SIGTERM through its own handler (sys.exit) still delivers what it logged."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    app = apps(
+        """
+        import logging, signal, sys, time
+        import zlogcollect
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        zlogcollect.setup(sys.argv[1], app="term")
+        for i in range(500):
+            logging.info("record %d", i)
+        print("logged", flush=True)
+        time.sleep(60)
+        """,
+        endpoint,
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline() == "logged\n"
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(20) == 0
+    summary = stop_collector(proc)
+    assert len(json_lines(logdir / "term.log")) == 500
+    assert counter(summary, "lost") == 0
+
+
+def test_sender_side_drops_are_counted_once(
+    collectors: list[CollectorProcess], logdir: Path, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """Records the handler dropped (hold limit) are reported lost once: gap and announcement are the same records."""
+    endpoint = short_ipc_endpoint()
+    app = apps(
+        """
+        import logging, sys
+        from zlogcollect import ZLogHandler
+        log = logging.getLogger("drops")
+        log.addHandler(ZLogHandler(sys.argv[1], app="drops", hold=5))
+        for i in range(8):  # no collector yet: the 3 oldest fall out of the hold buffer
+            log.warning("record %d", i)
+        print("logged", flush=True)
+        sys.stdin.readline()
+        """,
+        endpoint,
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline() == "logged\n"
+    proc = start_collector(collectors, endpoint, logdir)
+    wait_until(lambda: len(json_lines(logdir / "drops.log")) == 5, what="the 5 held records")
+    _, err = app.communicate("stop\n", timeout=20)
+    assert app.returncode == 0, err
+    summary = stop_collector(proc)
+    records = json_lines(logdir / "drops.log")
+    assert [(r["seq"], r.get("dropped")) for r in records] == [
+        (3, 3),
+        (4, None),
+        (5, None),
+        (6, None),
+        (7, None),
+    ]
+    assert counter(summary, "lost") == 3
