@@ -12,7 +12,7 @@ import zmq
 import zmq.green
 
 from zlogcollect.stats import Stats
-from zlogcollect.wire import DEFAULT_LEVELS, MAX_RECORD_BYTES, Levels, MalformedRecord, Record, parse_frames
+from zlogcollect.wire import DEFAULT_LEVELS, MAX_RECORD_BYTES, Levels, MalformedRecord, Parser, Record
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ class Collector:
     ) -> None:
         self.sinks = list(sinks)
         self.stats = stats
-        self._levels = levels
-        self._max_bytes = max_bytes
+        self._parse = Parser(levels, max_bytes).parse
         self._rcvhwm = rcvhwm
         self._clock = clock
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -88,7 +87,7 @@ class Collector:
         stats = self.stats
         stats.received += 1
         try:
-            record = parse_frames(frames, self._clock(), self._levels, self._max_bytes)
+            record = self._parse(frames, self._clock())
         except MalformedRecord as bad:
             stats.malformed[bad.reason] += 1
             for sink in self.sinks:

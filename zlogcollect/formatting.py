@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -49,6 +50,29 @@ def format_time(stamp: float, utc: bool = False) -> str:
     return f"{time.strftime('%Y-%m-%d %H:%M:%S', parts)}.{millis:03d}"
 
 
+class TimeFormatter:
+    """:func:`format_time` with the date and time of the last second remembered.
+
+    Records arrive in time order, so ``strftime`` runs about once a second
+    instead of once a record.
+    """
+
+    __slots__ = ("_second", "_text", "_utc")
+
+    def __init__(self, utc: bool = False) -> None:
+        self._utc = utc
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, stamp: float) -> str:
+        seconds = int(stamp)
+        if seconds != self._second:
+            parts = time.gmtime(seconds) if self._utc else time.localtime(seconds)
+            self._text = time.strftime("%Y-%m-%d %H:%M:%S", parts)
+            self._second = seconds
+        return f"{self._text}.{int((stamp - seconds) * 1000):03d}"
+
+
 def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
     """Every field a line format may use, with ``-`` for what the sender did not send."""
     meta = record.meta
@@ -72,33 +96,90 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
     return fields
 
 
-def text_formatter(fmt: str = DEFAULT_FORMAT, utc: bool = False) -> Callable[[Record], str]:
-    """A function that renders a record as one line (plus continuation lines) ending in ``\\n``.
+_TOKEN = re.compile(r"%%|%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
+_PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "subtopic", "topic"})
+_PER_RECORD: Final = frozenset({"asctime", "created", "received", "message"})
 
-    Raises :class:`FormatError` at once if *fmt* uses an unknown field or is
-    not a valid ``%``-style format.
+
+class TextFormatter:
+    """Renders a record as one line (plus continuation lines) ending in ``\\n``.
+
+    The fields that depend only on the topic (source, level, subtopic) are
+    filled in once per distinct topic, giving a smaller template that each
+    record then completes with its time and message. Records whose extension
+    adds a traceback, and formats that use extension fields, take the general
+    path through :func:`record_fields`.
     """
-    sample = Record("app", "INFO", 20, "sub", "message", 0.0)
-    try:
-        fmt % record_fields(sample)
-    except KeyError as exc:
-        raise FormatError(
-            f"format {fmt!r} uses the unknown field {exc.args[0]!r}; known: {', '.join(FIELDS)}"
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise FormatError(f"format {fmt!r} is not a valid %-style format: {exc}") from None
 
-    def render(record: Record) -> str:
-        return fmt % record_fields(record, utc) + "\n"
+    def __init__(self, fmt: str = DEFAULT_FORMAT, utc: bool = False) -> None:
+        sample = Record("app", "INFO", 20, "sub", "message", 0.0)
+        try:
+            fmt % record_fields(sample)
+        except KeyError as exc:
+            raise FormatError(
+                f"format {fmt!r} uses the unknown field {exc.args[0]!r}; known: {', '.join(FIELDS)}"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise FormatError(f"format {fmt!r} is not a valid %-style format: {exc}") from None
+        self._fmt = fmt
+        self._utc = utc
+        self._time = TimeFormatter(utc)
+        names = {m.group(1) for m in _TOKEN.finditer(fmt) if m.group(1)}
+        self._fast = names <= _PER_TOPIC | _PER_RECORD
+        self._uses = tuple(sorted(names & _PER_RECORD))
+        self._templates: dict[str, str] = {}
 
-    return render
+    def _template(self, record: Record) -> str:
+        values = {
+            "levelname": record.levelname,
+            "levelno": record.levelno,
+            "source": record.source or "-",
+            "subtopic": record.subtopic or "-",
+            "topic": record.topic,
+        }
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None or name not in _PER_TOPIC:
+                return match.group(0)
+            return (match.group(0) % values).replace("%", "%%")
+
+        template = _TOKEN.sub(fill, self._fmt) + "\n"
+        if len(self._templates) >= 10_000:
+            self._templates.clear()
+        self._templates[record.topic] = template
+        return template
+
+    def __call__(self, record: Record) -> str:
+        meta = record.meta
+        if not self._fast or (meta and meta.get("exc")):
+            return self._fmt % record_fields(record, self._utc) + "\n"
+        template = self._templates.get(record.topic)
+        if template is None:
+            template = self._template(record)
+        stamp = record.created if record.created is not None else record.received
+        values: dict[str, Any] = {"message": record.message}
+        for name in self._uses:
+            if name == "asctime":
+                values[name] = self._time(stamp)
+            elif name == "created":
+                values[name] = stamp
+            elif name == "received":
+                values[name] = record.received
+        return template % values
 
 
-def json_fields(record: Record, utc: bool = False) -> dict[str, Any]:
+def text_formatter(fmt: str = DEFAULT_FORMAT, utc: bool = False) -> Callable[[Record], str]:
+    """A function that renders a record as text; raises :class:`FormatError` for a bad *fmt*."""
+    return TextFormatter(fmt, utc)
+
+
+def json_fields(record: Record, utc: bool = False, time_text: str | None = None) -> dict[str, Any]:
     """The JSON object for one record: the core fields plus every extension field sent."""
+    stamp = record.time
     data: dict[str, Any] = {
-        "time": format_time(record.time, utc),
-        "created": record.time,
+        "time": time_text if time_text is not None else format_time(stamp, utc),
+        "created": stamp,
         "received": record.received,
         "source": record.source,
         "levelname": record.levelname,
@@ -112,11 +193,16 @@ def json_fields(record: Record, utc: bool = False) -> dict[str, Any]:
     return data
 
 
+_JSON_LINE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+"""One encoder for every line: ``json.dumps`` with options builds a new one per call."""
+
+
 def json_formatter(utc: bool = False) -> Callable[[Record], str]:
     """A function that renders a record as one JSON object on one line."""
+    time_text = TimeFormatter(utc)
 
     def render(record: Record) -> str:
-        return json.dumps(json_fields(record, utc), ensure_ascii=False, default=str) + "\n"
+        return _JSON_LINE(json_fields(record, utc, time_text(record.time))) + "\n"
 
     return render
 

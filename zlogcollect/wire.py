@@ -128,11 +128,12 @@ class Record:
     created: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     """Fields of the structured extension (host, pid, logger, ...), empty for stock senders."""
+    topic: str = ""
+    """The canonical topic (``WARN`` spelled ``WARNING``); filled in from the parts if not given."""
 
-    @property
-    def topic(self) -> str:
-        """The topic this record was (or would be) published under."""
-        return build_topic(self.source, self.levelname, self.subtopic)
+    def __post_init__(self) -> None:
+        if not self.topic:
+            self.topic = build_topic(self.source, self.levelname, self.subtopic)
 
     @property
     def time(self) -> float:
@@ -168,43 +169,105 @@ def encode_extension(fields: Mapping[str, Any]) -> bytes:
     return json.dumps({"v": EXTENSION_VERSION, **fields}, separators=(",", ":"), default=repr).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class _TopicInfo:
+    root: str
+    level: str
+    number: int
+    subtopic: str
+    topic: str
+    prefix: str  # "LEVEL ", which the stock formatters put in front of the text
+
+
+class Parser:
+    """Frames to records, remembering what each distinct topic parsed to.
+
+    A collector sees the same few topics over and over; parsing each one once
+    (and checking its UTF-8 and NUL bytes once) keeps the per-record work to
+    decoding the text. The cache is bounded and simply starts over when full.
+    """
+
+    __slots__ = ("_cache", "_cache_size", "_levels", "_max_bytes")
+
+    def __init__(
+        self, levels: Levels = DEFAULT_LEVELS, max_bytes: int = MAX_RECORD_BYTES, cache_size: int = 10_000
+    ) -> None:
+        self._levels = levels
+        self._max_bytes = max_bytes
+        self._cache: dict[bytes, _TopicInfo] = {}
+        self._cache_size = cache_size
+
+    def _learn(self, raw: bytes) -> _TopicInfo:
+        topic, number = parse_topic(_decode(raw, "the topic"), self._levels)
+        info = _TopicInfo(
+            topic.root,
+            topic.level,
+            number,
+            topic.subtopic,
+            build_topic(topic.root, topic.level, topic.subtopic),
+            topic.level + " ",
+        )
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[raw] = info
+        return info
+
+    def parse(self, frames: Sequence[bytes], received: float) -> Record:
+        """Turn ``[topic, text]`` (or ``[topic, text, extension]``) into a :class:`Record`.
+
+        The one trailing newline that PUBHandler's formatters add is removed, and
+        so are two warts of the stock formatters: the leading ``"LEVELNAME "``
+        they repeat for every level but INFO, and the ``" - None"`` their ERROR
+        format appends when there is no exception. Raises
+        :class:`MalformedRecord` for anything that cannot be a record.
+        """
+        count = len(frames)
+        if count == 2:
+            raw, body = frames
+            size = len(raw) + len(body)
+        elif count == 3:
+            raw, body, extension = frames
+            size = len(raw) + len(body) + len(extension)
+        else:
+            raise MalformedRecord("frame_count", f"expected 2 or 3 frames, got {count}")
+        if size > self._max_bytes:
+            raise MalformedRecord("too_large", f"{size} bytes is over the limit of {self._max_bytes}")
+        info = self._cache.get(raw)
+        if info is None:
+            info = self._learn(raw)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError as exc:
+            raise MalformedRecord("bad_utf8", f"the message is not valid UTF-8 at byte {exc.start}") from exc
+        if "\x00" in text:
+            raise MalformedRecord("nul_byte", "the message contains a NUL byte")
+        if text.endswith("\n"):
+            text = text[:-1]
+        if text.startswith(info.prefix):
+            text = text[len(info.prefix) :]
+        if info.number == 40 and text.endswith(_STOCK_NO_EXC) and info.level == "ERROR":
+            text = text[: -len(_STOCK_NO_EXC)]
+        record = Record(
+            info.root, info.level, info.number, info.subtopic, text, received, None, {}, info.topic
+        )
+        if count == 3:
+            meta = decode_extension(extension)
+            created = meta.pop("created", None)
+            if isinstance(created, int | float):
+                record.created = float(created)
+            meta.pop("v", None)
+            record.meta = meta
+        return record
+
+
 def parse_frames(
     frames: Sequence[bytes],
     received: float,
     levels: Levels = DEFAULT_LEVELS,
     max_bytes: int = MAX_RECORD_BYTES,
 ) -> Record:
-    """Turn ``[topic, text]`` (or ``[topic, text, extension]``) into a :class:`Record`.
-
-    The one trailing newline that PUBHandler's formatters add is removed, and
-    so are two warts of the stock formatters: the leading ``"LEVELNAME "``
-    they repeat for every level but INFO, and the ``" - None"`` their ERROR
-    format appends when there is no exception. Raises :class:`MalformedRecord` for anything that
-    cannot be a record.
-    """
-    if len(frames) not in (2, 3):
-        raise MalformedRecord("frame_count", f"expected 2 or 3 frames, got {len(frames)}")
-    size = sum(len(frame) for frame in frames)
-    if size > max_bytes:
-        raise MalformedRecord("too_large", f"{size} bytes is over the limit of {max_bytes}")
-    topic, number = parse_topic(_decode(frames[0], "the topic"), levels)
-    text = _decode(frames[1], "the message")
-    if text.endswith("\n"):
-        text = text[:-1]
-    prefix = topic.level + " "
-    if text.startswith(prefix):
-        text = text[len(prefix) :]
-    if topic.level == "ERROR" and text.endswith(_STOCK_NO_EXC):
-        text = text[: -len(_STOCK_NO_EXC)]
-    record = Record(topic.root, topic.level, number, topic.subtopic, text, received)
-    if len(frames) == 3:
-        meta = decode_extension(frames[2])
-        created = meta.pop("created", None)
-        if isinstance(created, int | float):
-            record.created = float(created)
-        meta.pop("v", None)
-        record.meta = meta
-    return record
+    """Parse one frame set without a cache; see :meth:`Parser.parse`."""
+    return Parser(levels, max_bytes).parse(frames, received)
 
 
 def escape_frames(frames: Sequence[bytes], limit: int = 2000) -> str:

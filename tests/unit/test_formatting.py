@@ -84,3 +84,28 @@ def test_json_line_has_core_and_extension_fields() -> None:
         "host": "h",
         "extra": {"k": 1},
     }
+
+
+def test_per_topic_templates_match_the_plain_format() -> None:
+    """The cached per-topic template renders exactly what plain %-formatting of every field gives."""
+    from zlogcollect.formatting import record_fields
+
+    fmt = "%(asctime)s %(levelname)-8s|%(levelno)03d|%(source)s|%(subtopic)s|%(topic)s|%(message)s|%(created).1f|100%%"
+    render = text_formatter(fmt)
+    records = [
+        Record("50%off", "WARNING", 30, "d%sb", "m%(x)s %", STAMP),
+        Record("50%off", "WARNING", 30, "d%sb", "second", STAMP + 1.5),
+        Record("", "Level 7", 7, "", "", STAMP),
+        Record("a.b", "INFO", 20, "x", "hi", STAMP, created=STAMP - 3600),
+    ]
+    for record in records * 2:  # the second round comes from the cache
+        assert render(record) == fmt % record_fields(record) + "\n"
+
+
+def test_time_formatter_caches_per_second_but_stays_exact() -> None:
+    """Cached asctime agrees with format_time across second boundaries and out-of-order stamps."""
+    from zlogcollect.formatting import TimeFormatter
+
+    cached = TimeFormatter()
+    for stamp in (STAMP, STAMP + 0.5, STAMP + 1.001, STAMP - 5.25, STAMP + 86400.999):
+        assert cached(stamp) == format_time(stamp)

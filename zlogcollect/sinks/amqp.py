@@ -37,6 +37,9 @@ YIELD_EVERY = 32
 """Publishes between short real sleeps: GeventConnection needs one to let the hub write its buffer."""
 
 
+_JSON_BODY = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 class AmqpSetupError(Exception):
     """The broker refused something only the operator can fix (credentials, a missing exchange)."""
 
@@ -142,7 +145,7 @@ class AmqpSink:
         else:
             self._counter += 1
             message_id = f"{self._instance}:{self._counter}"
-        body = json.dumps(amqp_body(record), ensure_ascii=False, default=str).encode()
+        body = _JSON_BODY(amqp_body(record)).encode()
         message = Message(message_id, routing_key(self.settings.routing_key, record), body, int(record.time))
         if len(self._buffer) >= self.settings.buffer:
             stats.amqp["dropped"] += 1

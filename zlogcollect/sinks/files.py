@@ -200,6 +200,7 @@ class FileSink:
         self._max_open = max_open_files
         self._compressor = Compressor() if rotation.compress else None
         self._files: dict[str, RotatingFile] = {}
+        self._routes: dict[str, tuple[str, ...]] = {}
         self._open: OrderedDict[str, None] = OrderedDict()  # least recently written first
         self._pending: dict[str, list[str]] = {}
         self._pending_bytes = 0
@@ -212,13 +213,24 @@ class FileSink:
 
     def write(self, record: Record) -> None:
         """Queue *record* for every file its routes name; flush early if the batch is large."""
-        paths = self._router.route(record)
+        # Routes depend only on the topic (source, level, subtopic), so each
+        # distinct topic is routed once; the cache starts over when it is full.
+        paths = self._routes.get(record.topic)
+        if paths is None:
+            if len(self._routes) >= 10_000:
+                self._routes.clear()
+            paths = self._routes[record.topic] = tuple(self._router.route(record))
         if not paths:
             self._stats.unrouted += 1
             return
         line = self._render(record)
+        pending = self._pending
         for path in paths:
-            self._queue(path, line)
+            lines = pending.get(path)
+            if lines is None:
+                lines = pending[path] = []
+            lines.append(line)
+        self._pending_bytes += len(line) * len(paths)
         if self._pending_bytes >= self._batch_bytes:
             self.flush()
 
