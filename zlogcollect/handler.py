@@ -154,6 +154,7 @@ class ZLogHandler(PUBHandler):
         # formatters that put "LEVEL file:line -" and "- None" into the text.
         logging.Handler.__init__(self)
         self._topics: dict[str, bytes] = {}
+        self._sub_topics: dict[tuple[str, str], bytes] = {}
         self.root_topic = root_topic if root_topic is not None else (app or default_app_name())
         self.formatters = dict(formatters or {})
         self.structured = structured
@@ -272,6 +273,7 @@ class ZLogHandler(PUBHandler):
         """Set the first topic component (the app's name on the collector)."""
         super().setRootTopic(root_topic)
         self._topics = {}
+        self._sub_topics = {}
 
     def setFormatter(self, fmt: logging.Formatter | None, level: int = logging.NOTSET) -> None:
         """Set the formatter for one level, or for every level when *level* is NOTSET."""
@@ -302,7 +304,11 @@ class ZLogHandler(PUBHandler):
                     "utf-8", "replace"
                 )
             return topic
-        return build_topic(self.root_topic, levelname, subtopic).encode("utf-8", "replace")
+        topic = build_topic(self.root_topic, levelname, subtopic).encode("utf-8", "replace")
+        if len(self._sub_topics) >= 1000:  # subtopics with variable parts must not grow it forever
+            self._sub_topics.clear()
+        self._sub_topics[(levelname, subtopic)] = topic
+        return topic
 
     def _fields(self, record: logging.LogRecord, seq: int) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -380,18 +386,31 @@ class ZLogHandler(PUBHandler):
         try:
             msg = record.msg
             text = msg if msg.__class__ is str else str(msg)
+            body = None
             if TOPIC_DELIM in text:
                 # As PUBHandler does: the part of msg before "::" is the subtopic.
                 subtopic, rest = text.split(TOPIC_DELIM, 1)
-                record = copy(record)
-                record.msg = rest
-                topic = self._topic(record.levelname, subtopic)
+                topic = self._sub_topics.get((record.levelname, subtopic)) or self._topic(
+                    record.levelname, subtopic
+                )
+                if (
+                    self.formatter is None
+                    and not self.formatters
+                    and not (record.exc_info or record.stack_info)
+                ):
+                    # What format() would give for the copy below, without copying the record.
+                    args = record.args
+                    body = (rest % args if args else rest).encode("utf-8", "backslashreplace")
+                else:
+                    record = copy(record)
+                    record.msg = rest
             else:
                 topic = self._topics.get(record.levelname) or self._topic(record.levelname, "")
-            try:
-                body = self.format(record).encode()
-            except UnicodeEncodeError:
-                body = self.format(record).encode("utf-8", "backslashreplace")
+            if body is None:
+                try:
+                    body = self.format(record).encode()
+                except UnicodeEncodeError:
+                    body = self.format(record).encode("utf-8", "backslashreplace")
             # The sequence number is taken after format(): a record logged from inside
             # a message argument's __str__ goes out first and must not get a lower seq.
             seq = self._seq
