@@ -25,7 +25,7 @@ SUBTOPICS = ("db.query", "http.request", "cache", "")
 
 def main(app: str, levels: Sequence[int], argv: Sequence[str] | None = None) -> None:
     """Log random records under root topic *app* at a steady rate."""
-    parser = argparse.ArgumentParser(description=f"{app}: a stock-PUBHandler log producer")
+    parser = argparse.ArgumentParser(description=f"{app}: a log producer from the seed article")
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5558", help="the collector's endpoint")
     parser.add_argument("--count", type=int, default=0, help="records to send, then exit (0: forever)")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between records")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -55,6 +57,7 @@ class Collector:
         self.sinks = list(sinks)
         self.stats = stats
         self._parse = Parser(levels, max_bytes).parse
+        self._max_bytes = max_bytes
         self._rcvhwm = rcvhwm
         self._clock = clock
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -62,6 +65,7 @@ class Collector:
         self._poller = zmq.green.Poller()
         self._unreported_loss: dict[str, int] = {}
         self._registered = False
+        self._complaints: dict[str, float] = {}
         self.endpoints: list[str] = []
 
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
@@ -69,10 +73,19 @@ class Collector:
         self._context = zmq.Context()
         sock = self._socket = self._context.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        # A hard cap well above --max-record-bytes: records between the two are
+        # received and quarantined (counted); only absurd frames are refused by
+        # libzmq itself (it disconnects the peer), so memory stays bounded.
+        sock.setsockopt(zmq.MAXMSGSIZE, max(16 * 1024 * 1024, 4 * self._max_bytes))
         sock.setsockopt(zmq.LINGER, 0)
         for prefix in subscriptions or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         for endpoint in endpoints:
+            if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
+                self.close_socket()
+                raise StartupError(
+                    f"cannot bind {endpoint}: Address already in use (another process listens there)"
+                )
             try:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
@@ -89,9 +102,11 @@ class Collector:
         try:
             record = self._parse(frames, self._clock())
         except MalformedRecord as bad:
-            stats.malformed[bad.reason] += 1
-            for sink in self.sinks:
-                sink.quarantine(bad.reason, bad.detail, frames)
+            self._quarantine(bad.reason, bad.detail, frames)
+            return
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the receive loop
+            self._quarantine("parse_error", f"{type(exc).__name__}: {exc}"[:200], frames)
+            self._complain("parse_error", "a record could not be parsed")
             return
         stats.accepted += 1
         if record.meta:
@@ -99,9 +114,24 @@ class Collector:
         for sink in self.sinks:
             try:
                 sink.write(record)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a sink bug must not stop the receive loop
                 stats.dropped["sink_error"] += 1
-                log.exception("a sink failed on a record from %s", record.source or "-")
+                self._complain("sink_error", f"a sink failed on a record from {record.source or '-'}")
+
+    def _quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
+        self.stats.malformed[reason] += 1
+        for sink in self.sinks:
+            try:
+                sink.quarantine(reason, detail, frames)
+            except Exception:  # noqa: BLE001 - counted as malformed already; keep receiving
+                self._complain("quarantine", "a sink failed to quarantine a record")
+
+    def _complain(self, kind: str, message: str) -> None:
+        """Log with the traceback at most once every 10 s per kind: a peer must not flood stderr."""
+        now = time.monotonic()
+        if now - self._complaints.get(kind, -1e9) >= 10.0:
+            self._complaints[kind] = now
+            log.exception("%s (more within 10 s are only counted)", message)
 
     def _observe(self, record: Record) -> None:
         meta = record.meta
@@ -231,3 +261,22 @@ class Collector:
                 log.exception("a sink failed to close")
         if self._unreported_loss:
             self.report_loss()
+
+
+def _ipc_in_use(path: str) -> bool:
+    """True if something accepts connections on a Unix socket path.
+
+    libzmq unlinks an existing ipc socket file when it binds, which would
+    silently steal the endpoint from a running collector.
+    """
+    if not path or path.startswith("@") or not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        return False  # a stale file from a collector that died: safe to bind over
+    finally:
+        probe.close()
+    return True

@@ -148,8 +148,11 @@ def validate_amqp_url(url: str) -> None:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"amqp_url: not a valid URL ({exc})") from None
+    except ValueError:
+        # urllib's own message can quote part of the password: never show it.
+        raise ConfigError(
+            "amqp_url: not a valid URL (is the port a number? percent-encode / # ? @ in the user or password)"
+        ) from None
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
         raise ConfigError(f"amqp_url = {redact(url)!r}: expected amqp://USER:PASSWORD@HOST[:PORT]/VHOST")
     if port is not None and not 0 < port < 65536:
@@ -207,6 +210,9 @@ def validate(config: CollectorConfig) -> None:
     if not config.bind:
         raise ConfigError("bind: at least one endpoint is needed")
     for endpoint in config.bind:
+        port = endpoint.rsplit(":", 1)[-1] if endpoint.startswith("tcp://") else ""
+        if port.isdigit() and not 0 < int(port) < 65536:
+            raise ConfigError(f"bind = {endpoint!r}: port {port} is out of range (1-65535)")
         if not _ENDPOINT.fullmatch(endpoint):
             raise ConfigError(
                 f"bind = {endpoint!r}: expected an endpoint like tcp://127.0.0.1:5558 or ipc:///run/x.sock"

@@ -91,6 +91,11 @@ class DiagnosticsHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._status = ""
 
 
+def announce(message: str, *args: object) -> None:
+    """An INFO line printed whatever --log-level says: counters asked for by a signal or at exit."""
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
+
+
 def setup_diagnostics(level: str) -> DiagnosticsHandler:
     """Send the collector's own log to stderr, never anywhere near a zlogcollect handler."""
     handler = DiagnosticsHandler()
@@ -191,7 +196,10 @@ def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:
         mandatory=config.mandatory,
         close_timeout=max(config.drain_timeout, 1.0),
     )
-    return AmqpSink(settings, stats)
+    try:
+        return AmqpSink(settings, stats)
+    except ValueError as exc:  # pika rejects URL query options it cannot parse
+        raise DaemonStartupError(f"amqp_url: {exc}", ExitStatus.CONFIG) from None
 
 
 def run(
@@ -203,10 +211,11 @@ def run(
     """
     stats = Stats()
     sinks: list[Sink] = []
+    # The AMQP settings first: a bad URL must fail before --dir is created.
+    amqp_sink = build_amqp_sink(config, stats) if config.amqp_url else None
     file_sink = build_file_sink(config, stats) if files else None
     if file_sink is not None:
         sinks.append(file_sink)
-    amqp_sink = build_amqp_sink(config, stats) if config.amqp_url else None
     collector = Collector(
         sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
     )
@@ -254,14 +263,14 @@ def run(
             collector.reopen()
         if state.report:
             state.report = False
-            log.info("counters: %s", stats.summary())
+            announce("counters: %s", stats.summary())
 
     targets = []
     if file_sink is not None:
         targets.append(f"writing to {file_sink.directory}")
     if amqp_sink is not None:
         targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
-    log.info(
+    announce(
         "ready: listening on %s, %s (pid %d)", " ".join(collector.endpoints), ", ".join(targets), os.getpid()
     )
     try:
@@ -273,5 +282,5 @@ def run(
         for handler in handlers:
             handler.cancel()
     progress.done()
-    log.info("stopped: %s", stats.summary())
+    announce("stopped: %s", stats.summary())
     return ExitStatus.SUCCESS

@@ -146,11 +146,14 @@ def default_routes(errors_file: str | None = ERRORS_FILE, errors_level: int = 40
 class Router:
     """Maps a record to the relative file paths it belongs in (duplicates removed)."""
 
-    __slots__ = ("_default_source", "_routes")
+    __slots__ = ("_default_source", "_literal", "_routes")
 
     def __init__(self, routes: Iterable[Route], default_source: str = "default") -> None:
         self._routes = tuple(routes)
         self._default_source = default_source
+        # Files the operator named outright (and the quarantine): a path built from
+        # a sender's names must never land in one of them.
+        self._literal = {r.target for r in self._routes if not _has_fields(r.target)} | {MALFORMED_FILE}
 
     def route(self, record: Record) -> list[str]:
         """Every distinct relative path *record* should be written to, in route order."""
@@ -158,9 +161,16 @@ class Router:
         for route in self._routes:
             if route.matches(record):
                 path = route.path_for(record, self._default_source)
+                if path in self._literal and _has_fields(route.target):
+                    stem, ext = os.path.splitext(path)
+                    path = f"{stem}_{ext}"
                 if path not in paths:
                     paths.append(path)
         return paths
+
+
+def _has_fields(template: str) -> bool:
+    return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
 
 
 ROUTING_KEY_FIELDS: Final = frozenset({"source", "level", "subtopic", "topic", "name"})

@@ -155,7 +155,8 @@ def decode_extension(frame: bytes) -> dict[str, Any]:
     """Parse the optional third frame; raises :class:`MalformedRecord` if it is not one."""
     try:
         data = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: a few kB of nested brackets, which a hostile peer can send.
         raise MalformedRecord("bad_extension", "the third frame is not JSON") from exc
     if not isinstance(data, dict) or data.get("v") != EXTENSION_VERSION:
         raise MalformedRecord(
@@ -253,8 +254,12 @@ class Parser:
         if count == 3:
             meta = decode_extension(extension)
             created = meta.pop("created", None)
-            if isinstance(created, int | float):
+            # Only a plausible epoch time is used (finite, 1970..2200, not a bool);
+            # anything else keeps the receive time rather than losing the record.
+            if created.__class__ in (int, float) and 0 <= created < 7.3e9:
                 record.created = float(created)
+            if "exc" in meta and not isinstance(meta["exc"], str):
+                meta["exc"] = repr(meta["exc"])
             meta.pop("v", None)
             record.meta = meta
         return record

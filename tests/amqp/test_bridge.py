@@ -442,6 +442,8 @@ def test_bad_url_and_credentials_fail_fast(rabbit_url: str) -> None:
         (["--amqp-url", rabbit_url, "--exchange", "no-such-exchange"], "no-such-exchange"),
         (["--amqp-url", "amqp://guest:s3cret@127.0.0.1:notaport/"], "amqp_url"),
         (["--amqp-url", "http://example/"], "amqp_url"),
+        (["--amqp-url", "amqp://guest:s3cret/x@127.0.0.1/"], "percent-encode"),
+        (["--amqp-url", rabbit_url.replace("guest:guest", "guest:s3cret") + "?heartbeat=abc"], "amqp_url"),
     ]
     for args, needle in cases:
         start = time.monotonic()

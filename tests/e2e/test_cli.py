@@ -37,6 +37,34 @@ def test_address_in_use_is_one_line_and_exit_69(logdir: Path) -> None:
     assert endpoint in one_error_line(result.stderr)
 
 
+def test_an_ipc_endpoint_in_use_is_refused(logdir: Path, collectors: list[CollectorProcess]) -> None:
+    """A second collector on a live ipc path exits 69 instead of silently taking the endpoint over."""
+    endpoint = short_ipc_endpoint()
+    first = CollectorProcess(["--bind", endpoint, "--dir", str(logdir)])
+    collectors.append(first)
+    first.wait_ready()
+    result = run_collector(["collect", "--bind", endpoint, "--dir", str(logdir)])
+    assert result.returncode == 69
+    assert "already in use" in one_error_line(result.stderr)
+    assert first.stop() == 0
+
+
+def test_counters_are_printed_whatever_the_log_level(
+    logdir: Path, collectors: list[CollectorProcess]
+) -> None:
+    """With --log-level ERROR, SIGUSR1 and exit still print the counters line."""
+    import signal
+
+    from tests.helpers import wait_until
+
+    proc = CollectorProcess(["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--log-level", "ERROR"])
+    collectors.append(proc)
+    proc.wait_ready()  # the ready line is printed whatever the level, too
+    wait_until(lambda: (proc.send(signal.SIGUSR1), "counters:" in proc.stderr)[1], what="counters on SIGUSR1")
+    assert proc.stop() == 0
+    assert "stopped: received=0" in proc.stderr
+
+
 def test_unwritable_dir_is_one_line_and_exit_73(tmp_path: Path) -> None:
     """A --dir that cannot be created or written fails before binding anything."""
     blocker = tmp_path / "file"
@@ -57,6 +85,7 @@ def test_unwritable_dir_is_one_line_and_exit_73(tmp_path: Path) -> None:
         (["--when", "fortnight"], "when"),
         (["--interval", "0"], "interval"),
         (["--bind", "localhost:5558"], "bind"),
+        (["--bind", "tcp://127.0.0.1:99999"], "out of range"),
         (["--format", "%(nosuchfield)s"], "nosuchfield"),
         (["--at-time", "25:99"], "at_time"),
         (["--flush-interval", "0"], "flush_interval"),

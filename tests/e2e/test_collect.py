@@ -280,6 +280,7 @@ def test_malformed_frames_are_quarantined_with_reason(
         [b"app.INFO", b"nul \x00 byte"],
         [b"app.INFO", b"x" * 10_000],
         [b"app.INFO", b"text", b"{not json"],
+        [b"app.INFO", b"text", b'{"v":1,"a":' + b"[" * 1500 + b"]" * 1500 + b"}"],  # RecursionError bait
     ]
     try:
         sender.wait_connected(logdir)
@@ -295,7 +296,7 @@ def test_malformed_frames_are_quarantined_with_reason(
     reasons = [line.split(" | ")[1] for line in quarantined]
     assert reasons == [
         "frame_count", "frame_count", "empty_topic", "no_level", "bad_utf8", "nul_byte", "too_large",
-        "bad_extension",
+        "bad_extension", "bad_extension",
     ]  # fmt: skip
     assert "\\xff\\xfe bad utf-8" in quarantined[4]
     assert "nul \\x00 byte" in quarantined[5]

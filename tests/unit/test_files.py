@@ -129,12 +129,16 @@ def test_reopen_after_rename(tmp_path: Path) -> None:
 def test_write_errors_keep_lines_and_retry(tmp_path: Path) -> None:
     """A failing write keeps the lines pending; they are written once the file works again."""
     (tmp_path / "a.log").symlink_to("/dev/full")
-    files, stats = sink(tmp_path)
+    clock = Clock(1000.0)
+    files, stats = sink(tmp_path, clock=clock)
     files.write(rec("a", "kept"))
     files.flush()
     assert stats.errors["disk_error"] == 1
     assert files.pending_lines == 1
+    files.flush()  # backing off: not retried yet
+    assert stats.errors["disk_error"] == 1
     (tmp_path / "a.log").unlink()
+    clock.now += 1.0
     files.flush()
     assert (tmp_path / "a.log").read_text() == "kept\n"
     assert stats.written["a.log"] == 1
@@ -196,3 +200,33 @@ def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
     assert data == b"old\n"
     assert rotated[0].name.endswith(".gz") is compress
     assert (tmp_path / "a.log").read_text() == "new\n"
+
+
+def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path) -> None:
+    """While a file cannot be written, early flushes do not retry it: one attempt per backoff delay."""
+    (tmp_path / "a.log").symlink_to("/dev/full")
+    clock = Clock(1000.0)
+    files, stats = sink(tmp_path, clock=clock, batch_bytes=64)
+    for i in range(2000):
+        files.write(rec("a", f"line {i:05d}"))
+    assert stats.errors["disk_error"] == 1
+    clock.now += 0.6
+    files.write(rec("a", "one more"))
+    files.flush()
+    assert stats.errors["disk_error"] == 2
+    assert files.pending_lines == 2001
+    files.close()
+
+
+def test_source_names_that_look_like_backups_are_not_deleted_as_such(tmp_path: Path) -> None:
+    """A source named 'web.log.2099-01-01' (file web.log.2099-01-01.log) never counts as a backup of web.log."""
+    for name in (
+        "web.log.2026-11-20",
+        "web.log.2026-11-21.gz",
+        "web.log.2099-01-01.log",
+        "web.log.2099-01-02.log",
+    ):
+        (tmp_path / name).write_text("")
+    handle = RotatingFile(str(tmp_path / "web.log"), Rotation(when="D", backup_count=2, compress=True), None)
+    assert handle.getFilesToDelete() == []
+    handle.close()

@@ -121,3 +121,21 @@ def test_min_level_route() -> None:
     route = Route("#", "x.log", min_level=30)
     assert not route.matches(record("a"))
     assert route.matches(record("a", "WARNING", 30))
+
+
+def test_sender_names_never_land_in_operator_named_files() -> None:
+    """A source named like a literal route target or the errors file gets its own file instead."""
+    routes = [
+        *default_routes("all-errors.log"),
+        parse_route("app1.ERROR.#=app1-errors.log"),
+        parse_route("#={source}"),
+    ]
+    router = Router(routes)
+    assert router.route(record("all-errors")) == ["all-errors_.log", "all-errors"]
+    assert router.route(record("app1-errors", "DEBUG", 10)) == ["app1-errors_.log", "app1-errors"]
+    assert router.route(record("_malformed.log")) == ["_malformed.log.log", "_malformed_.log"]
+    assert router.route(record("all-errors.log", "ERROR", 40)) == [
+        "all-errors.log.log",
+        "all-errors.log",
+        "all-errors_.log",
+    ]

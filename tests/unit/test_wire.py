@@ -134,3 +134,17 @@ def test_escape_frames_is_one_safe_truncated_line() -> None:
     assert text.startswith("a\\nb\\x00c\\xff | ")
     assert text.endswith("...[36 more bytes]")
     assert escape_frames([]) == "(no frames)"
+
+
+def test_hostile_extensions_never_escape_as_exceptions() -> None:
+    """Deeply nested JSON is malformed; implausible values are ignored rather than losing the record."""
+    nested = b'{"v":1,"a":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.INFO", b"x", nested], 0.0, max_bytes=1 << 20)
+    assert caught.value.reason == "bad_extension"
+    for created in ("1e300", "NaN", "Infinity", "-5", "true", '"soon"'):
+        record = parse_frames(
+            [b"app.INFO", b"x", b'{"v":1,"created":' + created.encode() + b',"exc":5}'], 42.0
+        )
+        assert record.time == 42.0
+        assert record.meta["exc"] == "5"

@@ -123,6 +123,7 @@ class AmqpSink:
         self._wake = gevent.event.Event()
         self._closing = False
         self._close_deadline = 0.0
+        self._pause_until = 0.0
         self._channel_setup: Any = None
         self._greenlet: gevent.Greenlet | None = None
         self._instance = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
@@ -145,7 +146,13 @@ class AmqpSink:
         else:
             self._counter += 1
             message_id = f"{self._instance}:{self._counter}"
-        body = _JSON_BODY(amqp_body(record)).encode()
+        try:
+            # surrogatepass: a lone surrogate from a peer's JSON must not lose the record.
+            body = _JSON_BODY(amqp_body(record)).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError):
+            stats.amqp["dropped"] += 1
+            stats.dropped["amqp_bad_record"] += 1
+            return
         message = Message(message_id, routing_key(self.settings.routing_key, record), body, int(record.time))
         if len(self._buffer) >= self.settings.buffer:
             stats.amqp["dropped"] += 1
@@ -261,6 +268,9 @@ class AmqpSink:
                 self._refresh()
                 refresh_at = self._refresh_time()
                 continue
+            if self._pause_until > time.monotonic():
+                gevent.sleep(min(self._pause_until - time.monotonic(), 0.25))
+                continue
             self._publish_some()
             self._wake.clear()
             if self._buffer and len(self._unconfirmed) < WINDOW and self._connection is not None:
@@ -334,8 +344,10 @@ class AmqpSink:
             else:
                 self._stats.amqp["delivered"] += 1
         if requeue:
-            # The broker could not take them: try again, ahead of newer records.
+            # The broker could not take them: try again, ahead of newer records, after
+            # a pause so a queue that rejects publishes (x-overflow) is not hammered.
             self._buffer.extendleft(reversed(requeue))
+            self._pause_until = time.monotonic() + 1.0
         self._wake.set()
 
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:

@@ -8,6 +8,7 @@ import gzip
 import logging
 import logging.handlers
 import os
+import re
 import shutil
 import time
 from collections import OrderedDict
@@ -60,6 +61,10 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
             self.namer = _gz_name
             self.rotator = compressor.rotate
         self._identity: tuple[int, int] | None = None
+        # The stdlib's extMatch also accepts a trailing ".word", so a source named
+        # "web.log.2099-01-01" (file web.log.2099-01-01.log) would pass for a backup
+        # of web.log and get real backups deleted. Only the bare date counts here.
+        self._stamp = re.compile(self.extMatch.pattern.replace(r"(\.\w+)?$", "$"), re.ASCII)
 
     def write_batch(self, text: str, now: float) -> None:
         """Rotate if the schedule says so at *now*, then append *text* and flush it to the OS."""
@@ -126,7 +131,7 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
             stamp = name[len(prefix) :]
             if stamp.endswith(".gz"):
                 stamp = stamp[:-3]
-            if self.extMatch.fullmatch(stamp):
+            if self._stamp.fullmatch(stamp):
                 stamps.setdefault(stamp, []).append(os.path.join(directory, name))
         if len(stamps) <= self.backupCount:
             return []
@@ -204,6 +209,9 @@ class FileSink:
         self._open: OrderedDict[str, None] = OrderedDict()  # least recently written first
         self._pending: dict[str, list[str]] = {}
         self._pending_bytes = 0
+        self._fresh_bytes = 0  # queued since the last flush: what triggers an early one
+        self._retry_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
         self._last_complaint: dict[str, float] = {}
 
     @property
@@ -230,8 +238,10 @@ class FileSink:
             if lines is None:
                 lines = pending[path] = []
             lines.append(line)
-        self._pending_bytes += len(line) * len(paths)
-        if self._pending_bytes >= self._batch_bytes:
+        size = len(line) * len(paths)
+        self._pending_bytes += size
+        self._fresh_bytes += size
+        if self._fresh_bytes >= self._batch_bytes:
             self.flush()
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
@@ -245,13 +255,22 @@ class FileSink:
             lines = self._pending[path] = []
         lines.append(line)
         self._pending_bytes += len(line)
+        self._fresh_bytes += len(line)
 
-    def flush(self) -> None:
-        """Write every pending batch; on failure keep it (bounded) and try again next time."""
+    def flush(self, force: bool = False) -> None:
+        """Write every pending batch; on failure keep it (bounded) and retry with backoff.
+
+        A file that failed is retried after 0.5 s, then after doubling delays up
+        to 10 s (every flush with *force*), so a full disk costs the receive loop
+        one attempt per file per delay instead of one per batch.
+        """
         now = self._clock()
+        self._fresh_bytes = 0
         for path in list(self._pending):
             lines = self._pending[path]
             if not lines:
+                continue
+            if not force and self._retry_at.get(path, 0.0) > now:
                 continue
             try:
                 handle = self._file(path)
@@ -263,11 +282,18 @@ class FileSink:
             except OSError as exc:
                 self._stats.errors["disk_error"] += 1
                 self._complain(path, exc, now)
+                delay = min(self._backoff.get(path, 0.25) * 2, 10.0)
+                self._backoff[path] = delay
+                self._retry_at[path] = now + delay
                 # A partial write may have reached the file; the stream is reopened
                 # next time, and the whole batch is retried (rare duplicates beat loss).
                 if path in self._files:
                     self._files[path].close_stream()
                 continue
+            if path in self._retry_at:
+                del self._retry_at[path]
+                del self._backoff[path]
+                log.info("%s is writable again", os.path.join(self.directory, path))
             self._stats.written[path] += len(lines)
             self._pending_bytes -= sum(len(line) for line in lines)
             del self._pending[path]
@@ -275,11 +301,16 @@ class FileSink:
             self._shed()
 
     def _shed(self) -> None:
-        """Drop the oldest pending lines until memory is back under the limit, counting them."""
-        for lines in self._pending.values():
-            while lines and self._pending_bytes > self._max_pending:
-                self._pending_bytes -= len(lines.pop(0))
-                self._stats.dropped["disk_error"] += 1
+        """Drop the oldest lines of the files that cannot be written until memory is under the limit."""
+        stuck = [path for path in self._pending if path in self._retry_at] or list(self._pending)
+        for path in stuck:
+            lines = self._pending[path]
+            dropped = 0
+            while dropped < len(lines) and self._pending_bytes > self._max_pending:
+                self._pending_bytes -= len(lines[dropped])
+                dropped += 1
+            del lines[:dropped]
+            self._stats.dropped["disk_error"] += dropped
 
     def _complain(self, path: str, exc: OSError, now: float) -> None:
         # One line per file every 10 s: a full disk must not flood stderr.
@@ -309,14 +340,14 @@ class FileSink:
 
     def reopen(self) -> None:
         """Flush, then close every file so the next write opens it afresh (after logrotate)."""
-        self.flush()
+        self.flush(force=True)
         for handle in self._files.values():
             handle.close_stream()
         self._open.clear()
 
     def close(self) -> None:
         """Flush what can be written, close every file and finish pending compression."""
-        self.flush()
+        self.flush(force=True)
         for handle in self._files.values():
             handle.close()
         self._open.clear()
