@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -66,6 +67,9 @@ class Collector:
         self._unreported_loss: dict[str, int] = {}
         self._registered = False
         self._complaints: dict[str, float] = {}
+        self._state_dirty = False
+        self.state_path: str | None = None
+        """Where per-publisher sequence numbers are kept between runs (collect mode: in --dir)."""
         self.endpoints: list[str] = []
 
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
@@ -145,7 +149,9 @@ class Collector:
             meta.get("pid", "?"),
             seq,
             dropped if isinstance(dropped, int) and dropped > 0 else 0,
+            record.received,
         )
+        self._state_dirty = True
         if missing:
             self._unreported_loss[publisher] = self._unreported_loss.get(publisher, 0) + missing
 
@@ -228,6 +234,43 @@ class Collector:
                 log.exception("a sink failed to flush")
         if self._unreported_loss:
             self.report_loss()
+        self.save_state()
+
+    def load_state(self) -> None:
+        """Resume per-publisher sequence numbers saved by a previous run in the same directory.
+
+        Without them a restarted collector could not tell records a previous run
+        wrote from records nobody received; with them, the gap it sees is exactly
+        what was in flight or not yet written when the previous run died.
+        """
+        if self.state_path is None:
+            return
+        try:
+            with open(self.state_path, encoding="utf-8") as handle:
+                state = json.load(handle)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s: %s", self.state_path, exc)
+            return
+        if isinstance(state, dict):
+            count = self.stats.restore_publishers(state.get("publishers", {}), time.time())
+            log.info("resumed the sequence numbers of %d publishers from %s", count, self.state_path)
+
+    def save_state(self) -> None:
+        """Write the publishers' last sequence numbers (after the lines they cover were flushed)."""
+        if self.state_path is None or not self._state_dirty:
+            return
+        tmp = self.state_path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump({"version": 1, "publishers": self.stats.publisher_state()}, handle, default=str)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:
+            self.stats.errors["state_file"] += 1
+            self._complain("state_file", f"cannot save {self.state_path}: {exc}")
+            return
+        self._state_dirty = False
 
     def reopen(self) -> None:
         """Reopen every sink's files (SIGHUP, after logrotate moved them)."""
@@ -261,6 +304,7 @@ class Collector:
                 log.exception("a sink failed to close")
         if self._unreported_loss:
             self.report_loss()
+        self.save_state()
 
 
 def _ipc_in_use(path: str) -> bool:

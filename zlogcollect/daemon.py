@@ -18,7 +18,7 @@ import gevent
 from zlogcollect import formatting
 from zlogcollect.collector import Collector, Sink, StartupError
 from zlogcollect.config import CollectorConfig, log_level_number, parse_queue, redact
-from zlogcollect.routing import Router
+from zlogcollect.routing import PUBLISHERS_FILE, Router
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
 
@@ -219,6 +219,9 @@ def run(
     collector = Collector(
         sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
     )
+    if file_sink is not None:
+        collector.state_path = os.path.join(file_sink.directory, PUBLISHERS_FILE)
+        collector.load_state()
     try:
         collector.bind(config.bind, config.subscribe)
     except StartupError as exc:

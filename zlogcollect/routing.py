@@ -124,6 +124,8 @@ def validate_target(target: str) -> None:
 
 ERRORS_FILE: Final = "errors.log"
 MALFORMED_FILE: Final = "_malformed.log"
+PUBLISHERS_FILE: Final = "_publishers.json"
+"""Per-publisher sequence numbers kept between runs (see Collector.load_state)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
 
 
@@ -153,7 +155,10 @@ class Router:
         self._default_source = default_source
         # Files the operator named outright (and the quarantine): a path built from
         # a sender's names must never land in one of them.
-        self._literal = {r.target for r in self._routes if not _has_fields(r.target)} | {MALFORMED_FILE}
+        self._literal = {r.target for r in self._routes if not _has_fields(r.target)} | {
+            MALFORMED_FILE,
+            PUBLISHERS_FILE,
+        }
 
     def route(self, record: Record) -> list[str]:
         """Every distinct relative path *record* should be written to, in route order."""

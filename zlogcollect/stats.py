@@ -20,6 +20,15 @@ class PublisherLoss:
     buffer full); the rest were lost on the way (e.g. in flight when the collector died)."""
     restarts: int = 0
     """Times the sequence went backwards (the publisher restarted or was re-created)."""
+    unseen: int = 0
+    """Records before the first one this collector saw that the sender did not report
+    dropping: sent before this collector started (a previous one may have them)."""
+    seen: float = 0.0
+    """When the last record from this publisher arrived (epoch seconds)."""
+
+
+MAX_PUBLISHERS = 10_000
+"""Publishers remembered at once; the longest silent are forgotten first."""
 
 
 @dataclass
@@ -40,33 +49,73 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     """Problems that did not lose data (a failed write that was retried, a reopen)."""
     publishers: dict[str, PublisherLoss] = field(default_factory=dict)
+    forgotten_lost: int = 0
+    """Losses of publishers forgotten to bound memory (still part of `lost`)."""
     amqp: Counter[str] = field(default_factory=Counter)
     """The AMQP bridge: received, skipped (--only), delivered (confirmed), dropped, resent, ..."""
 
-    def observe_sequence(self, publisher: str, host: str, pid: object, seq: int, announced: int) -> int:
+    def observe_sequence(
+        self, publisher: str, host: str, pid: object, seq: int, announced: int, now: float = 0.0
+    ) -> int:
         """Record a publisher's sequence number; return how many records newly went missing."""
         loss = self.publishers.get(publisher)
         if loss is None:
+            if len(self.publishers) >= MAX_PUBLISHERS:
+                self.forget_oldest()
             loss = self.publishers[publisher] = PublisherLoss(host, pid)
-            # Sequences start at 0: a first record with seq 5 means 0..4 were lost
-            # before this collector saw the publisher (e.g. while it was restarting).
-            missing = max(seq, 0)
+            # Sequences start at 0. Of a first record's seq N, the records the
+            # sender says it dropped are lost; the rest were sent before this
+            # collector started, to a previous one or to nobody: it cannot tell.
+            missing = min(max(announced, 0), max(seq, 0))
+            loss.unseen = max(seq, 0) - missing
         elif seq <= loss.last_seq:
             loss.restarts += 1
             missing = 0
         else:
             missing = seq - loss.last_seq - 1
         loss.last_seq = seq
+        loss.seen = now
         loss.gaps += missing
         # A record the sender dropped still used up a sequence number, so it is
         # already in `missing`; the announcement only says where it was lost.
         loss.announced += announced
         return missing
 
+    def forget_oldest(self, keep: int = MAX_PUBLISHERS * 9 // 10) -> None:
+        """Forget the publishers silent the longest, keeping *keep* (counted losses stay in `lost`)."""
+        ranked = sorted(self.publishers.items(), key=lambda item: item[1].seen, reverse=True)
+        for name, loss in ranked[keep:]:
+            self.forgotten_lost += loss.gaps
+            del self.publishers[name]
+
+    def publisher_state(self) -> dict[str, dict[str, object]]:
+        """What a restarted collector needs to go on counting gaps: the last seq per publisher."""
+        return {
+            name: {"host": p.host, "pid": p.pid, "seq": p.last_seq, "seen": p.seen}
+            for name, p in self.publishers.items()
+        }
+
+    def restore_publishers(self, state: dict[str, object], now: float, max_age: float = 7 * 86400) -> int:
+        """Resume from :meth:`publisher_state` (ignoring entries silent for over *max_age* s)."""
+        restored = 0
+        for name, entry in state.items():
+            if not isinstance(entry, dict):
+                continue
+            seq, seen = entry.get("seq"), entry.get("seen")
+            if not isinstance(seq, int) or not isinstance(seen, int | float) or now - seen > max_age:
+                continue
+            self.publishers[name] = PublisherLoss(
+                str(entry.get("host", "?")), entry.get("pid", "?"), seq, seen=seen
+            )
+            restored += 1
+            if restored >= MAX_PUBLISHERS:
+                break
+        return restored
+
     @property
     def lost_by_publishers(self) -> int:
         """Records publishers sent or meant to send that never arrived."""
-        return sum(p.gaps for p in self.publishers.values())
+        return self.forgotten_lost + sum(p.gaps for p in self.publishers.values())
 
     def summary(self) -> str:
         """One line with the counters an operator looks at first."""
@@ -85,6 +134,9 @@ class Stats:
             parts.append("amqp=" + ",".join(f"{k}:{v}" for k, v in sorted(self.amqp.items())))
         if self.publishers:
             parts.append(f"publishers={len(self.publishers)} lost={self.lost_by_publishers}")
+            unseen = sum(p.unseen for p in self.publishers.values())
+            if unseen:
+                parts.append(f"unseen_before_start={unseen}")
         if self.malformed:
             parts.append("malformed_by=" + ",".join(f"{k}:{v}" for k, v in sorted(self.malformed.items())))
         files = ",".join(f"{k}:{v}" for k, v in sorted(self.written.items()))

@@ -169,7 +169,45 @@ def test_collector_killed_and_restarted_loses_nothing_unaccounted(
     apps: Callable[..., subprocess.Popen[str]],
     record_property: Callable[[str, object], None],
 ) -> None:
-    """After SIGKILL and restart of the collector, every record is on disk or counted lost by the new one."""
+    """After SIGKILL and a restart on the same --dir, the records on no disk are exactly those counted lost."""
+    endpoint = free_tcp_endpoint()
+    logdir = tmp_path / "logs"
+    first = start_collector(collectors, endpoint, logdir)
+    app = apps(STREAM_APP, endpoint)
+    wait_until(lambda: len(json_lines(logdir / "stream.log")) >= 200, what="records on the first collector")
+    first.kill()  # SIGKILL: nothing is drained or flushed
+    written_by_first = len(json_lines(logdir / "stream.log"))
+    second = start_collector(collectors, endpoint, logdir)
+    wait_until(
+        lambda: len(json_lines(logdir / "stream.log")) >= written_by_first + 200,
+        what="records on the second collector",
+    )
+    out, err = app.communicate("stop\n", timeout=20)
+    assert app.returncode == 0, err
+    total = int(out.split()[-1])
+    summary = stop_collector(second)
+    numbers = [int(r["message"].split()[1]) for r in json_lines(logdir / "stream.log")]
+    missing = set(range(total)) - set(numbers)
+    # The second collector resumed the publisher's sequence from _publishers.json, so
+    # what it counts lost is exactly what neither run wrote (in flight or unflushed
+    # when the first was killed): nothing unaccounted, nothing counted twice.
+    lost = counter(summary, "lost")
+    # Exact, unless the kill fell between writing a batch and saving the state
+    # after it (microseconds per 50 ms flush): then that one batch, at most ~60
+    # records at this rate, is counted lost although on disk. Never fewer.
+    assert len(missing) <= lost <= len(missing) + 60, (lost, len(missing))
+    assert "unseen_before_start" not in summary
+    assert numbers == sorted(numbers)
+    record_property("lost_across_sigkill", len(missing))
+    print(
+        f"collector SIGKILL + restart: {total} logged, {len(missing)} on no disk, {len(missing)} counted lost"
+    )
+
+
+def test_a_collector_without_the_previous_state_reports_unseen_not_lost(
+    collectors: list[CollectorProcess], tmp_path: Path, apps: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """A new collector (another --dir) that joins a running app calls the earlier records unseen, not lost."""
     endpoint = free_tcp_endpoint()
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first = start_collector(collectors, endpoint, first_dir)
@@ -177,29 +215,16 @@ def test_collector_killed_and_restarted_loses_nothing_unaccounted(
     wait_until(
         lambda: len(json_lines(first_dir / "stream.log")) >= 200, what="records on the first collector"
     )
-    first.kill()  # SIGKILL: nothing is drained or flushed
+    assert first.stop() == 0
     second = start_collector(collectors, endpoint, second_dir)
     wait_until(
-        lambda: len(json_lines(second_dir / "stream.log")) >= 200, what="records on the second collector"
+        lambda: len(json_lines(second_dir / "stream.log")) >= 100, what="records on the second collector"
     )
-    out, err = app.communicate("stop\n", timeout=20)
-    assert app.returncode == 0, err
-    total = int(out.split()[-1])
+    app.communicate("stop\n", timeout=20)
     summary = stop_collector(second)
-    before = {int(r["message"].split()[1]) for r in json_lines(first_dir / "stream.log")}
-    after = [int(r["message"].split()[1]) for r in json_lines(second_dir / "stream.log")]
-    assert after == sorted(after)
-    written, lost = counter(summary, "written"), counter(summary, "lost")
-    assert written == len(after)
-    # The restarted collector counts every record it did not get (those the first one
-    # wrote included: it only sees the sequence start past them) ...
-    assert total - written == lost
-    # ... and the records on no disk are exactly those it never saw: none in between.
-    missing = set(range(total)) - before - set(after)
-    assert all(n < after[0] for n in missing)
-    assert after == list(range(after[0], total))
-    record_property("lost_across_sigkill", len(missing))
-    print(f"collector SIGKILL + restart: {total} logged, {len(missing)} on no disk (in flight when killed)")
+    first_seq = json_lines(second_dir / "stream.log")[0]["seq"]
+    assert counter(summary, "unseen_before_start") == first_seq > 0
+    assert counter(summary, "lost") == 0
 
 
 MP_APP = """

@@ -17,10 +17,41 @@ def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
     assert stats.lost_by_publishers == 5
 
 
-def test_first_record_after_restart_counts_what_came_before() -> None:
-    """A publisher first seen at seq N lost 0..N-1 (e.g. while the collector was down)."""
+def test_a_first_record_counts_only_announced_drops_as_lost() -> None:
+    """A publisher first seen at seq N lost what it announced dropping; the rest predate this collector."""
     stats = Stats()
-    assert stats.observe_sequence("p", "h", 2, 10, 0) == 10
+    assert stats.observe_sequence("p", "h", 2, 10, 0) == 0
+    assert stats.publishers["p"].unseen == 10
+    assert stats.observe_sequence("q", "h", 3, 10, 10) == 10  # e.g. the hold buffer overflowed
+    assert stats.publishers["q"].unseen == 0
+    assert "unseen_before_start=10" in stats.summary()
+
+
+def test_state_carries_sequence_numbers_across_a_restart() -> None:
+    """Restored from a previous run's state, the gap a restarted collector sees is the real loss."""
+    before = Stats()
+    before.observe_sequence("p", "h", 2, 0, 0, now=100.0)
+    before.observe_sequence("p", "h", 2, 499, 0, now=100.0)
+    after = Stats()
+    assert after.restore_publishers(before.publisher_state(), now=200.0) == 1
+    assert after.observe_sequence("p", "h", 2, 507, 0, now=200.0) == 7
+    assert after.lost_by_publishers == 7
+    stale = Stats()
+    assert stale.restore_publishers(before.publisher_state(), now=100.0 + 8 * 86400) == 0
+
+
+def test_publishers_are_bounded() -> None:
+    """Past MAX_PUBLISHERS the longest-silent are forgotten, and their losses stay counted."""
+    from zlogcollect import stats as stats_module
+
+    stats = Stats()
+    stats.observe_sequence("old", "h", 1, 0, 0, now=1.0)
+    stats.observe_sequence("old", "h", 1, 5, 0, now=1.0)
+    for i in range(stats_module.MAX_PUBLISHERS):
+        stats.observe_sequence(f"p{i}", "h", i, 0, 0, now=2.0 + i)
+    assert len(stats.publishers) <= stats_module.MAX_PUBLISHERS
+    assert "old" not in stats.publishers
+    assert stats.lost_by_publishers == 4
 
 
 def test_sequence_going_back_is_a_restart_not_loss() -> None:
