@@ -176,13 +176,14 @@ class Collector:
         assert sock is not None
         received = 0
         recv = sock.recv_multipart
+        dispatch = self.dispatch
         while received < budget:
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             received += 1
-            self.dispatch(frames)
+            dispatch(frames)
         return received
 
     def wait(self, timeout: float) -> None:

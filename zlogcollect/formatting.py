@@ -99,6 +99,7 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
 _TOKEN = re.compile(r"%%|%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
 _PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "subtopic", "topic"})
 _PER_RECORD: Final = frozenset({"asctime", "created", "received", "message"})
+_TIME_AND_MESSAGE: Final = ("asctime", "message")
 
 
 class TextFormatter:
@@ -158,6 +159,8 @@ class TextFormatter:
         if template is None:
             template = self._template(record)
         stamp = record.created if record.created is not None else record.received
+        if self._uses == _TIME_AND_MESSAGE:  # the default format: skip the generic loop
+            return template % {"asctime": self._time(stamp), "message": record.message}
         values: dict[str, Any] = {"message": record.message}
         for name in self._uses:
             if name == "asctime":

@@ -151,10 +151,13 @@ def _decode(frame: bytes, what: str) -> str:
     return text
 
 
+_JSON_DECODE = json.JSONDecoder().decode  # json.loads(bytes) also sniffs the encoding per call
+
+
 def decode_extension(frame: bytes) -> dict[str, Any]:
     """Parse the optional third frame; raises :class:`MalformedRecord` if it is not one."""
     try:
-        data = json.loads(frame)
+        data = _JSON_DECODE(frame.decode())
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: a few kB of nested brackets, which a hostile peer can send.
         raise MalformedRecord("bad_extension", "the third frame is not JSON") from exc
