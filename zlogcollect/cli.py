@@ -42,7 +42,7 @@ RECEIVE_OPTIONS: list[Decorator] = [
     click.option(
         "--rcvhwm",
         type=int,
-        help="Records the socket may queue before ZeroMQ drops; 0 = no limit. [default: 200000]",
+        help="Records the socket may queue per sender before ZeroMQ drops; 0 = no limit. [default: 20000]",
     ),
     click.option(
         "--drain-timeout",

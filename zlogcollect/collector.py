@@ -52,7 +52,7 @@ class Collector:
         stats: Stats,
         levels: Levels = DEFAULT_LEVELS,
         max_bytes: int = MAX_RECORD_BYTES,
-        rcvhwm: int = 200_000,
+        rcvhwm: int = 20_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.sinks = list(sinks)

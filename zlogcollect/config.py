@@ -62,7 +62,7 @@ class CollectorConfig:
     max_record_bytes: int = MAX_RECORD_BYTES
     levels: Mapping[str, int] = field(default_factory=dict)
     drain_timeout: float = 5.0
-    rcvhwm: int = 200_000
+    rcvhwm: int = 20_000
     log_level: str = "INFO"
     # The AMQP bridge (needs the `amqp` extra: pika).
     amqp_url: str = ""
@@ -356,8 +356,8 @@ json = false
 flush_interval = 1.0
 # Records larger than this (topic + text + extension) go to _malformed.log.
 max_record_bytes = {MAX_RECORD_BYTES}
-# Records the SUB socket may queue before ZeroMQ drops (0 = unlimited).
-rcvhwm = 200000
+# Records the SUB socket may queue per sender before ZeroMQ drops (0 = unlimited).
+rcvhwm = 20000
 # Seconds to keep receiving after SIGTERM before exiting.
 drain_timeout = 5.0
 # The collector's own diagnostics on stderr.

@@ -1,0 +1,77 @@
+"""Benchmark 2: app-side cost, ns per ``logger.info("sub::msg %s", i)`` through each handler."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from benchmarks.common import Outcome, Settings, median, progress, scratch, tcp_endpoint, wait_until, worker
+
+HANDLERS = (
+    ("NullHandler (floor)", "null"),
+    ("logging.FileHandler", "file"),
+    ("stock PUBHandler", "stock"),
+    ("ZLogHandler (structured, default)", "zlog"),
+    ("ZLogHandler structured=False", "zlog_plain"),
+)
+
+
+def run(settings: Settings, outcome: Outcome) -> None:
+    calls = settings.pick(40_000, 5_000)
+    batches = settings.pick(5, 2)
+    outcome.notes.append(
+        f"each run is a fresh process: 20,000 warm-up calls, then {batches} timed loops of {calls:,} calls "
+        "(the run's figure is their median); a raw pyzmq SUB process drains the other end"
+    )
+    with scratch("app") as tmp:
+        endpoint = tcp_endpoint()
+        drainer = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=900)
+        drainer.wait_stdout()
+        try:
+            for run_index in range(settings.runs):
+                for label, kind in HANDLERS:
+                    measure(outcome, tmp, endpoint, label, kind, calls, batches)
+                    progress(
+                        f"appside run {run_index + 1}: {label}: {outcome.figure(label, '').values[-1]:,.0f} ns"
+                    )
+        finally:
+            drainer.stop()
+    stock, ours, floor = "stock PUBHandler", "ZLogHandler (structured, default)", "NullHandler (floor)"
+    outcome.ratio_check(
+        "ZLogHandler (structured) / stock PUBHandler, per call", ours, stock, 0.7, at_most=True
+    )
+    outcome.derived["stock PUBHandler / NullHandler"] = outcome.ratio(stock, floor)
+    outcome.derived["ZLogHandler (structured) / NullHandler"] = outcome.ratio(ours, floor)
+    outcome.derived["ZLogHandler structured=False / stock PUBHandler"] = outcome.ratio(
+        "ZLogHandler structured=False", stock
+    )
+    outcome.derived["logging.FileHandler / stock PUBHandler"] = outcome.ratio("logging.FileHandler", stock)
+    above = outcome.get(stock) - outcome.get(floor)
+    if above > 0:
+        outcome.derived["handler part only (minus NullHandler): ZLogHandler / stock"] = (
+            outcome.get(ours) - outcome.get(floor)
+        ) / above
+
+
+def measure(
+    outcome: Outcome, tmp: Path, endpoint: str, label: str, kind: str, calls: int, batches: int
+) -> None:
+    token = uuid.uuid4().hex[:12]
+    proc = worker(
+        "app_cost",
+        kind=kind,
+        endpoint=endpoint,
+        scratch=str(tmp),
+        token=token,
+        calls=calls,
+        batches=batches,
+        max_seconds=300,
+    )
+    result = proc.wait_json(300)
+    outcome.figure(label, "ns/call", higher_is_better=False).values.append(median(result["per_call_ns"]))
+    if kind in ("null", "file"):
+        return
+    marker = tmp / f"sentinel-{token}"
+    wait_until(marker.exists, 20, f"the drainer's count for {label}")
+    delivered = int(marker.read_text())
+    outcome.figure(f"{label}: delivered/sent", "ratio").values.append(delivered / result["sent"])

@@ -1,0 +1,45 @@
+"""The benchmark suite runs in its quick form and produces every figure (never a timed assertion)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:
+    """`python -m benchmarks --quick` exits 0 and every benchmark reports finite medians and its checks."""
+    output = tmp_path / "quick.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert data["machine"]["cores"] >= 1
+    assert data["machine"]["pyzmq"]
+    benchmarks = data["benchmarks"]
+    assert set(benchmarks) == {"capacity", "appside", "bridge", "memory", "latency", "loss"}
+    for name, outcome in benchmarks.items():
+        assert outcome.get("error") is None, (name, outcome.get("error"))
+        if outcome.get("skipped"):
+            assert name == "bridge" and not os.environ.get("CI"), outcome["skipped"]
+            continue
+        assert outcome["figures"], name
+        for figure in outcome["figures"]:
+            assert figure["values"], (name, figure["name"])
+            assert math.isfinite(figure["median"]), (name, figure["name"])
+    assert "collector" in result.stdout.lower() or "capacity" in result.stdout.lower()
