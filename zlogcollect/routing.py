@@ -99,10 +99,7 @@ class Route:
 
 def validate_target(target: str) -> None:
     """Reject file templates that could leave the log directory or do not format."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(target) if name is not None}
-    except ValueError as exc:
-        raise RouteError(f"file template {target!r}: {exc}") from None
+    fields = template_fields(target, "file template")
     unknown = fields - _FIELDS
     if unknown:
         raise RouteError(
@@ -175,7 +172,15 @@ class Router:
 
 
 def _has_fields(template: str) -> bool:
-    return any(name is not None for _, name, _, _ in string.Formatter().parse(template))
+    return bool(template_fields(template, "template"))
+
+
+def template_fields(template: str, what: str) -> set[str]:
+    """The ``{names}`` a ``str.format`` template uses; :class:`RouteError` if it does not parse."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise RouteError(f"{what} {template!r}: {exc}") from None
 
 
 ROUTING_KEY_FIELDS: Final = frozenset({"source", "level", "subtopic", "topic", "name"})
@@ -184,11 +189,7 @@ MAX_ROUTING_KEY: Final = 255  # bytes, the AMQP limit for a short string
 
 def validate_routing_key(template: str) -> None:
     """Reject routing-key templates that use unknown fields or do not format."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise RouteError(f"routing key {template!r}: {exc}") from None
-    unknown = fields - ROUTING_KEY_FIELDS
+    unknown = template_fields(template, "routing key") - ROUTING_KEY_FIELDS
     if unknown:
         raise RouteError(
             f"routing key {template!r} uses {', '.join(sorted(unknown))}; "

@@ -362,13 +362,6 @@ class AmqpSink:
 
     # -- connection management --------------------------------------------------------
 
-    def _wait(self, timeout: float) -> Any:
-        waiter = self._waiter = gevent.event.AsyncResult()
-        try:
-            return waiter.get(timeout=timeout)
-        finally:
-            self._waiter = None
-
     def _fail_waiter(self, exc: BaseException) -> None:
         if self._waiter is not None and not self._waiter.ready():
             self._waiter.set_exception(exc)
