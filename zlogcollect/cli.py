@@ -112,6 +112,12 @@ FILE_OPTIONS: list[Decorator] = [
         type=float,
         help="Seconds a line may wait in memory before it is written. [default: 1.0]",
     ),
+    click.option(
+        "--max-files",
+        type=int,
+        metavar="N",
+        help="Most distinct files; further ones go to _overflow.log. [default: 10000]",
+    ),
 ]
 
 AMQP_OPTIONS: list[Decorator] = [

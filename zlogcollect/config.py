@@ -59,6 +59,7 @@ class CollectorConfig:
     format: str = formatting.DEFAULT_FORMAT
     json: bool = False
     flush_interval: float = 1.0
+    max_files: int = 10_000
     max_record_bytes: int = MAX_RECORD_BYTES
     levels: Mapping[str, int] = field(default_factory=dict)
     drain_timeout: float = 5.0
@@ -229,6 +230,8 @@ def validate(config: CollectorConfig) -> None:
         raise ConfigError(f"drain_timeout = {config.drain_timeout}: must not be negative")
     if config.max_record_bytes < 64:
         raise ConfigError(f"max_record_bytes = {config.max_record_bytes}: must be at least 64")
+    if config.max_files < 3:
+        raise ConfigError(f"max_files = {config.max_files}: must be at least 3 (two are the collector's own)")
     if config.rcvhwm < 0:
         raise ConfigError(f"rcvhwm = {config.rcvhwm}: must not be negative")
     if config.at_time:
@@ -354,6 +357,9 @@ json = false
 
 # Batched writes: lines reach the file at most this many seconds after arrival.
 flush_interval = 1.0
+# Most distinct files; records for further ones go to _overflow.log (a peer
+# inventing sources must not exhaust inodes or memory).
+max_files = 10000
 # Records larger than this (topic + text + extension) go to _malformed.log.
 max_record_bytes = {MAX_RECORD_BYTES}
 # Records the SUB socket may queue per sender before ZeroMQ drops (0 = unlimited).

@@ -168,7 +168,14 @@ def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
         at_time=config.at_time_value,
         compress=config.compress,
     )
-    return FileSink(directory, Router(config.routes, config.default_source), render, rotation, stats)
+    return FileSink(
+        directory,
+        Router(config.routes, config.default_source),
+        render,
+        rotation,
+        stats,
+        max_files=config.max_files,
+    )
 
 
 def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:

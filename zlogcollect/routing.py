@@ -11,7 +11,7 @@ from typing import Final
 
 from zlogcollect.wire import Record
 
-RESERVED_NAMES: Final = frozenset({"errors", "_malformed"})
+RESERVED_NAMES: Final = frozenset({"errors", "_malformed", "_overflow"})
 """File stems the collector writes itself; a source with such a name is written elsewhere."""
 
 MAX_NAME_LENGTH: Final = 100
@@ -121,6 +121,8 @@ def validate_target(target: str) -> None:
 
 ERRORS_FILE: Final = "errors.log"
 MALFORMED_FILE: Final = "_malformed.log"
+OVERFLOW_FILE: Final = "_overflow.log"
+"""Where records go whose file would exceed the collector's limit on distinct files."""
 PUBLISHERS_FILE: Final = "_publishers.json"
 """Per-publisher sequence numbers kept between runs (see Collector.load_state)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
@@ -154,6 +156,7 @@ class Router:
         # a sender's names must never land in one of them.
         self._literal = {r.target for r in self._routes if not _has_fields(r.target)} | {
             MALFORMED_FILE,
+            OVERFLOW_FILE,
             PUBLISHERS_FILE,
         }
 

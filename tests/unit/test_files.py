@@ -230,3 +230,16 @@ def test_source_names_that_look_like_backups_are_not_deleted_as_such(tmp_path: P
     handle = RotatingFile(str(tmp_path / "web.log"), Rotation(when="D", backup_count=2, compress=True), None)
     assert handle.getFilesToDelete() == []
     handle.close()
+
+
+def test_distinct_files_are_capped_and_the_rest_kept_in_overflow(tmp_path: Path) -> None:
+    """A peer inventing sources cannot create files without end: past max_files lines go to _overflow.log."""
+    files, stats = sink(tmp_path, max_files=5)
+    for i in range(10):
+        files.write(rec(f"s{i}", f"from s{i}"))
+    files.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len([n for n in names if n.startswith("s")]) == 3  # + _malformed.log and _overflow.log reserved
+    assert (tmp_path / "_overflow.log").read_text().splitlines() == [f"from s{i}" for i in range(3, 10)]
+    assert stats.errors["too_many_files"] == 7
+    assert sum(stats.written.values()) == 10

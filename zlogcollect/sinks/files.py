@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from zlogcollect.routing import MALFORMED_FILE, Router
+from zlogcollect.routing import MALFORMED_FILE, OVERFLOW_FILE, Router
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record, escape_frames
 
@@ -193,6 +193,7 @@ class FileSink:
         batch_bytes: int = 256 * 1024,
         max_pending_bytes: int = 64 * 1024 * 1024,
         max_open_files: int = 256,
+        max_files: int = 10_000,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self._router = router
@@ -206,6 +207,8 @@ class FileSink:
         self._compressor = Compressor() if rotation.compress else None
         self._files: dict[str, RotatingFile] = {}
         self._routes: dict[str, tuple[str, ...]] = {}
+        self._known: set[str] = {MALFORMED_FILE, OVERFLOW_FILE}
+        self._max_files = max_files
         self._open: OrderedDict[str, None] = OrderedDict()  # least recently written first
         self._pending: dict[str, list[str]] = {}
         self._pending_bytes = 0
@@ -227,7 +230,9 @@ class FileSink:
         if paths is None:
             if len(self._routes) >= 10_000:
                 self._routes.clear()
-            paths = self._routes[record.topic] = tuple(self._router.route(record))
+            paths = self._routes[record.topic] = tuple(
+                self._admit(path) for path in self._router.route(record)
+            )
         if not paths:
             self._stats.unrouted += 1
             return
@@ -243,6 +248,30 @@ class FileSink:
         self._fresh_bytes += size
         if self._fresh_bytes >= self._batch_bytes:
             self.flush()
+
+    def _admit(self, path: str) -> str:
+        """*path*, or the overflow file once max_files distinct files exist.
+
+        Every distinct source makes a file, so a peer inventing sources could
+        otherwise exhaust inodes and memory; past the limit its records are
+        kept in one file instead, with their source in each line.
+        """
+        if path in self._known:
+            return path
+        if len(self._known) >= self._max_files:
+            self._stats.errors["too_many_files"] += 1
+            now = self._clock()
+            if now - self._last_complaint.get(OVERFLOW_FILE, 0.0) >= 10.0:
+                self._last_complaint[OVERFLOW_FILE] = now
+                log.error(
+                    "more than %d files: records for %s and other new files go to %s",
+                    self._max_files,
+                    path,
+                    OVERFLOW_FILE,
+                )
+            return OVERFLOW_FILE
+        self._known.add(path)
+        return path
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
         """Keep a safe copy of a frame set that could not be parsed, with the reason."""
