@@ -11,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zmq
@@ -181,7 +181,3 @@ class StockSender:
     def close(self) -> None:
         self.socket.close(linger=5000)
         self.context.term()
-
-
-def iter_files(directory: Path) -> Iterator[Path]:
-    yield from sorted(p for p in directory.rglob("*") if p.is_file())
