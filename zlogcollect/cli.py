@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback as tb
 from collections.abc import Callable
@@ -54,7 +55,14 @@ RECEIVE_OPTIONS: list[Decorator] = [
         type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
         help="The collector's own diagnostics on stderr. [default: INFO]",
     ),
+    click.option(
+        "--stats-interval",
+        type=float,
+        metavar="SECONDS",
+        help="Print the counters line to stderr this often; 0 = only on SIGUSR1 and at exit. [default: 0]",
+    ),
     click.option("--traceback", is_flag=True, help="Show the Python traceback on start-up errors."),
+    click.version_option(__version__, "-V", "--version", prog_name="zlogcollect"),
 ]
 
 FILE_OPTIONS: list[Decorator] = [
@@ -124,7 +132,14 @@ AMQP_OPTIONS: list[Decorator] = [
     click.option(
         "--amqp-url",
         metavar="URL",
+        envvar="ZLOGCOLLECT_AMQP_URL",
+        show_envvar=True,
         help="Forward every record to RabbitMQ, e.g. amqp://guest:guest@127.0.0.1/%2F.",
+    ),
+    click.option(
+        "--amqp-url-file",
+        metavar="FILE",
+        help="Read the AMQP URL from the first line of FILE (keeps the password out of ps).",
     ),
     click.option("--exchange", metavar="NAME", help="Exchange to publish to. [default: amq.topic]"),
     click.option(
@@ -221,9 +236,47 @@ def _levels(values: tuple[str, ...]) -> dict[str, int] | None:
     return levels
 
 
+class StartupSignals:
+    """Plain signal handlers for the start-up, before gevent's exist: they only note the request.
+
+    Without them a SIGTERM while the daemon imports gevent, binds or reaches the
+    broker kills the process (exit 143, no counters) instead of stopping it.
+    """
+
+    def __init__(self) -> None:
+        self.stop: str | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.stop = signal.Signals(signum).name
+
+    def requested(self) -> str | None:
+        """The name of the first stop signal received, if any."""
+        return self.stop
+
+
+def _merge_url_sources(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Flags win over the file, also across the two ways of giving the AMQP URL."""
+    merged = {**values, **overrides}
+    if "amqp_url" in overrides and "amqp_url_file" not in overrides:
+        merged.pop("amqp_url_file", None)
+        merged.pop("amqp-url-file", None)
+    elif "amqp_url_file" in overrides and "amqp_url" not in overrides:
+        merged.pop("amqp_url", None)
+        merged.pop("amqp-url", None)
+    return merged
+
+
 def _run(
     mode: str, config_file: str | None, traceback: bool, levels: tuple[str, ...], flags: dict[str, Any]
 ) -> NoReturn:
+    # First thing: from here on SIGTERM/SIGINT are a clean stop, never a kill.
+    startup_signals = StartupSignals()
+    startup_signals.install()
+
     from zlogcollect.config import ConfigError, from_mapping, load_file
 
     overrides = {key.rstrip("_"): value for key, value in flags.items() if value is not None and value != ()}
@@ -232,9 +285,12 @@ def _run(
         overrides["levels"] = level_table
     try:
         values = load_file(config_file) if config_file else {}
-        config = from_mapping({**values, **overrides})
+        config = from_mapping(_merge_url_sources(values, overrides))
         if mode == "bridge" and not config.amqp_url:
-            raise ConfigError("amqp_url: the bridge needs --amqp-url (or amqp_url in the config file)")
+            raise ConfigError(
+                "amqp_url: the bridge needs --amqp-url, --amqp-url-file or ZLOGCOLLECT_AMQP_URL"
+                " (or amqp_url / amqp_url_file in the config file)"
+            )
     except ConfigError as exc:
         _fail(str(exc), EXIT_CONFIG, traceback)
 
@@ -243,20 +299,29 @@ def _run(
 
     diagnostics = daemon.setup_diagnostics(config.log_level)
     try:
-        status = daemon.run(config, files=mode == "collect", diagnostics=diagnostics)
+        status = daemon.run(
+            config,
+            files=mode == "collect",
+            diagnostics=diagnostics,
+            stop_requested=startup_signals.requested,
+        )
     except daemon.DaemonStartupError as exc:
         _fail(str(exc), exc.status, traceback)
     sys.exit(int(status))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="zlogcollect")
+@click.version_option(__version__, "-V", "--version", prog_name="zlogcollect")
 def cli() -> None:
     """Brokerless central log collector for Python apps, built on ZeroMQ.
 
     Apps publish with a logging PUBHandler; `zlogcollect collect` receives
     and writes rotating files (and, with --amqp-url, forwards to RabbitMQ).
     Signals: TERM/INT drain and exit 0, HUP reopens files, USR1 prints counters.
+
+    \b
+    Shell completion (bash; zsh_source and fish_source likewise):
+      eval "$(_ZLOGCOLLECT_COMPLETE=bash_source zlogcollect)"
     """
 
 

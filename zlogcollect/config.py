@@ -32,6 +32,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 DEFAULT_ENDPOINT: Final = "tcp://127.0.0.1:5558"
 _WHEN = re.compile(r"(?i)S|M|H|D|MIDNIGHT|W[0-6]")
 _ENDPOINT = re.compile(r"(tcp|ipc|inproc|pgm|epgm|vmci)://.+")
+# tcp://HOST:PORT: HOST an address, interface name, hostname, [IPv6] or *; PORT digits or *.
+# libzmq's own "Invalid argument" at bind time says nothing about which part is wrong.
+_TCP_ENDPOINT = re.compile(r"tcp://(?:[^\s;:/\[\]]+|\[[0-9A-Fa-f:.%\w]+\]|\*):(?:\d+|\*)")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -65,8 +68,10 @@ class CollectorConfig:
     drain_timeout: float = 5.0
     rcvhwm: int = 20_000
     log_level: str = "INFO"
+    stats_interval: float = 0.0
     # The AMQP bridge (needs the `amqp` extra: pika).
     amqp_url: str = ""
+    amqp_url_file: str = ""
     exchange: str = "amq.topic"
     exchange_type: str = "topic"
     declare_exchange: bool = False
@@ -160,6 +165,19 @@ def validate_amqp_url(url: str) -> None:
         raise ConfigError(f"amqp_url: port {port} is out of range")
 
 
+def read_url_file(path: str) -> str:
+    """The AMQP URL from the first line of *path*, so the password stays out of ``ps`` and the unit."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline(64 * 1024).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"amqp_url_file = {path!r}: cannot read it: {reason}") from None
+    if not first:
+        raise ConfigError(f"amqp_url_file = {path!r}: the first line is empty; expected an amqp:// URL")
+    return first
+
+
 def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise ConfigError(f"{name} = {value!r}: expected {what}")
@@ -201,6 +219,10 @@ def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:
         if value is None and key == "at_time":
             continue
         kwargs[key] = _coerce(key, value)
+    if kwargs.get("amqp_url_file"):
+        if kwargs.get("amqp_url"):
+            raise ConfigError("amqp_url_file: give either amqp_url or amqp_url_file, not both")
+        kwargs["amqp_url"] = read_url_file(kwargs["amqp_url_file"])
     config = CollectorConfig(**kwargs)
     validate(config)
     return config
@@ -218,6 +240,11 @@ def validate(config: CollectorConfig) -> None:
             raise ConfigError(
                 f"bind = {endpoint!r}: expected an endpoint like tcp://127.0.0.1:5558 or ipc:///run/x.sock"
             )
+        if endpoint.startswith("tcp://") and not _TCP_ENDPOINT.fullmatch(endpoint):
+            raise ConfigError(
+                f"bind = {endpoint!r}: expected tcp://HOST:PORT (an address, interface or * and a port"
+                " number or *), e.g. tcp://127.0.0.1:5558 or tcp://*:5558"
+            )
     if not _WHEN.fullmatch(config.when):
         raise ConfigError(f"when = {config.when!r}: expected S, M, H, D, midnight or W0-W6")
     if config.interval < 1:
@@ -232,6 +259,8 @@ def validate(config: CollectorConfig) -> None:
         raise ConfigError(f"max_record_bytes = {config.max_record_bytes}: must be at least 64")
     if config.max_files < 3:
         raise ConfigError(f"max_files = {config.max_files}: must be at least 3 (two are the collector's own)")
+    if config.stats_interval < 0:
+        raise ConfigError(f"stats_interval = {config.stats_interval}: must not be negative (0 = off)")
     if config.rcvhwm < 0:
         raise ConfigError(f"rcvhwm = {config.rcvhwm}: must not be negative")
     if config.at_time:
@@ -368,10 +397,15 @@ rcvhwm = 20000
 drain_timeout = 5.0
 # The collector's own diagnostics on stderr.
 log_level = "INFO"
+# Print the counters line to stderr every this many seconds (0 = only on SIGUSR1 and at exit).
+stats_interval = 0.0
 
 # The AMQP bridge (`pip install 'zlogcollect[amqp]'`): forward every record to
 # RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.
 amqp_url = ""              # e.g. "amqp://guest:guest@127.0.0.1:5672/%2F"
+# Or read the URL (with its password) from the first line of a file, e.g. a
+# systemd credential; the environment variable ZLOGCOLLECT_AMQP_URL works too.
+amqp_url_file = ""
 exchange = "amq.topic"
 exchange_type = "topic"
 declare_exchange = false   # declare it (durable); else it must exist (amq.* always do)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
 
 log = logging.getLogger("zlogcollect")
+
+LOW_FD_LIMIT = 4096
+"""Below this many descriptors a few thousand publishers (each one a connection) cannot all connect."""
 
 
 class ExitStatus(enum.IntEnum):
@@ -138,6 +143,54 @@ class Progress:
             self._handler.clear_status()
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and return it.
+
+    Every connected publisher holds a descriptor; systemd's default soft limit
+    (1,024) runs out with a few hundred of them.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        # Linux refuses a soft limit above fs.nr_open, so "unlimited" means that.
+        try:
+            with open("/proc/sys/fs/nr_open", encoding="ascii") as handle:
+                target = int(handle.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the file descriptor limit from %d to %d: %s", soft, target, exc)
+    log.debug("file descriptor limit: %d (hard limit %s)", soft, "unlimited" if hard < 0 else hard)
+    if 0 <= soft < LOW_FD_LIMIT:
+        log.warning(
+            "only %d file descriptors: each connected publisher and each open file needs one;"
+            " raise the hard limit (LimitNOFILE=65536 under systemd, ulimit -Hn otherwise)",
+            soft,
+        )
+    return int(soft)
+
+
+def check_ipc_directories(endpoints: tuple[str, ...]) -> None:
+    """Refuse an ipc endpoint whose directory is missing, naming the directory to create."""
+    for endpoint in endpoints:
+        if not endpoint.startswith("ipc://"):
+            continue
+        path = endpoint[len("ipc://") :]
+        if path in ("", "*") or path.startswith("@"):  # generated or abstract: no directory
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise DaemonStartupError(
+                f"cannot bind {endpoint}: directory {directory} does not exist; create it"
+                f" (mkdir -p {directory}, or RuntimeDirectory= in the systemd unit)",
+                ExitStatus.UNAVAILABLE,
+            )
+
+
 def check_directory(path: str) -> str:
     """Create the log directory if needed and prove it is writable."""
     full = os.path.abspath(path)
@@ -209,43 +262,76 @@ def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:
         raise DaemonStartupError(f"amqp_url: {exc}", ExitStatus.CONFIG) from None
 
 
+def _never() -> str | None:
+    return None
+
+
+def connect_amqp(amqp_sink: AmqpSinkType, stopping: Callable[[], bool]) -> None:
+    """Try the first broker connection now; a stop signal meanwhile abandons it at once."""
+    from zlogcollect.sinks.amqp import AmqpSetupError
+
+    def watch() -> None:
+        # The connection waits in the hub for up to connect_timeout; a stop must not.
+        while True:
+            if stopping():
+                amqp_sink.abort_start()
+            gevent.sleep(0.05)
+
+    watcher = gevent.spawn(watch)
+    try:
+        # Credentials, TLS and a missing exchange are configuration errors: find out now.
+        amqp_sink.start(wait=amqp_sink.settings.connect_timeout)
+    except AmqpSetupError as exc:
+        raise DaemonStartupError(f"amqp_url: {exc}", ExitStatus.CONFIG) from None
+    finally:
+        watcher.kill()
+
+
 def run(
-    config: CollectorConfig, files: bool = True, diagnostics: DiagnosticsHandler | None = None
+    config: CollectorConfig,
+    files: bool = True,
+    diagnostics: DiagnosticsHandler | None = None,
+    stop_requested: Callable[[], str | None] = _never,
 ) -> ExitStatus:
     """Run until SIGTERM/SIGINT; raise :class:`DaemonStartupError` if it cannot start.
 
     With *files* off this is the bridge: the same receive side, AMQP only.
+    *stop_requested* reports a stop signal caught before this function's own
+    handlers exist; such a stop, or one during start-up, skips the rest of the
+    start-up and exits 0 with the counters line like any other stop.
     """
+    state = SignalState()
+
+    def stopping() -> bool:
+        if state.stop is None:
+            state.stop = stop_requested()
+        return state.stop is not None
+
+    raise_fd_limit()
     stats = Stats()
-    sinks: list[Sink] = []
     # The AMQP settings first: a bad URL must fail before --dir is created.
     amqp_sink = build_amqp_sink(config, stats) if config.amqp_url else None
     file_sink = build_file_sink(config, stats) if files else None
-    if file_sink is not None:
-        sinks.append(file_sink)
+    sinks: list[Sink] = [file_sink] if file_sink is not None else []
     collector = Collector(
         sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
     )
-    if file_sink is not None:
-        collector.state_path = os.path.join(file_sink.directory, PUBLISHERS_FILE)
-        collector.load_state()
     try:
-        collector.bind(config.bind, config.subscribe)
-    except StartupError as exc:
+        if file_sink is not None and not stopping():
+            collector.state_path = os.path.join(file_sink.directory, PUBLISHERS_FILE)
+            collector.load_state()
+        if not stopping():
+            check_ipc_directories(config.bind)
+            try:
+                collector.bind(config.bind, config.subscribe)
+            except StartupError as exc:
+                raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+        if amqp_sink is not None and not stopping():
+            connect_amqp(amqp_sink, stopping)
+            collector.sinks.append(amqp_sink)
+    except DaemonStartupError:
         collector.close()
-        raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
-    if amqp_sink is not None:
-        from zlogcollect.sinks.amqp import AmqpSetupError
-
-        try:
-            # Credentials and a missing exchange are configuration errors: find out now.
-            amqp_sink.start(wait=amqp_sink.settings.connect_timeout)
-        except AmqpSetupError as exc:
-            collector.close()
-            raise DaemonStartupError(f"amqp_url: {exc}", ExitStatus.CONFIG) from None
-        collector.sinks.append(amqp_sink)
-
-    state = SignalState()
+        raise
 
     def request_stop(name: str) -> None:
         state.stop = name
@@ -265,7 +351,14 @@ def run(
 
     progress = Progress(stats, diagnostics)
 
+    def summary() -> str:
+        # A bridge writes no files: file counters would only be noise on its line.
+        return stats.summary(files=files)
+
+    next_stats = time.monotonic() + config.stats_interval
+
     def act_on_signals() -> None:
+        nonlocal next_stats
         progress.tick()
         if state.reopen:
             state.reopen = False
@@ -273,24 +366,34 @@ def run(
             collector.reopen()
         if state.report:
             state.report = False
-            announce("counters: %s", stats.summary())
+            announce("counters: %s", summary())
+        if config.stats_interval and time.monotonic() >= next_stats:
+            # A heartbeat for operators tailing the journal: the collector is alive and counting.
+            next_stats = time.monotonic() + config.stats_interval
+            announce("counters: %s", summary())
 
-    targets = []
-    if file_sink is not None:
-        targets.append(f"writing to {file_sink.directory}")
-    if amqp_sink is not None:
-        targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
-    announce(
-        "ready: listening on %s, %s (pid %d)", " ".join(collector.endpoints), ", ".join(targets), os.getpid()
-    )
     try:
-        collector.serve(lambda: state.stop is not None, config.flush_interval, act_on_signals)
-        log.info("%s: draining for up to %.1f s", state.stop, config.drain_timeout)
-        collector.drain_until_quiet(time.monotonic() + config.drain_timeout)
+        if stopping():
+            log.info("%s during start-up: stopping before accepting records", state.stop)
+        else:
+            targets = []
+            if file_sink is not None:
+                targets.append(f"writing to {file_sink.directory}")
+            if amqp_sink is not None:
+                targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
+            announce(
+                "ready: listening on %s, %s (pid %d)",
+                " ".join(collector.endpoints),
+                ", ".join(targets),
+                os.getpid(),
+            )
+            collector.serve(stopping, config.flush_interval, act_on_signals)
+            log.info("%s: draining for up to %.1f s", state.stop, config.drain_timeout)
+            collector.drain_until_quiet(time.monotonic() + config.drain_timeout)
     finally:
         collector.close()
         for handler in handlers:
             handler.cancel()
     progress.done()
-    announce("stopped: %s", stats.summary())
+    announce("stopped: %s", summary())
     return ExitStatus.SUCCESS

@@ -117,13 +117,12 @@ class Stats:
         """Records publishers sent or meant to send that never arrived."""
         return self.forgotten_lost + sum(p.gaps for p in self.publishers.values())
 
-    def summary(self) -> str:
-        """One line with the counters an operator looks at first."""
-        parts = [
-            f"received={self.received}",
-            f"written={sum(self.written.values())}",
-            f"malformed={sum(self.malformed.values())}",
-        ]
+    def summary(self, files: bool = True) -> str:
+        """One line with the counters an operator looks at first (*files* off: the bridge's, no file counters)."""
+        parts = [f"received={self.received}"]
+        if files:
+            parts.append(f"written={sum(self.written.values())}")
+        parts.append(f"malformed={sum(self.malformed.values())}")
         if self.unrouted:
             parts.append(f"unrouted={self.unrouted}")
         if self.dropped:
@@ -139,6 +138,7 @@ class Stats:
                 parts.append(f"unseen_before_start={unseen}")
         if self.malformed:
             parts.append("malformed_by=" + ",".join(f"{k}:{v}" for k, v in sorted(self.malformed.items())))
-        files = ",".join(f"{k}:{v}" for k, v in sorted(self.written.items()))
-        parts.append(f"files={files or '-'}")
+        if files:
+            written = ",".join(f"{k}:{v}" for k, v in sorted(self.written.items()))
+            parts.append(f"files={written or '-'}")
         return " ".join(parts)

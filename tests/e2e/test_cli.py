@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import resource
+import signal
 import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess, free_tcp_endpoint, run_collector, short_ipc_endpoint
+from tests.helpers import (
+    CollectorProcess,
+    free_tcp_endpoint,
+    read_lines,
+    run_collector,
+    short_ipc_endpoint,
+    wait_until,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +96,11 @@ def test_unwritable_dir_is_one_line_and_exit_73(tmp_path: Path) -> None:
         (["--interval", "0"], "interval"),
         (["--bind", "localhost:5558"], "bind"),
         (["--bind", "tcp://127.0.0.1:99999"], "out of range"),
+        (["--bind", "tcp://nonsense"], "tcp://HOST:PORT"),
+        (["--bind", "tcp://127.0.0.1:port"], "tcp://HOST:PORT"),
+        (["--bind", "tcp://:5558"], "tcp://HOST:PORT"),
+        (["--bind", "ipc://"], "bind"),
+        (["--stats-interval", "-1"], "stats_interval"),
         (["--format", "%(nosuchfield)s"], "nosuchfield"),
         (["--at-time", "25:99"], "at_time"),
         (["--flush-interval", "0"], "flush_interval"),
@@ -174,3 +189,198 @@ def test_python_dash_m_and_version() -> None:
     result = run_collector(["--version"])
     assert result.returncode == 0
     assert __version__ in result.stdout
+
+
+def test_short_version_flags_and_completion_hint() -> None:
+    """-V works on the group and on collect, and --help says how to get shell completion."""
+    from zlogcollect import __version__
+
+    for args in (["-V"], ["collect", "--version"], ["collect", "-V"], ["bridge", "--version"]):
+        result = run_collector(args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert __version__ in result.stdout, args
+    result = run_collector(["--help"])
+    assert "_ZLOGCOLLECT_COMPLETE=bash_source zlogcollect" in result.stdout
+
+
+def test_missing_ipc_directory_names_the_directory_to_create(logdir: Path, tmp_path: Path) -> None:
+    """An ipc endpoint in a directory that does not exist: exit 69 and one line saying what to create."""
+    missing = tmp_path / "run" / "zlogcollect"
+    result = run_collector(["collect", "--dir", str(logdir), "--bind", f"ipc://{missing}/log.sock"])
+    assert result.returncode == 69, result.stderr
+    line = one_error_line(result.stderr)
+    assert f"directory {missing} does not exist" in line
+    assert f"mkdir -p {missing}" in line
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """True once process *pid* has a handler for *signum* (SigCgt in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+def _assert_clean_stop(proc: CollectorProcess) -> None:
+    code = proc.stop(timeout=15)
+    assert code == 0, proc.stderr
+    assert "stopped: received=0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_as_soon_as_it_can_be_caught_is_a_clean_stop(
+    logdir: Path, collectors: list[CollectorProcess]
+) -> None:
+    """SIGTERM the moment the process first catches it (still importing): exit 0 and a stopped: line."""
+    proc = CollectorProcess(["--bind", short_ipc_endpoint(), "--dir", str(logdir)])
+    collectors.append(proc)
+    wait_until(lambda: _catches(proc.proc.pid, signal.SIGTERM), interval=0.001, what="a SIGTERM handler")
+    _assert_clean_stop(proc)
+
+
+def test_sigterm_while_reading_the_config_is_a_clean_stop(
+    logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """SIGTERM while the collector is blocked reading --config (a FIFO): exit 0 and a stopped: line."""
+    fifo = tmp_path / "collector.toml"
+    os.mkfifo(fifo)
+    proc = CollectorProcess(["--config", str(fifo), "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
+    collectors.append(proc)
+
+    def reading() -> int | None:
+        try:  # a FIFO opens for writing without blocking only once a reader has it open
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+
+    holder: list[int] = []
+    wait_until(lambda: (fd := reading()) is not None and not holder.append(fd), what="the config read")
+    proc.send(signal.SIGTERM)
+    # Give the signal time to be delivered before the config arrives (not for synchronisation
+    # of the result: the assertion below holds whenever the signal lands before `ready:`).
+    wait_until(lambda: proc.proc.poll() is not None or _sigterm_delivered(proc.proc.pid), what="delivery")
+    os.write(holder[0], b'log_level = "INFO"\n')
+    os.close(holder[0])
+    _assert_clean_stop(proc)
+    assert "ready:" not in proc.stderr
+    assert "SIGTERM during start-up" in proc.stderr
+
+
+def _sigterm_delivered(pid: int) -> bool:
+    """True when no SIGTERM is pending for *pid* (the kernel has handed it to the process)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    pending = [
+        int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))
+    ]
+    return not any(mask >> (signal.SIGTERM - 1) & 1 for mask in pending)
+
+
+def test_sigterm_while_connecting_to_a_silent_broker_is_a_clean_stop(
+    logdir: Path, collectors: list[CollectorProcess]
+) -> None:
+    """SIGTERM while the AMQP connection waits on a port that never answers: exit 0 at once, stopped: line."""
+    pytest.importorskip("pika")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(15)
+        url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/%2F"
+        proc = CollectorProcess(
+            ["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--amqp-url", url], command="collect"
+        )
+        collectors.append(proc)
+        connection, _ = silent.accept()  # the collector is now inside its first AMQP connect
+        with connection:
+            _assert_clean_stop(proc)
+    assert "ready:" not in proc.stderr
+
+
+def test_bridge_counters_line_has_no_file_counters(collectors: list[CollectorProcess]) -> None:
+    """The bridge's stopped: line shows what a bridge does, not written=/files= of a file sink."""
+    pytest.importorskip("pika")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        proc = CollectorProcess(
+            ["--bind", short_ipc_endpoint(), "--amqp-url", f"amqp://guest:guest@127.0.0.1:{port}/%2F"],
+            command="bridge",
+        )
+        collectors.append(proc)
+        proc.wait_ready()
+        assert proc.stop() == 0
+    stopped = next(line for line in proc.stderr_lines if "stopped:" in line)
+    assert "received=0" in stopped
+    assert "malformed=0" in stopped
+    assert "written=" not in stopped
+    assert "files=" not in stopped
+
+
+def test_stats_interval_prints_the_counters_line_periodically(
+    logdir: Path, collectors: list[CollectorProcess]
+) -> None:
+    """--stats-interval prints the counters line on its own, so a journal shows the collector is alive."""
+    proc = CollectorProcess(["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--stats-interval", "0.2"])
+    collectors.append(proc)
+    proc.wait_ready()
+    wait_until(lambda: sum("counters: received=" in line for line in proc.stderr_lines) >= 2, what="counters")
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("content", [None, "", "\n  \n"])
+def test_unreadable_or_empty_amqp_url_file_is_exit_78(tmp_path: Path, content: str | None) -> None:
+    """--amqp-url-file that cannot be read, or whose first line is empty: one line, exit 78."""
+    path = tmp_path / "amqp-url"
+    if content is not None:
+        path.write_text(content)
+    result = run_collector(["collect", "--dir", str(tmp_path / "logs"), "--amqp-url-file", str(path)])
+    assert result.returncode == 78, result.stderr
+    assert "amqp_url_file" in one_error_line(result.stderr)
+
+
+def test_low_soft_descriptor_limit_is_raised_for_400_publishers(
+    logdir: Path, collectors: list[CollectorProcess]
+) -> None:
+    """Started with a soft RLIMIT_NOFILE of 256, the collector still takes a record from 400 publishers."""
+    import zmq
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard descriptor limit ({hard}) is too low to show anything")
+    endpoint = free_tcp_endpoint()
+    # The child inherits the lowered soft limit; ours is put back at once.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        proc = CollectorProcess(["--bind", endpoint, "--dir", str(logdir), "--flush-interval", "0.1"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    collectors.append(proc)
+    proc.wait_ready()
+    count = 400
+    context = zmq.Context()
+    context.setsockopt(zmq.LINGER, 0)
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = context.socket(zmq.PUB)
+            sock.connect(endpoint)
+            sockets.append(sock)
+        app_log = logdir / "fd.log"
+
+        def all_seen() -> bool:
+            seen = {line.rsplit(" ", 1)[-1] for line in read_lines(app_log)}
+            missing = [i for i in range(count) if f"p{i}" not in seen]
+            for i in missing:  # resend until each publisher's subscription handshake is done
+                sockets[i].send_multipart([b"fd.INFO", f"from p{i}".encode()])
+            return not missing
+
+        wait_until(all_seen, timeout=30, interval=0.2, what="a record from each of 400 publishers")
+    finally:
+        for sock in sockets:
+            sock.close()
+        context.term()
+    assert proc.stop() == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zlogcollect.config import EXAMPLE, CollectorConfig, ConfigError, from_mapping, load_file
+from zlogcollect.config import EXAMPLE, CollectorConfig, ConfigError, from_mapping, load_file, redact
 
 
 def test_defaults_are_valid_and_documented() -> None:
@@ -58,6 +58,14 @@ def test_collect_section_and_dashes(tmp_path: Path) -> None:
         ({"format": "%(zzz)s"}, "format:"),
         ({"default_routes": False}, "nothing would be written"),
         ({"max_record_bytes": 1}, "max_record_bytes"),
+        ({"bind": ["tcp://nonsense"]}, "tcp://HOST:PORT"),
+        ({"bind": ["tcp://127.0.0.1"]}, "tcp://HOST:PORT"),
+        ({"bind": ["tcp://127.0.0.1:55x8"]}, "tcp://HOST:PORT"),
+        ({"bind": ["tcp://:5558"]}, "tcp://HOST:PORT"),
+        ({"bind": ["tcp://a b:5558"]}, "tcp://HOST:PORT"),
+        ({"bind": ["ipc://"]}, "bind = 'ipc://'"),
+        ({"stats_interval": -1}, "stats_interval"),
+        ({"amqp_url_file": "/nonexistent/amqp-url"}, "amqp_url_file"),
     ],
 )
 def test_bad_values_give_one_line_naming_the_setting(values: dict[str, object], needle: str) -> None:
@@ -81,3 +89,58 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_json_skips_format_validation() -> None:
     """With json on, the text format is not used, so it is not checked."""
     assert from_mapping({"json": True}).json
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "tcp://127.0.0.1:5558",
+        "tcp://*:5558",
+        "tcp://*:*",
+        "tcp://eth0:5558",
+        "tcp://logs.example.com:5558",
+        "tcp://[::1]:5558",
+        "ipc:///run/zlogcollect/log.sock",
+        "ipc://@abstract",
+        "inproc://x",
+    ],
+)
+def test_well_formed_endpoints_are_accepted(endpoint: str) -> None:
+    """Every endpoint shape libzmq binds stays valid."""
+    assert from_mapping({"bind": [endpoint]}).bind == (endpoint,)
+
+
+def test_amqp_url_from_a_file_first_line_stripped(tmp_path: Path) -> None:
+    """amqp_url_file gives the URL from its first line; the file may hold more (comments, a newline)."""
+    path = tmp_path / "amqp-url"
+    path.write_text("  amqp://user:s3cret@broker:5672/%2F  \nignored\n")
+    config = from_mapping({"amqp_url_file": str(path)})
+    assert config.amqp_url == "amqp://user:s3cret@broker:5672/%2F"
+    assert "s3cret" not in redact(config.amqp_url)
+
+
+@pytest.mark.parametrize("content", ["", "\n", "   \nsecond line\n"])
+def test_empty_amqp_url_file_is_a_config_error(tmp_path: Path, content: str) -> None:
+    """An empty first line is an error naming the setting, not a silent "AMQP off"."""
+    path = tmp_path / "amqp-url"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="amqp_url_file") as caught:
+        from_mapping({"amqp_url_file": str(path)})
+    assert "\n" not in str(caught.value)
+
+
+def test_amqp_url_and_url_file_together_are_refused(tmp_path: Path) -> None:
+    """Two sources for one secret in the same place is ambiguous: say so."""
+    path = tmp_path / "amqp-url"
+    path.write_text("amqp://a:b@c/%2F\n")
+    with pytest.raises(ConfigError, match="not both"):
+        from_mapping({"amqp_url": "amqp://x@y/%2F", "amqp_url_file": str(path)})
+
+
+def test_a_bad_url_in_the_file_never_shows_its_password(tmp_path: Path) -> None:
+    """The URL read from the file is validated like --amqp-url, and the error hides the password."""
+    path = tmp_path / "amqp-url"
+    path.write_text("http://user:s3cret@broker/\n")
+    with pytest.raises(ConfigError, match="amqp_url") as caught:
+        from_mapping({"amqp_url_file": str(path)})
+    assert "s3cret" not in str(caught.value)

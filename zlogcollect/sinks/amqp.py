@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -21,6 +22,7 @@ import pika
 import pika.exceptions
 import pika.spec
 from pika.adapters.gevent_connection import GeventConnection
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from zlogcollect.config import redact
 from zlogcollect.formatting import amqp_body
@@ -122,6 +124,7 @@ class AmqpSink:
         self._waiter: gevent.event.AsyncResult | None = None
         self._wake = gevent.event.Event()
         self._closing = False
+        self._aborted = False
         self._close_deadline = 0.0
         self._pause_until = 0.0
         self._channel_setup: Any = None
@@ -194,13 +197,20 @@ class AmqpSink:
                 self._disconnect()
                 raise
             except (_Closed, OSError, pika.exceptions.AMQPError, gevent.Timeout) as exc:
+                self._disconnect()
+                if self._aborted:
+                    return
                 log.warning(
                     "AMQP broker %s not reachable yet (%s); buffering",
                     redact(self.settings.url),
                     _describe(exc),
                 )
-                self._disconnect()
         self._greenlet = gevent.spawn(self._run)
+
+    def abort_start(self) -> None:
+        """Give up the first connection attempt of :meth:`start` (a stop arrived during start-up)."""
+        self._aborted = True
+        self._fail_waiter(_Closed("stopped during start-up"))
 
     def close(self, deadline: float | None = None) -> None:
         """Publish what is buffered and wait for its confirms, until *deadline* (monotonic)."""
@@ -388,11 +398,23 @@ class AmqpSink:
             ) from exc
         except pika.exceptions.ProbableAccessDeniedError as exc:
             raise AmqpSetupError(f"access denied to the virtual host of {redact(self.settings.url)}") from exc
-        except pika.exceptions.AMQPConnectionError as exc:
+        except (pika.exceptions.AMQPConnectionError, AMQPConnectorException, ssl.SSLError) as exc:
             if _is_auth_failure(exc):
                 raise AmqpSetupError(
                     f"the broker refused the credentials for {redact(self.settings.url)}"
                 ) from exc
+            tls = _find_cause(exc, (ssl.SSLError, ssl.CertificateError))
+            if tls is not None:
+                # Retrying cannot fix a TLS mismatch (amqps:// to a plain port, or a bad
+                # certificate): it is configuration, like wrong credentials.
+                raise AmqpSetupError(
+                    f"TLS with {redact(self.settings.url)} failed: {_describe(tls)}"
+                    " (amqps:// needs the broker's TLS port, usually 5671; amqp:// the plain one, 5672)"
+                ) from exc
+            if isinstance(exc, AMQPConnectorException):
+                # pika hands some connection-workflow failures over unwrapped; they
+                # are outages like any AMQPConnectionError, not crashes.
+                raise _Closed(_describe(exc)) from exc
             raise
         finally:
             self._waiter = None
@@ -489,6 +511,14 @@ class AmqpSink:
     def _disconnect(self, graceful: bool = False) -> None:
         connection = self._connection
         self._lost()
+        if connection is not None and not (
+            connection.is_closed or connection.is_open or connection.is_closing
+        ):
+            # Still opening (e.g. a port that never answers): pika's close() here reports
+            # its abort as a class instead of an instance and fails an assertion inside a
+            # hub callback (a traceback on stderr). Leave it: pika's own stack timeout
+            # closes the half-open socket a few seconds later.
+            connection = None
         if connection is not None and not (connection.is_closed or connection.is_closing):
             try:
                 connection.close()
@@ -505,7 +535,10 @@ def _as_exception(reason: object) -> BaseException:
     return reason if isinstance(reason, BaseException) else _Closed(str(reason))
 
 
-def _is_auth_failure(exc: BaseException) -> bool:
+def _find_cause(
+    exc: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of *kinds* in pika's nesting (args, causes, workflow attempts), if any."""
     seen: set[int] = set()
     stack: list[object] = [exc]
     while stack:
@@ -513,14 +546,21 @@ def _is_auth_failure(exc: BaseException) -> bool:
         if id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(
-            item, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
-        ):
-            return True
+        if isinstance(item, kinds):
+            return item
         if isinstance(item, BaseException):
             stack.extend(item.args)
             stack.append(item.__cause__)
-    return False
+            stack.append(getattr(item, "exception", None))
+            attempts = getattr(item, "exceptions", None)
+            if isinstance(attempts, (list, tuple)):
+                stack.extend(attempts)
+    return None
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    kinds = (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)
+    return _find_cause(exc, kinds) is not None
 
 
 def _describe(exc: BaseException) -> str:
