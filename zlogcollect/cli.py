@@ -249,6 +249,13 @@ class StartupSignals:
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._note)
+        # Their default action is to terminate: a logrotate HUP or a curious USR1 during
+        # start-up must not. Nothing is open to reopen and every counter is 0 yet.
+        for signum in (signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(signum, self._ignore)
+
+    def _ignore(self, signum: int, _frame: object) -> None:
+        pass
 
     def _note(self, signum: int, _frame: object) -> None:
         self.stop = signal.Signals(signum).name

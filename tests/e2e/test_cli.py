@@ -260,7 +260,7 @@ def test_sigterm_while_reading_the_config_is_a_clean_stop(
     proc.send(signal.SIGTERM)
     # Give the signal time to be delivered before the config arrives (not for synchronisation
     # of the result: the assertion below holds whenever the signal lands before `ready:`).
-    wait_until(lambda: proc.proc.poll() is not None or _sigterm_delivered(proc.proc.pid), what="delivery")
+    wait_until(lambda: proc.proc.poll() is not None or _signal_delivered(proc.proc.pid), what="delivery")
     os.write(holder[0], b'log_level = "INFO"\n')
     os.close(holder[0])
     _assert_clean_stop(proc)
@@ -268,8 +268,35 @@ def test_sigterm_while_reading_the_config_is_a_clean_stop(
     assert "SIGTERM during start-up" in proc.stderr
 
 
-def _sigterm_delivered(pid: int) -> bool:
-    """True when no SIGTERM is pending for *pid* (the kernel has handed it to the process)."""
+def test_sighup_and_sigusr1_during_start_up_do_not_kill_it(
+    logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """A logrotate HUP (or a USR1) while the collector reads its config: it starts anyway."""
+    fifo = tmp_path / "collector.toml"
+    os.mkfifo(fifo)
+    proc = CollectorProcess(["--config", str(fifo), "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
+    collectors.append(proc)
+    holder: list[int] = []
+
+    def reader_open() -> bool:
+        try:
+            holder.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    wait_until(reader_open, what="the config read")
+    proc.send(signal.SIGHUP)
+    proc.send(signal.SIGUSR1)
+    wait_until(lambda: proc.proc.poll() is not None or _signal_delivered(proc.proc.pid, signal.SIGUSR1))
+    os.write(holder[0], b'log_level = "INFO"\n')
+    os.close(holder[0])
+    proc.wait_ready()
+    assert proc.stop() == 0
+
+
+def _signal_delivered(pid: int, signum: int = signal.SIGTERM) -> bool:
+    """True when no *signum* is pending for *pid* (the kernel has handed it to the process)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -277,7 +304,7 @@ def _sigterm_delivered(pid: int) -> bool:
     pending = [
         int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))
     ]
-    return not any(mask >> (signal.SIGTERM - 1) & 1 for mask in pending)
+    return not any(mask >> (signum - 1) & 1 for mask in pending)
 
 
 def test_sigterm_while_connecting_to_a_silent_broker_is_a_clean_stop(
