@@ -144,3 +144,17 @@ def test_a_bad_url_in_the_file_never_shows_its_password(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="amqp_url") as caught:
         from_mapping({"amqp_url_file": str(path)})
     assert "s3cret" not in str(caught.value)
+
+
+def test_a_flag_wins_over_the_other_way_of_giving_the_url_in_the_file() -> None:
+    """--amqp-url (or its env var) overrides amqp_url_file from TOML, and --amqp-url-file overrides amqp_url."""
+    from zlogcollect.cli import _merge_url_sources
+
+    from_file = {"amqp_url_file": "/etc/zlogcollect/amqp-url", "dir": "x"}
+    assert _merge_url_sources(from_file, {"amqp_url": "amqp://a@b/"}) == {
+        "dir": "x",
+        "amqp_url": "amqp://a@b/",
+    }
+    assert _merge_url_sources({"amqp-url": "amqp://a@b/"}, {"amqp_url_file": "f"}) == {"amqp_url_file": "f"}
+    both = {"amqp_url": "amqp://a@b/", "amqp_url_file": "f"}
+    assert _merge_url_sources({}, both) == both  # both as flags: from_mapping refuses that
