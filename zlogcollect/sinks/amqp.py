@@ -386,7 +386,7 @@ class AmqpSink:
         waiter = self._waiter
         self._connection = GeventConnection(
             self._params,
-            on_open_callback=lambda conn: waiter.set(conn),
+            on_open_callback=lambda conn: self._on_open(waiter, conn),
             on_open_error_callback=lambda _conn, exc: waiter.set_exception(_as_exception(exc)),
             on_close_callback=self._on_connection_closed,
         )
@@ -465,6 +465,14 @@ class AmqpSink:
         self._next_tag = 0
         self._channel = channel
         self.connected.set()
+
+    def _on_open(self, waiter: gevent.event.AsyncResult, connection: Any) -> None:
+        if connection is not self._connection:
+            # One given up while still opening (see _disconnect) that opened after all:
+            # close it rather than leave an idle connection on the broker.
+            connection.close()
+            return
+        waiter.set(connection)
 
     def _wait_current(self, timeout: float) -> Any:
         waiter = self._waiter
