@@ -70,17 +70,26 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _require_default_port() -> None:
+def _default_port_free() -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", DEFAULT_PORT))
-        except OSError as exc:
-            pytest.fail(
-                f"the documented default endpoint tcp://127.0.0.1:{DEFAULT_PORT} is busy ({exc}): "
-                "stop whatever listens there (a collector left running?) and rerun",
-                pytrace=False,
-            )
+        except OSError:
+            return False
+    return True
+
+
+def _require_default_port() -> None:
+    # A collector of an earlier block (or another test) may still be draining.
+    try:
+        wait_until(_default_port_free, timeout=10.0, interval=0.1)
+    except AssertionError:
+        pytest.fail(
+            f"the documented default endpoint tcp://127.0.0.1:{DEFAULT_PORT} is busy: "
+            "stop whatever listens there (a collector left running?) and rerun",
+            pytrace=False,
+        )
 
 
 def _numbered(block: Block) -> str:
@@ -112,28 +121,33 @@ def _write_script(block: Block, workdir: Path) -> list[str]:
 def _run_to_end(block: Block, workdir: Path, env: dict[str, str], timeout: float = BLOCK_TIMEOUT) -> str:
     """Run the block to its end in a session of its own; its stdout, or a failure naming file:line."""
     argv = _write_script(block, workdir)
-    proc = subprocess.Popen(
-        argv,
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    # Files, not pipes: a job the block left in the background would hold a pipe
+    # open, and a failed block would look like a hanging one.
+    out_path, err_path = workdir / "block.stdout", workdir / "block.stderr"
+    with out_path.open("w") as out_file, err_path.open("w") as err_file:
+        proc = subprocess.Popen(
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out_file,
+            stderr=err_file,
+            start_new_session=True,
+        )
     try:
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(_failure(block, f"did not finish within {timeout} s", out, err, workdir), pytrace=False)
+        pass
     finally:
         # Whatever the block left in the background (a failed chain's apps) goes too.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        proc.wait()
+    out, err = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+    if proc.returncode < 0:
+        pytest.fail(_failure(block, f"did not finish within {timeout} s", out, err, workdir), pytrace=False)
     if proc.returncode != 0:
         pytest.fail(_failure(block, f"exited {proc.returncode}", out, err, workdir), pytrace=False)
     return out
