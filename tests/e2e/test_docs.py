@@ -293,7 +293,12 @@ def test_broker_block_starts_a_node_and_prints_its_url(block: Block, workdir: Pa
         connection.close()
     finally:
         stop = subprocess.run(
-            ["scripts/rabbitmq", "stop"], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+            ["bash", "scripts/rabbitmq", "stop"],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     assert stop.returncode == 0, stop.stderr
     assert not (workdir / "rabbitmq" / "server.pid").exists()
