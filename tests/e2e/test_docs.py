@@ -334,3 +334,22 @@ def test_example_config_header_command_runs(workdir: Path) -> None:
     block = Block("examples/collector.toml:1", 0, "sh", commands[0] + "\n", "daemon")
     _require_default_port()
     _run_daemon(block, workdir, _env())
+
+
+# Files owned elsewhere that still say it; the integrator empties this set
+# once the unit's header, daemon.py's pika hint and config.py's TOML comment are fixed.
+NOT_YET_FIXED = {"examples/zlogcollect.service", "zlogcollect/daemon.py", "zlogcollect/config.py"}
+
+
+def test_nothing_says_install_zlogcollect_from_the_package_index() -> None:
+    """zlogcollect is not on the package index: install instructions name the checkout or a wheel."""
+    from_index = re.compile(r"pip install\s+(-U\s+)?['\"]?zlogcollect\b")
+    files = [*doc_files(ROOT), *(ROOT / "examples").iterdir(), *(ROOT / "zlogcollect").rglob("*.py")]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in files
+        if path.is_file() and str(path.relative_to(ROOT)) not in NOT_YET_FIXED
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if from_index.search(line)
+    ]
+    assert not found, "pip install zlogcollect finds nothing on the index:\n" + "\n".join(found)
