@@ -1,18 +1,17 @@
-"""Fenced code blocks of the project's Markdown files, and how the doc test runs each of them.
+"""Fenced code blocks of the project's Markdown files, and the markers that say how to run them."""
 
-A ```sh or ```python block is run by tests/e2e/test_docs.py as written. An HTML
-comment on the line just before the fence changes how:
-
-    <!-- run: daemon -->         it starts a long-running collector: the test waits for its
-                                 `ready:` line, then sends SIGINT (a user's Ctrl-C)
-    <!-- run: amqp -->           it needs a broker: run against the test suite's private
-                                 RabbitMQ node, whose URL is in $AMQP_URL (with `daemon`
-                                 too: `<!-- run: amqp daemon -->`)
-    <!-- run: broker -->         it starts scripts/rabbitmq: run on private ports, then stopped
-    <!-- not-run: REASON -->     not run; the reason is mandatory and the test lists them
-
-Blocks in other languages (json, toml, text, or none) are samples, not commands.
-"""
+# A ```sh or ```python block is run by tests/e2e/test_docs.py as written. An HTML
+# comment on the line just before the fence changes how:
+#
+#     <!-- run: daemon -->        it starts a long-running collector: the test waits for
+#                                 its `ready:` line, then sends SIGINT (a user's Ctrl-C)
+#     <!-- run: amqp -->          it needs a broker: run against the test suite's private
+#                                 RabbitMQ node, whose URL is in $AMQP_URL (with `daemon`
+#                                 too: `<!-- run: amqp daemon -->`)
+#     <!-- run: broker -->        it starts scripts/rabbitmq: run on private ports, then stopped
+#     <!-- not-run: REASON -->    not run; the reason is mandatory and the test lists them
+#
+# Blocks in other languages (json, toml, text, ini, or none) are samples, not commands.
 
 from __future__ import annotations
 
