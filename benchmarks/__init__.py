@@ -1,1 +1,1 @@
-"""Issue 5's measurement suite: collector capacity, app-side cost, bridge, memory, latency, loss."""
+"""zlogcollect's measurement suite: collector capacity, app-side cost, bridge, memory, latency, loss."""

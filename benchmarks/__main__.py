@@ -31,7 +31,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="zlogcollect's measurement suite (issue 5). Progress goes to stderr, the table to stdout.",
+        description=(
+            "zlogcollect's measurement suite: collector capacity, app-side cost, AMQP bridge, memory,"
+            " latency and start-up loss, against the seed recipe and peers."
+            " Progress goes to stderr, the table to stdout."
+        ),
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: every figure, small sizes, one run each (<60 s)"
