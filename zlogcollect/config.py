@@ -400,7 +400,7 @@ log_level = "INFO"
 # Print the counters line to stderr every this many seconds (0 = only on SIGUSR1 and at exit).
 stats_interval = 0.0
 
-# The AMQP bridge (`pip install 'zlogcollect[amqp]'`): forward every record to
+# The AMQP bridge (install with the amqp extra, pip install '.[amqp]'): forward every record to
 # RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.
 amqp_url = ""              # e.g. "amqp://guest:guest@127.0.0.1:5672/%2F"
 # Or read the URL (with its password) from the first line of a file, e.g. a

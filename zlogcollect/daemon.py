@@ -237,7 +237,8 @@ def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:
         from zlogcollect.sinks.amqp import AmqpSettings, AmqpSink, QueueSpec
     except ImportError as exc:
         raise DaemonStartupError(
-            f"amqp_url needs pika: pip install 'zlogcollect[amqp]' ({exc})", ExitStatus.CONFIG
+            f"amqp_url needs pika: install zlogcollect with its amqp extra, pip install '/path/to/checkout[amqp]' ({exc})",
+            ExitStatus.CONFIG,
         ) from None
     settings = AmqpSettings(
         url=config.amqp_url,
