@@ -305,20 +305,30 @@ class Background:
         self._prunes: dict[tuple[str, str, str], tuple[re.Pattern[str], int]] = {}
 
     def _submit(self, fn: Callable[[], None]) -> None:
-        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._pending.append(self._pool.submit(fn))
+        # Called from the rotation thread as well as the receive loop.
+        with self._lock:
+            self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+            self._pending.append(self._pool.submit(fn))
 
     def compress(self, root: str, subdir: str, plain: str) -> None:
         """Gzip *plain* (in root/subdir) to *plain*.gz later."""
         self._submit(lambda: _gzip_file(root, subdir, plain))
 
     def prune(self, handle: RotatingFile) -> None:
-        """Delete *handle*'s backups beyond its backupCount, soon, off this thread."""
+        """Note that *handle*'s backups beyond its backupCount are to be deleted at the next ``start_pruning``."""
         with self._lock:
-            first = not self._prunes
             self._prunes[(handle.root, handle.subdir, handle.leaf)] = (handle.stamp, handle.backupCount)
-        if first:
-            self._submit(self._prune_all)
+
+    def start_pruning(self) -> None:
+        """Delete the backups noted so far, in the worker thread: one directory listing for all of them.
+
+        Called when a rotation pass is over, so a midnight of 10,000 rollovers
+        lists each directory once instead of once per file.
+        """
+        with self._lock:
+            if not self._prunes:
+                return
+        self._submit(self._prune_all)
 
     def _prune_all(self) -> None:
         with self._lock:
@@ -418,6 +428,14 @@ class FileSink:
         self._max_pending = max_pending_bytes
         self._max_open = max_open_files
         self._background = Background()
+        # Renaming and reopening thousands of files at midnight is one rename,
+        # stat and open each: seconds on a busy disk. A thread does it, so the
+        # receive loop only queues; a rotating file's lines wait in memory.
+        self._rotator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zlogcollect-rotate")
+        self._rotating: set[str] = set()
+        self._rotated: list[tuple[str, Exception | None]] = []
+        self._rotated_lock = threading.Lock()
+        self._closing = False
         self._files: dict[str, RotatingFile] = {}
         self._routes: dict[str, tuple[str, ...]] = {}
         self._routes_bytes = 0
@@ -518,15 +536,23 @@ class FileSink:
         """
         now = self._clock()
         self._fresh_bytes = 0
+        if self._rotated:
+            self._collect_rotations(now)
         paths = list(self._pending)
         paths += [path for path in self._carry if path not in self._pending]
+        due: list[tuple[str, RotatingFile]] = []
         for path in paths:
             lines = self._pending.get(path, [])
             carry = self._carry.get(path, b"")
             if not lines and not carry:
                 self._pending.pop(path, None)
                 continue
-            if not force and self._retry_at.get(path, 0.0) > now:
+            if path in self._rotating or (not force and self._retry_at.get(path, 0.0) > now):
+                continue
+            handle = self._files.get(path)
+            if handle is not None and not carry and not self._closing and int(now) >= handle.rolloverAt:
+                self._rotating.add(path)
+                due.append((path, handle))
                 continue
             data = carry + "".join(lines).encode("utf-8", "backslashreplace")
             error: OSError | None = None
@@ -556,8 +582,43 @@ class FileSink:
                 # descriptor stays, so the line is finished in the same file.
                 self._files[path].close_stream()
                 self._open.pop(path, None)
+        if due:
+            # One job for the whole pass: the thread starts once the loop is done with it.
+            self._rotator.submit(self._rotate, due, now)
         if self._pending_bytes > self._max_pending:
             self._shed()
+
+    def _rotate(self, due: list[tuple[str, RotatingFile]], now: float) -> None:
+        """In the rotation thread: roll each file over and open its new file; report back."""
+        for path, handle in due:
+            error: Exception | None = None
+            try:
+                if handle.due(now):  # checks it is still a regular file
+                    handle.doRollover()
+                    try:
+                        handle._ensure_open()
+                    except OSError:
+                        pass  # the next write opens it again and counts what fails
+            except Exception as exc:  # noqa: BLE001 - reported to the receive loop, which counts it
+                error = exc
+            with self._rotated_lock:
+                self._rotated.append((path, error))
+
+    def _collect_rotations(self, now: float) -> None:
+        """Take back the files the rotation thread is done with; a failed one is retried with backoff."""
+        with self._rotated_lock:
+            done, self._rotated = self._rotated, []
+        for path, error in done:
+            self._rotating.discard(path)
+            if error is None:
+                continue
+            self._stats.errors["rotate_error"] += 1
+            self._complain(path, error, now)
+            delay = min(self._backoff.get(path, 0.25) * 2, 10.0)
+            self._backoff[path] = delay
+            self._retry_at[path] = now + delay
+        if not self._rotating:
+            self._background.start_pruning()
 
     def _write(self, path: str, data: bytes, now: float, continuing: bool) -> int:
         handle = self._file(path)
@@ -647,16 +708,16 @@ class FileSink:
             del lines[:dropped]
             self._stats.dropped["disk_error"] += dropped
 
-    def _complain(self, path: str, exc: OSError, now: float) -> None:
+    def _complain(self, path: str, exc: Exception, now: float) -> None:
         # One line per file every 10 s: a full disk must not flood stderr.
         if now - self._last_complaint.get(path, 0.0) >= 10.0:
             self._last_complaint[path] = now
-            kind = "disk full" if exc.errno == errno.ENOSPC else "write failed"
+            kind = "disk full" if getattr(exc, "errno", None) == errno.ENOSPC else "write failed"
             log.error(
                 "%s for %r: %s; keeping %d pending lines in memory and retrying",
                 kind,
                 os.path.join(self.directory, path),
-                exc.strerror or exc,
+                getattr(exc, "strerror", None) or exc,
                 len(self._pending.get(path, ())) + (path in self._carry),
             )
 
@@ -670,7 +731,9 @@ class FileSink:
         self._open[path] = None
         self._open.move_to_end(path)
         if len(self._open) > self._max_open:
-            oldest, _ = self._open.popitem(last=False)
+            # The least recently written file that the rotation thread is not holding.
+            oldest = next((p for p in self._open if p not in self._rotating), path)
+            del self._open[oldest]
             self._files[oldest].close_stream()
         return handle
 
@@ -678,16 +741,20 @@ class FileSink:
         """Flush, then close every file so the next write opens it afresh (after logrotate)."""
         self.flush(force=True)
         for path, handle in self._files.items():
-            if path not in self._carry:  # a cut line is finished in its own file first
+            # A cut line is finished in its own file first; a rotating file is reopened anyway.
+            if path not in self._carry and path not in self._rotating:
                 handle.close_stream()
                 self._open.pop(path, None)
 
     def close(self) -> None:
-        """Flush what can be written, close every file and finish compression and pruning."""
+        """Finish rotations, flush what can be written, close every file and finish compression and pruning."""
+        self._rotator.shutdown(wait=True)
+        self._closing = True  # from here on a due file is rotated in line
         self.flush(force=True)
         for handle in self._files.values():
             handle.close()
         self._open.clear()
+        self._background.start_pruning()
         self._background.close()
         if self._pending_bytes or self._carry:
             for lines in self._pending.values():
