@@ -407,3 +407,38 @@ def test_running_out_of_descriptors_closes_idle_files_and_keeps_lines(tmp_path: 
     assert stats.errors["too_many_open_files"] > 0
     assert sum(stats.written.values()) == 80
     assert (tmp_path / "s39.log").read_text() == "r0\nr1\n"
+
+
+def test_a_rotation_pass_lists_the_directory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many files rotating together cost one directory listing, not one each (that was quadratic)."""
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    for i in range(50):
+        for day in range(1, 4):
+            (tmp_path / f"s{i}.log.2026-01-0{day}").write_text("")
+    clock = Clock(noon)
+    files, _ = sink(tmp_path, Rotation(when="D", backup_count=2), clock=clock)
+    for i in range(50):
+        files.write(rec(f"s{i}", "old"))
+    files.flush()
+    listings: list[object] = []
+    real_listdir = os.listdir
+
+    def listdir(path: object = ".") -> list[str]:
+        listings.append(path)
+        return real_listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    for handle in files._files.values():
+        handle.rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    for i in range(50):
+        files.write(rec(f"s{i}", "new"))
+    files.flush()
+    files.close()
+    assert len(listings) == 1
+    assert sorted(p.name for p in tmp_path.glob("s7.log*")) == [
+        "s7.log",
+        "s7.log.2026-01-03",
+        "s7.log.2026-01-09",
+    ]
+    assert (tmp_path / "s7.log").read_text() == "new\n"

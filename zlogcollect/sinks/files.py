@@ -590,15 +590,20 @@ class FileSink:
 
     def _rotate(self, due: list[tuple[str, RotatingFile]], now: float) -> None:
         """In the rotation thread: roll each file over and open its new file; report back."""
+        # Opening the new files here saves the receive loop the work, but only
+        # up to a share of max_open_files: descriptors are a shared budget.
+        budget = self._max_open // 2
         for path, handle in due:
             error: Exception | None = None
             try:
                 if handle.due(now):  # checks it is still a regular file
                     handle.doRollover()
-                    try:
-                        handle._ensure_open()
-                    except OSError:
-                        pass  # the next write opens it again and counts what fails
+                    if budget > 0:
+                        budget -= 1
+                        try:
+                            handle._ensure_open()
+                        except OSError:
+                            pass  # the next write opens it again and counts what fails
             except Exception as exc:  # noqa: BLE001 - reported to the receive loop, which counts it
                 error = exc
             with self._rotated_lock:
@@ -610,6 +615,8 @@ class FileSink:
             done, self._rotated = self._rotated, []
         for path, error in done:
             self._rotating.discard(path)
+            if self._files[path].fd is not None:
+                self._track_open(path)  # opened by the rotation thread: under the LRU cap now
             if error is None:
                 continue
             self._stats.errors["rotate_error"] += 1
@@ -728,6 +735,11 @@ class FileSink:
             handle = self._files[path] = RotatingFile(
                 full, self._rotation, self._background, root=self.directory, note=self._note
             )
+        self._track_open(path)
+        return handle
+
+    def _track_open(self, path: str) -> None:
+        """Mark *path* most recently used; close the least recently written file past max_open_files."""
         self._open[path] = None
         self._open.move_to_end(path)
         if len(self._open) > self._max_open:
@@ -735,7 +747,6 @@ class FileSink:
             oldest = next((p for p in self._open if p not in self._rotating), path)
             del self._open[oldest]
             self._files[oldest].close_stream()
-        return handle
 
     def reopen(self) -> None:
         """Flush, then close every file so the next write opens it afresh (after logrotate)."""
