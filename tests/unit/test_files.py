@@ -401,6 +401,7 @@ def test_running_out_of_descriptors_closes_idle_files_and_keeps_lines(tmp_path: 
             for i in range(40):
                 files.write(rec(f"s{i}", f"r{round_}"))
             files.flush()
+            assert files.pending_lines == 0  # written at once, not left waiting for descriptors
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     files.close()
@@ -442,3 +443,23 @@ def test_a_rotation_pass_lists_the_directory_once(tmp_path: Path, monkeypatch: p
         "s7.log.2026-01-09",
     ]
     assert (tmp_path / "s7.log").read_text() == "new\n"
+
+
+def test_compression_never_writes_through_a_planted_temp_link(tmp_path: Path) -> None:
+    """A link planted at the gzip temp name is replaced, not followed: its target stays intact."""
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log.2026-01-09.gz.tmp").symlink_to(target)
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    clock = Clock(noon)
+    files, _ = sink(logs, Rotation(when="D", compress=True), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    files.write(rec("a", "new"))
+    files.close()
+    assert target.read_text() == "precious\n"
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log", "a.log.2026-01-09.gz"]
