@@ -463,3 +463,25 @@ def test_compression_never_writes_through_a_planted_temp_link(tmp_path: Path) ->
     files.close()
     assert target.read_text() == "precious\n"
     assert sorted(p.name for p in logs.iterdir()) == ["a.log", "a.log.2026-01-09.gz"]
+
+
+def test_a_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> None:
+    """If the rollover cannot rename (the backup name is taken by a directory), lines still reach the file."""
+    (tmp_path / "a.log.2026-01-09").mkdir()
+    (tmp_path / "a.log.2026-01-09" / "x").write_text("")
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    clock = Clock(noon)
+    files, stats = sink(tmp_path, Rotation(when="D"), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    files.write(rec("a", "new"))
+    files.flush()
+    files._rotator.shutdown(wait=True)  # let the rotation thread finish its attempt
+    clock.now += 1
+    files.flush()
+    assert (tmp_path / "a.log").read_text() == "old\nnew\n"
+    assert stats.errors["rotate_error"] == 1
+    assert files.pending_lines == 0
+    files.close()

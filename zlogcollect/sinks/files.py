@@ -619,11 +619,11 @@ class FileSink:
                 self._track_open(path)  # opened by the rotation thread: under the LRU cap now
             if error is None:
                 continue
+            # Keep writing to the current file and try the rotation again in a
+            # minute: lines must not wait in memory on a rename that keeps failing.
             self._stats.errors["rotate_error"] += 1
             self._complain(path, error, now)
-            delay = min(self._backoff.get(path, 0.25) * 2, 10.0)
-            self._backoff[path] = delay
-            self._retry_at[path] = now + delay
+            self._files[path].rolloverAt = int(now) + 60
         if not self._rotating:
             self._background.start_pruning()
 
