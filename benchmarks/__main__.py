@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "memory": ("benchmarks.memory", "4. Peak memory under a flood and with the broker down"),
     "latency": ("benchmarks.latency", "5. Latency from the logger call to the line on disk"),
     "loss": ("benchmarks.loss", "6. Start-up loss: records delivered from a short-lived process"),
+    "rotation": ("benchmarks.rotation", "7. Many sources rotating at once (receive-loop time of one pass)"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

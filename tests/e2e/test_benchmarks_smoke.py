@@ -32,7 +32,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:
     assert data["machine"]["cores"] >= 1
     assert data["machine"]["pyzmq"]
     benchmarks = data["benchmarks"]
-    assert set(benchmarks) == {"capacity", "appside", "bridge", "memory", "latency", "loss"}
+    assert set(benchmarks) == {"capacity", "appside", "bridge", "memory", "latency", "loss", "rotation"}
     for name, outcome in benchmarks.items():
         assert outcome.get("error") is None, (name, outcome.get("error"))
         if outcome.get("skipped"):

@@ -363,30 +363,6 @@ def test_a_deleted_file_is_recreated(collectors: list[CollectorProcess], logdir:
     assert "errors=reopened:1" in proc.summary()
 
 
-def test_disk_full_is_counted_and_recovered(collectors: list[CollectorProcess], logdir: Path) -> None:
-    """ENOSPC keeps the lines in memory and the daemon running; once writable again they are written."""
-    (logdir / "full.log").symlink_to("/dev/full")
-    endpoint = short_ipc_endpoint()
-    proc = start(collectors, "--bind", endpoint, "--dir", str(logdir))
-    sender = StockSender(endpoint, "full")
-    try:
-        sender.wait_connected(logdir)
-        for i in range(5):
-            sender.logger.info("kept %d", i)
-        wait_until(lambda: "disk full" in proc.stderr, what="the disk-full report")
-        assert proc.proc.poll() is None
-        (logdir / "full.log").unlink()  # space is back: the path now names a new, regular file
-        sender.logger.info("kept 5")
-        wait_until(lambda: len(read_lines(logdir / "full.log")) == 6, what="the kept lines")
-    finally:
-        sender.close()
-    assert proc.stop() == 0
-    assert [line.split(" | ")[-1] for line in read_lines(logdir / "full.log")] == [
-        f"kept {i}" for i in range(6)
-    ]
-    assert "disk_error:" in proc.summary()
-
-
 def test_three_stock_senders_100k_records_all_arrive(
     collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
 ) -> None:

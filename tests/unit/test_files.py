@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging.handlers
 import os
 import re
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import zlogcollect.sinks.files as files_module
 from zlogcollect.formatting import text_formatter
-from zlogcollect.routing import Router, default_routes
+from zlogcollect.routing import Router, default_routes, parse_route
 from zlogcollect.sinks.files import FileSink, RotatingFile, Rotation
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record
@@ -36,6 +38,28 @@ def sink(directory: Path, rotation: Rotation | None = None, **kwargs: object) ->
         **kwargs,
     )  # type: ignore[arg-type]
     return files, stats
+
+
+class FullDisk:
+    """Stands in for ``os.write`` on a disk with *room* bytes left: short writes, then ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
+    """A disk that is full until the test gives it room (``disk.room = N``)."""
+    full = FullDisk(0)
+    monkeypatch.setattr(files_module, "_os_write", full)
+    return full
 
 
 def rec(source: str, message: str, level: str = "INFO", levelno: int = 20) -> Record:
@@ -126,9 +150,8 @@ def test_reopen_after_rename(tmp_path: Path) -> None:
     assert (tmp_path / "a.log").read_text() == "two\nthree\n"
 
 
-def test_write_errors_keep_lines_and_retry(tmp_path: Path) -> None:
+def test_write_errors_keep_lines_and_retry(tmp_path: Path, disk: FullDisk) -> None:
     """A failing write keeps the lines pending; they are written once the file works again."""
-    (tmp_path / "a.log").symlink_to("/dev/full")
     clock = Clock(1000.0)
     files, stats = sink(tmp_path, clock=clock)
     files.write(rec("a", "kept"))
@@ -137,7 +160,7 @@ def test_write_errors_keep_lines_and_retry(tmp_path: Path) -> None:
     assert files.pending_lines == 1
     files.flush()  # backing off: not retried yet
     assert stats.errors["disk_error"] == 1
-    (tmp_path / "a.log").unlink()
+    disk.room = 10**6
     clock.now += 1.0
     files.flush()
     assert (tmp_path / "a.log").read_text() == "kept\n"
@@ -146,9 +169,8 @@ def test_write_errors_keep_lines_and_retry(tmp_path: Path) -> None:
     files.close()
 
 
-def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path) -> None:
+def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path, disk: FullDisk) -> None:
     """Past max_pending_bytes the oldest lines are dropped and counted, never silently."""
-    (tmp_path / "a.log").symlink_to("/dev/full")
     files, stats = sink(tmp_path, max_pending_bytes=50)
     for i in range(20):
         files.write(rec("a", f"line{i:02d}"))  # 7 bytes each
@@ -166,7 +188,7 @@ def test_open_files_are_capped(tmp_path: Path) -> None:
         for i in range(10):
             files.write(rec(f"s{i}", f"r{round_}"))
         files.flush()
-    assert sum(1 for h in files._files.values() if h.stream is not None) <= 3
+    assert sum(1 for h in files._files.values() if h.fd is not None) <= 3
     files.close()
     assert (tmp_path / "s0.log").read_text() == "r0\nr1\n"
     assert sum(stats.written.values()) == 20
@@ -202,9 +224,8 @@ def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
     assert (tmp_path / "a.log").read_text() == "new\n"
 
 
-def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path) -> None:
+def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path, disk: FullDisk) -> None:
     """While a file cannot be written, early flushes do not retry it: one attempt per backoff delay."""
-    (tmp_path / "a.log").symlink_to("/dev/full")
     clock = Clock(1000.0)
     files, stats = sink(tmp_path, clock=clock, batch_bytes=64)
     for i in range(2000):
@@ -243,3 +264,224 @@ def test_distinct_files_are_capped_and_the_rest_kept_in_overflow(tmp_path: Path)
     assert (tmp_path / "_overflow.log").read_text().splitlines() == [f"from s{i}" for i in range(3, 10)]
     assert stats.errors["too_many_files"] == 7
     assert sum(stats.written.values()) == 10
+
+
+def test_a_write_cut_by_a_full_disk_is_finished_not_repeated(tmp_path: Path, disk: FullDisk) -> None:
+    """Part of a batch reached the file when the disk filled: only the rest is retried, each line once, whole."""
+    clock = Clock(1000.0)
+    files, stats = sink(tmp_path, clock=clock)
+    lines = [f"line {i:03d} " + "x" * (i % 7) for i in range(100)]
+    for line in lines:
+        files.write(rec("a", line))
+    disk.room = 1234  # mid-line
+    files.flush()
+    assert stats.errors["disk_error"] == 1
+    assert 0 < stats.written["a.log"] < 100
+    assert stats.written["a.log"] + files.pending_lines == 100
+    disk.room = 50  # still not enough: finishes the cut line, cuts another
+    clock.now += 1.0
+    files.flush()
+    assert stats.written["a.log"] + files.pending_lines == 100
+    disk.room = 10**6
+    clock.now += 2.0
+    files.flush()
+    assert (tmp_path / "a.log").read_text().splitlines() == lines
+    assert stats.written["a.log"] == 100
+    assert files.pending_lines == 0
+    files.close()
+
+
+def test_a_cut_line_goes_to_its_own_file_even_after_a_reopen(tmp_path: Path, disk: FullDisk) -> None:
+    """SIGHUP (reopen) while a line is cut: its end still follows its start, and the file stays whole."""
+    clock = Clock(1000.0)
+    files, stats = sink(tmp_path, clock=clock, max_pending_bytes=10**6)
+    files.write(rec("a", "first line"))
+    disk.room = 5
+    files.flush()
+    os.rename(tmp_path / "a.log", tmp_path / "a.log.1")  # logrotate
+    disk.room = 10**6
+    files.reopen()
+    files.write(rec("a", "second"))
+    files.flush(force=True)
+    files.close()
+    assert (tmp_path / "a.log.1").read_text() == "first line\n"
+    assert (tmp_path / "a.log").read_text() == "second\n"
+    assert stats.written["a.log"] == 2
+
+
+def test_a_file_cut_mid_line_gets_a_newline_before_new_lines(tmp_path: Path) -> None:
+    """A file left ending mid-line (a SIGKILL mid-write) is ended first, and that is counted."""
+    (tmp_path / "a.log").write_bytes(b"whole\ncut sho")
+    (tmp_path / "b.log").write_bytes(b"whole\n")
+    files, stats = sink(tmp_path)
+    files.write(rec("a", "next"))
+    files.write(rec("b", "next"))
+    files.close()
+    assert (tmp_path / "a.log").read_bytes() == b"whole\ncut sho\nnext\n"
+    assert (tmp_path / "b.log").read_bytes() == b"whole\nnext\n"
+    assert stats.errors["repaired_partial_line"] == 1
+
+
+def test_symlinks_in_the_directory_are_never_written_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Links planted at a log file, errors.log, _malformed.log or a route subdirectory: targets untouched, lines counted."""
+    logs, outside = tmp_path / "logs", tmp_path / "outside"
+    logs.mkdir()
+    outside.mkdir()
+    target = outside / "target"
+    target.write_text("precious\n")
+    for name in ("a.log", "errors.log", "_malformed.log"):
+        (logs / name).symlink_to(target)
+    (logs / "web").symlink_to(outside)
+    stats = Stats()
+    files = FileSink(
+        str(logs),
+        Router([*default_routes(), parse_route("web.#=web/{source}.log")]),
+        text_formatter("%(message)s"),
+        Rotation(),
+        stats,
+    )
+    for i in range(3):
+        files.write(rec("a", f"a{i}"))
+        files.write(rec("a", f"e{i}", "ERROR", 40))
+        files.write(rec("web", f"w{i}"))
+        files.quarantine("no_level", "x\n\x1b[31m", [b"x"])
+        files.flush()
+    files.close()
+    assert target.read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["target"]
+    assert (logs / "web.log").read_text() == "w0\nw1\nw2\n"
+    # a: 3 + 3 errors; errors.log: 3; web/web.log: 3; _malformed.log: 3
+    assert stats.dropped["symlink"] == 15
+    refusals = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+    assert len(refusals) == 4  # once per file
+    assert all("\n" not in message and "\x1b" not in message for message in refusals)
+
+
+def test_rotation_prunes_old_backups_in_the_background(tmp_path: Path) -> None:
+    """After rollovers only backup_count backups remain per file; other files' backups are left alone."""
+    for day in range(1, 6):
+        (tmp_path / f"a.log.2026-01-0{day}").write_text("")
+        (tmp_path / f"a.web.log.2026-01-0{day}").write_text("")
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    clock = Clock(noon)
+    files, _ = sink(tmp_path, Rotation(when="D", backup_count=2, compress=True), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    files.write(rec("a", "new"))
+    files.close()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    backups = [n for n in names if n.startswith("a.log.")]
+    assert backups == ["a.log.2026-01-05", "a.log.2026-01-09.gz"]
+    assert len([n for n in names if n.startswith("a.web.log.")]) == 5
+
+
+def test_the_route_cache_is_bounded_by_bytes(tmp_path: Path) -> None:
+    """Distinct long topics cannot grow the route cache without bound (it starts over past its byte limit)."""
+    files, _ = sink(tmp_path, max_files=20)
+    for i in range(200):
+        files.write(rec(f"s{i:03d}" + "x" * 100_000, "m"))  # 20 MB of distinct topics
+    assert sum(len(topic) for topic in files._routes) <= 8 * 1024 * 1024
+    files.close()
+
+
+def test_running_out_of_descriptors_closes_idle_files_and_keeps_lines(tmp_path: Path) -> None:
+    """EMFILE while opening: idle files are closed and the write retried; nothing is lost or crashes."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    files, stats = sink(tmp_path, max_open_files=256)
+    used = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 12, hard))
+    try:
+        for round_ in range(2):
+            for i in range(40):
+                files.write(rec(f"s{i}", f"r{round_}"))
+            files.flush()
+            assert files.pending_lines == 0  # written at once, not left waiting for descriptors
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    files.close()
+    assert stats.errors["too_many_open_files"] > 0
+    assert sum(stats.written.values()) == 80
+    assert (tmp_path / "s39.log").read_text() == "r0\nr1\n"
+
+
+def test_a_rotation_pass_lists_the_directory_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many files rotating together cost one directory listing, not one each (that was quadratic)."""
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    for i in range(50):
+        for day in range(1, 4):
+            (tmp_path / f"s{i}.log.2026-01-0{day}").write_text("")
+    clock = Clock(noon)
+    files, _ = sink(tmp_path, Rotation(when="D", backup_count=2), clock=clock)
+    for i in range(50):
+        files.write(rec(f"s{i}", "old"))
+    files.flush()
+    listings: list[object] = []
+    real_listdir = os.listdir
+
+    def listdir(path: object = ".") -> list[str]:
+        listings.append(path)
+        return real_listdir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    for handle in files._files.values():
+        handle.rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    for i in range(50):
+        files.write(rec(f"s{i}", "new"))
+    files.flush()
+    files.close()
+    assert len(listings) == 1
+    assert sorted(p.name for p in tmp_path.glob("s7.log*")) == [
+        "s7.log",
+        "s7.log.2026-01-03",
+        "s7.log.2026-01-09",
+    ]
+    assert (tmp_path / "s7.log").read_text() == "new\n"
+
+
+def test_compression_never_writes_through_a_planted_temp_link(tmp_path: Path) -> None:
+    """A link planted at the gzip temp name is replaced, not followed: its target stays intact."""
+    target = tmp_path / "target"
+    target.write_text("precious\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log.2026-01-09.gz.tmp").symlink_to(target)
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    clock = Clock(noon)
+    files, _ = sink(logs, Rotation(when="D", compress=True), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    files.write(rec("a", "new"))
+    files.close()
+    assert target.read_text() == "precious\n"
+    assert sorted(p.name for p in logs.iterdir()) == ["a.log", "a.log.2026-01-09.gz"]
+
+
+def test_a_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> None:
+    """If the rollover cannot rename (the backup name is taken by a directory), lines still reach the file."""
+    (tmp_path / "a.log.2026-01-09").mkdir()
+    (tmp_path / "a.log.2026-01-09" / "x").write_text("")
+    noon = 1_768_046_400.0  # 2026-01-10 12:00 UTC
+    clock = Clock(noon)
+    files, stats = sink(tmp_path, Rotation(when="D"), clock=clock)
+    files.write(rec("a", "old"))
+    files.flush()
+    files._files["a.log"].rolloverAt = int(noon) + 1
+    clock.now = noon + 2
+    files.write(rec("a", "new"))
+    files.flush()
+    files._rotator.shutdown(wait=True)  # let the rotation thread finish its attempt
+    clock.now += 1
+    files.flush()
+    assert (tmp_path / "a.log").read_text() == "old\nnew\n"
+    assert stats.errors["rotate_error"] == 1
+    assert files.pending_lines == 0
+    files.close()
