@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any, Final, cast
 import zmq
 from zmq.log.handlers import PUBHandler
 
-from zlogcollect.wire import TOPIC_DELIM, build_topic, encode_extension
+from zlogcollect.wire import STANDARD_LEVELS, TOPIC_DELIM, build_topic, encode_extension
 
 __all__ = ["DEFAULT_ENDPOINT", "ZLogHandler", "default_app_name", "setup"]
 
@@ -31,6 +32,7 @@ _RECHECK_EVERY: Final = 256  # sends between looks for unsubscriptions (only bin
 _CHUNK: Final = 500  # held records flushed per lock hold, so emit() in other threads waits little
 _FRAGMENT_CACHE_MAX: Final = 2048
 _ERROR_QUIET_SECONDS: Final = 60.0
+_CLOSE_MARGIN: Final = 1.0  # seconds beyond the longest linger that exit waits for parallel closes
 
 # What a plain LogRecord carries; anything else on a record came from ``extra={...}``.
 _PLAIN_RECORD: Final = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
@@ -117,11 +119,13 @@ class ZLogHandler(PUBHandler):
         # topic "billing.WARNING.pool", text "exhausted after 30 s"
 
     Args:
-        interface_or_socket: endpoint or endpoints to connect to (or bind, see
-            ``bind``), or an existing socket. An XPUB socket gets the hold buffer;
+        endpoint: endpoint or endpoints to connect to (or bind, see ``bind``),
+            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. An XPUB socket gets the hold buffer;
             a PUB socket cannot tell when the collector subscribed, so records go
             out at once as with the stock class. A socket you pass stays yours: it
             is not closed by ``close()`` and cannot be replaced in a fork child.
+        interface_or_socket: pyzmq's name for ``endpoint``, accepted as a keyword
+            so code written for ``PUBHandler`` keeps working; give one or the other.
         context: context for the handler's own socket (e.g. a ``zmq.green`` one).
         root_topic: first topic component; defaults to ``app``.
         app: application name used as the root topic; defaults to the script name.
@@ -137,10 +141,11 @@ class ZLogHandler(PUBHandler):
 
     def __init__(
         self,
-        interface_or_socket: str | Sequence[str] | zmq.Socket[Any] = DEFAULT_ENDPOINT,
+        endpoint: str | Sequence[str] | zmq.Socket[Any] | None = None,
         context: zmq.Context[Any] | None = None,
         root_topic: str | None = None,
         *,
+        interface_or_socket: str | Sequence[str] | zmq.Socket[Any] | None = None,
         app: str | None = None,
         bind: bool = False,
         structured: bool = True,
@@ -150,6 +155,10 @@ class ZLogHandler(PUBHandler):
         linger: float = 2.0,
         sndhwm: int = 100_000,
     ) -> None:
+        if endpoint is None:
+            endpoint = DEFAULT_ENDPOINT if interface_or_socket is None else interface_or_socket
+        elif interface_or_socket is not None:
+            raise TypeError("ZLogHandler takes endpoint or interface_or_socket (its alias), not both")
         # PUBHandler.__init__ is not called: it binds, and installs the per-level
         # formatters that put "LEVEL file:line -" and "- None" into the text.
         logging.Handler.__init__(self)
@@ -169,15 +178,13 @@ class ZLogHandler(PUBHandler):
         self._closed = False
         self._finalizer: Any = None
         self._reset_sequence()
-        if isinstance(interface_or_socket, zmq.Socket):
+        if isinstance(endpoint, zmq.Socket):
             self._endpoints: tuple[str, ...] = ()
             self._owns_socket = False
             self._owns_context = False
-            self._adopt(interface_or_socket)
+            self._adopt(endpoint)
         else:
-            endpoints = (
-                (interface_or_socket,) if isinstance(interface_or_socket, str) else tuple(interface_or_socket)
-            )
+            endpoints = (endpoint,) if isinstance(endpoint, str) else tuple(endpoint)
             if not endpoints:
                 raise ValueError("ZLogHandler needs at least one endpoint")
             self._endpoints = endpoints
@@ -311,17 +318,22 @@ class ZLogHandler(PUBHandler):
         return topic
 
     def _fields(self, record: logging.LogRecord, seq: int) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "created": record.created,
-            "host": self._host,
-            "pid": record.process,
-            "process": record.processName,
-            "thread": record.threadName,
-            "logger": record.name,
-            "path": record.pathname,
-            "line": record.lineno,
-            "func": record.funcName,
-        }
+        fields: dict[str, Any] = {"created": record.created, "levelno": record.levelno}
+        levelname = record.levelname
+        if levelname not in STANDARD_LEVELS:  # a custom level: the collector learns its name here
+            fields["levelname"] = levelname
+        fields.update(
+            {
+                "host": self._host,
+                "pid": record.process,
+                "process": record.processName,
+                "thread": record.threadName,
+                "logger": record.name,
+                "path": record.pathname,
+                "line": record.lineno,
+                "func": record.funcName,
+            }
+        )
         exc_text = record.exc_text
         if record.exc_info and not exc_text:  # a custom formatter that does not cache it
             exc_text = _DEFAULT_FORMATTER.formatException(record.exc_info)
@@ -352,6 +364,8 @@ class ZLogHandler(PUBHandler):
             if added > 0 and _extra(record):
                 return None
         key = (
+            record.levelno,
+            record.levelname,
             record.process,
             record.processName,
             record.threadName,
@@ -364,17 +378,22 @@ class ZLogHandler(PUBHandler):
         if fragment is None:
             if len(self._fragments) >= _FRAGMENT_CACHE_MAX:
                 self._fragments.clear()
-            fields = {
-                "host": self._host,
-                "pid": key[0],
-                "process": key[1],
-                "thread": key[2],
-                "logger": key[3],
-                "path": key[4],
-                "line": key[5],
-                "func": key[6],
-                "pub": self._pub,
-            }
+            # The level is part of the call site's fragment, so a custom level costs
+            # nothing per call once its fragment is cached.
+            fields: dict[str, Any] = {"levelno": key[0]}
+            if key[1] not in STANDARD_LEVELS:
+                fields["levelname"] = key[1]
+            fields.update(
+                host=self._host,
+                pid=key[2],
+                process=key[3],
+                thread=key[4],
+                logger=key[5],
+                path=key[6],
+                line=key[7],
+                func=key[8],
+                pub=self._pub,
+            )
             fragment = self._fragments[key] = _JSON.encode(fields)[1:-1]
         return (f'{{"v":1,"created":{created!r},{fragment},"seq":{seq}}}').encode()
 
@@ -462,11 +481,17 @@ class ZLogHandler(PUBHandler):
         if self._needs_open:
             self._open()  # stays needed if this fails: the parent's socket is never used
             self._needs_open = False
-        if not self._held and self._detects:
+        if self._detects:
             self._poll_subscriptions()
-        if self._held or not self._subscribed:
+        if not self._subscribed:
             self._hold(topic, body, self._fields(record, seq) if self.structured else None)
-        elif self.structured:
+            return
+        if self._held:
+            # Subscribed now: send what is held first, right here (the caller holds the
+            # lock). Left to the flusher thread, a logging burst outpaces it, every new
+            # record joins the queue behind it and the hold limit overflows.
+            self._flush_some(None)
+        if self.structured:
             self._send(topic, body, self._encode(self._fields(record, seq)))
         else:
             self._send(topic, body, None)
@@ -645,9 +670,51 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _close_handler(ref: weakref.ref[ZLogHandler]) -> None:
+    # A multiprocessing child's exit runs one finalizer per handler, one after the
+    # other: the first closes them all at once, the others find theirs closed.
     handler = ref()
-    if handler is not None:
-        handler.close()
+    if handler is not None and not handler._closed:
+        _close_all()
+
+
+def _close_all() -> None:
+    """Close every open handler of this process, all lingering at once.
+
+    Registered with atexit after logging's own hook, so it runs first (atexit runs
+    last-in first-out): one linger bounds the exit whatever the number of handlers,
+    where ``logging.shutdown()`` would close them in turn, a linger each. It then
+    finds them closed.
+    """
+    handlers = [h for h in list(_HANDLERS) if not h._closed]
+    if len(handlers) < 2 or _threads_are_greenlets():
+        for handler in handlers:
+            handler.close()
+        return
+    deadline = time.monotonic() + max(h._linger for h in handlers) + _CLOSE_MARGIN
+    threads = []
+    for handler in handlers:
+        thread = threading.Thread(target=handler.close, name="zlogcollect-close", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads this late: close it here instead
+            handler.close()
+            continue
+        threads.append(thread)
+    for thread in threads:
+        # Bounded even if one close() cannot get its lock: logging.shutdown()
+        # then waits for that handler as it always did.
+        thread.join(max(deadline - time.monotonic(), 0.0))
+
+
+def _threads_are_greenlets() -> bool:
+    # Under gevent's monkey patching, threads are greenlets and the blocking zmq
+    # calls in close() would run them in turn anyway; close in this thread then.
+    monkey = sys.modules.get("gevent.monkey")
+    is_patched = getattr(monkey, "is_module_patched", None)
+    return bool(is_patched is not None and is_patched("threading"))
+
+
+atexit.register(_close_all)
 
 
 def _flush_held(ref: weakref.ref[ZLogHandler]) -> None:
