@@ -102,6 +102,7 @@ class ZLogHandler(PUBHandler):
     * records logged before the collector's subscription arrives are held (up to
       ``hold`` records, none older than ``hold_timeout`` seconds) and sent in order;
     * ``close()`` (and so ``logging.shutdown()``) flushes within ``linger`` seconds;
+      at exit all handlers of the process close together, within one linger;
     * after ``os.fork()`` the child opens its own context and socket;
     * ``emit`` never blocks and never raises; records dropped at the high-water mark
       or the hold limit are counted and announced to the collector;
