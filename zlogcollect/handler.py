@@ -32,7 +32,8 @@ _RECHECK_EVERY: Final = 256  # sends between looks for unsubscriptions (only bin
 _CHUNK: Final = 500  # held records flushed per lock hold, so emit() in other threads waits little
 _FRAGMENT_CACHE_MAX: Final = 2048
 _ERROR_QUIET_SECONDS: Final = 60.0
-_CLOSE_MARGIN: Final = 1.0  # seconds beyond the longest linger that exit waits for parallel closes
+_CLOSE_MARGIN: Final = 1.0  # seconds beyond the shared exit deadline that exit waits for its threads
+_CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent after the exit deadline
 
 # What a plain LogRecord carries; anything else on a record came from ``extra={...}``.
 _PLAIN_RECORD: Final = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
@@ -47,9 +48,13 @@ _HANDLERS: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
 # close them (libzmq contexts do not survive fork), and letting the garbage collector
 # destroy them would print ResourceWarnings, so the child keeps them until it exits.
 _INHERITED: list[object] = []
+# Set at exit once every handler waited for its collector: close() waits no longer.
+_exit_deadline: float | None = None
 
 
 def _after_fork_in_child() -> None:
+    global _exit_deadline
+    _exit_deadline = None
     for handler in list(_HANDLERS):
         handler._forget_parent()
 
@@ -621,7 +626,29 @@ class ZLogHandler(PUBHandler):
         logging.Handler.close(self)
 
     def _drain(self) -> None:
-        deadline = time.monotonic() + self._linger
+        now = time.monotonic()
+        deadline = now + self._linger
+        if _exit_deadline is not None:
+            # At exit every handler already waited, together, until this deadline.
+            deadline = min(deadline, _exit_deadline)
+        self._send_held(deadline)
+        for _ in range(len(self._held)):
+            self._count_drop()
+        self._held.clear()
+        if not self._owns_socket:
+            return
+        remaining = deadline - time.monotonic()
+        if _exit_deadline is not None:
+            # A short floor at exit: a record logged after the joint wait (by a later
+            # atexit hook) still gets to leave; term() returns at once if none is queued.
+            remaining = max(remaining, min(_CLOSE_FLOOR, self._linger))
+        self.socket.close(linger=max(int(remaining * 1000), 0))
+        if self._owns_context:
+            # term() returns once queued records are on the wire, or after the linger.
+            self.ctx.term()
+
+    def _send_held(self, deadline: float) -> None:
+        """Wait until *deadline* for a collector if records are held, then send them."""
         if self._held and self._detects:
             self._poll_subscriptions()
             while not self._subscribed:
@@ -632,16 +659,16 @@ class ZLogHandler(PUBHandler):
                 self._poll_subscriptions()
         if self._subscribed:
             self._flush_some(None)
-        for _ in range(len(self._held)):
-            self._count_drop()
-        self._held.clear()
-        if not self._owns_socket:
-            return
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
-        self.socket.close(linger=remaining_ms)
-        if self._owns_context:
-            # term() returns once queued records are on the wire, or after the linger.
-            self.ctx.term()
+
+    def _settle(self, deadline: float) -> None:
+        """At exit, before close(): wait for a collector and send held records, socket left open."""
+        with cast("threading.RLock", self.lock):  # created by Handler.__init__
+            if self._closed or not self._usable or self._needs_open:
+                return
+            try:
+                self._send_held(deadline)
+            except Exception:  # noqa: BLE001 - exit must not raise either; close() tries again
+                self.handleError(_PLAIN_RECORD)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Report a failure on stderr at most once a minute (never through logging)."""
@@ -672,50 +699,60 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
 
 def _close_handler(ref: weakref.ref[ZLogHandler]) -> None:
     # A multiprocessing child's exit runs one finalizer per handler, one after the
-    # other: the first closes them all at once, the others find theirs closed.
+    # other: the first lets them all wait for their collector at once.
     handler = ref()
-    if handler is not None and not handler._closed:
-        _close_all()
+    if handler is not None:
+        _settle_all()
+        handler.close()
 
 
-def _close_all() -> None:
-    """Close every open handler of this process, all lingering at once.
+def _settle_all() -> None:
+    """At exit: every open handler waits for its collector and sends what it holds, all at once.
 
-    Registered with atexit after logging's own hook, so it runs first (atexit runs
-    last-in first-out): one linger bounds the exit whatever the number of handlers,
-    where ``logging.shutdown()`` would close them in turn, a linger each. It then
-    finds them closed.
+    Registered with atexit after logging's own hook, so it runs just before
+    ``logging.shutdown()`` (atexit runs last-in first-out), which then closes the
+    handlers one by one as always but finds the waiting done: each close() ends
+    by this shared deadline, so one linger bounds the exit however many handlers
+    there are. The sockets stay open, so records logged by atexit hooks that run
+    later still go out.
     """
-    handlers = [h for h in list(_HANDLERS) if not h._closed]
-    if len(handlers) < 2 or _threads_are_greenlets():
-        for handler in handlers:
-            handler.close()
+    global _exit_deadline
+    if _exit_deadline is not None:
         return
-    deadline = time.monotonic() + max(h._linger for h in handlers) + _CLOSE_MARGIN
+    handlers = [h for h in list(_HANDLERS) if not h._closed]
+    if not handlers:
+        return
+    deadline = _exit_deadline = time.monotonic() + max(h._linger for h in handlers)
+    if _threads_are_greenlets():
+        for handler in handlers:
+            handler._settle(deadline)
+        return
     threads = []
     for handler in handlers:
-        thread = threading.Thread(target=handler.close, name="zlogcollect-close", daemon=True)
+        thread = threading.Thread(
+            target=handler._settle, args=(deadline,), name="zlogcollect-exit", daemon=True
+        )
         try:
             thread.start()
-        except RuntimeError:  # no new threads this late: close it here instead
-            handler.close()
+        except RuntimeError:  # no new threads this late: settle it here instead
+            handler._settle(deadline)
             continue
         threads.append(thread)
     for thread in threads:
-        # Bounded even if one close() cannot get its lock: logging.shutdown()
-        # then waits for that handler as it always did.
-        thread.join(max(deadline - time.monotonic(), 0.0))
+        # Bounded even if a handler's lock is held elsewhere: its close() then
+        # waits for that lock, as logging.shutdown() always did.
+        thread.join(max(deadline + _CLOSE_MARGIN - time.monotonic(), 0.0))
 
 
 def _threads_are_greenlets() -> bool:
-    # Under gevent's monkey patching, threads are greenlets and the blocking zmq
-    # calls in close() would run them in turn anyway; close in this thread then.
+    # Under gevent's monkey patching threads are greenlets, and the blocking zmq
+    # calls would run them in turn anyway; settle in this thread then.
     monkey = sys.modules.get("gevent.monkey")
     is_patched = getattr(monkey, "is_module_patched", None)
     return bool(is_patched is not None and is_patched("threading"))
 
 
-atexit.register(_close_all)
+atexit.register(_settle_all)
 
 
 def _flush_held(ref: weakref.ref[ZLogHandler]) -> None:

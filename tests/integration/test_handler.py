@@ -627,7 +627,7 @@ def test_once_subscribed_records_go_straight_out_held_ones_first(
 
 
 EXIT_APP = """
-    import atexit, sys, time
+    import atexit, multiprocessing, sys, time
 
     def report() -> None:
         print(f"exit took {time.monotonic() - logged:.2f} s", flush=True)
@@ -636,19 +636,56 @@ EXIT_APP = """
     import logging
     from zlogcollect import ZLogHandler
 
-    handlers = [ZLogHandler(endpoint, app=f"h{n}", linger=1.5) for n, endpoint in enumerate(sys.argv[1:])]
-    log = logging.getLogger("exit")
-    for handler in handlers:
-        log.addHandler(handler)
-    log.warning("nobody is listening")  # held by each handler until it gives up at exit
-    logged = time.monotonic()
+    def app(endpoints: list[str]) -> None:
+        log = logging.getLogger("exit")
+        for n, endpoint in enumerate(endpoints):
+            log.addHandler(ZLogHandler(endpoint, app=f"h{n}", linger=1.5))
+        log.warning("nobody is listening")  # held by each handler until it gives up at exit
+
+    if sys.argv[1] == "main":
+        app(sys.argv[2:])
+        logged = time.monotonic()
+    else:  # a multiprocessing child, which ends with os._exit(): finalizers close there
+        child = multiprocessing.get_context("fork").Process(target=app, args=(sys.argv[2:],))
+        child.start()
+        logged = time.monotonic()
+        child.join()
+        print(f"child exit took {time.monotonic() - logged:.2f} s", flush=True)
 """
 
 
-def test_handlers_linger_at_exit_together(tmp_path: Path) -> None:
-    """Three handlers with no collector exit within one linger (1.5 s), not three in turn (4.5 s before)."""
-    done = run_app(EXIT_APP, *(short_ipc_endpoint() for _ in range(3)), cwd=tmp_path)
+@pytest.mark.parametrize("where", ["main", "child"])
+def test_handlers_linger_at_exit_together(where: str, tmp_path: Path) -> None:
+    """Three handlers with no collector exit within one linger (1.5 s), not three in turn (4.5 s before).
+
+    In the main process (atexit, then logging.shutdown()) and in a multiprocessing
+    child (its finalizers).
+    """
+    done = run_app(EXIT_APP, where, *(short_ipc_endpoint() for _ in range(3)), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    took = float(done.stdout.split()[-2])
+    assert done.stderr == ""
+    label = "child exit took" if where == "child" else "exit took"
+    (took,) = [float(line.split()[-2]) for line in done.stdout.splitlines() if line.startswith(label)]
     # Structurally each one lingers 1.5 s; only the overlap keeps it under two lingers.
     assert 1.4 < took < 2 * 1.5, done.stdout
+
+
+def test_records_from_later_atexit_hooks_still_go_out(ipc_receiver: Receiver, tmp_path: Path) -> None:
+    """An atexit hook that runs after the handlers' joint wait at exit can still log: nothing is closed yet."""
+    done = run_app(
+        """
+        import atexit, logging, sys
+        log = logging.getLogger("late")
+        # Registered before zlogcollect is imported: runs after its exit hook,
+        # before logging.shutdown().
+        atexit.register(lambda: log.warning("from an atexit hook"))
+        from zlogcollect import ZLogHandler
+        log.addHandler(ZLogHandler(sys.argv[1], app="late"))
+        log.warning("while running")
+        """,
+        ipc_receiver.endpoint,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    frames = ipc_receiver.wait_for(2)
+    assert [f[1] for f in frames] == [b"while running", b"from an atexit hook"]
