@@ -107,7 +107,7 @@ class ZLogHandler(PUBHandler):
     * records logged before the collector's subscription arrives are held (up to
       ``hold`` records, none older than ``hold_timeout`` seconds) and sent in order;
     * ``close()`` (and so ``logging.shutdown()``) flushes within ``linger`` seconds;
-      at exit all handlers of the process close together, within one linger;
+      at exit all handlers of the process wait for their collector together;
     * after ``os.fork()`` the child opens its own context and socket;
     * ``emit`` never blocks and never raises; records dropped at the high-water mark
       or the hold limit are counted and announced to the collector;
@@ -626,8 +626,7 @@ class ZLogHandler(PUBHandler):
         logging.Handler.close(self)
 
     def _drain(self) -> None:
-        now = time.monotonic()
-        deadline = now + self._linger
+        deadline = time.monotonic() + self._linger
         if _exit_deadline is not None:
             # At exit every handler already waited, together, until this deadline.
             deadline = min(deadline, _exit_deadline)
@@ -722,20 +721,21 @@ def _settle_all() -> None:
     handlers = [h for h in list(_HANDLERS) if not h._closed]
     if not handlers:
         return
-    deadline = _exit_deadline = time.monotonic() + max(h._linger for h in handlers)
+    start = time.monotonic()
+    deadline = _exit_deadline = start + max(h._linger for h in handlers)
     if _threads_are_greenlets():
+        # In turn, but against deadlines fixed now: still one linger in all.
         for handler in handlers:
-            handler._settle(deadline)
+            handler._settle(start + handler._linger)
         return
     threads = []
     for handler in handlers:
-        thread = threading.Thread(
-            target=handler._settle, args=(deadline,), name="zlogcollect-exit", daemon=True
-        )
+        own = start + handler._linger
+        thread = threading.Thread(target=handler._settle, args=(own,), name="zlogcollect-exit", daemon=True)
         try:
             thread.start()
         except RuntimeError:  # no new threads this late: settle it here instead
-            handler._settle(deadline)
+            handler._settle(own)
             continue
         threads.append(thread)
     for thread in threads:
