@@ -641,10 +641,25 @@ class ZLogHandler(PUBHandler):
             # A short floor at exit: a record logged after the joint wait (by a later
             # atexit hook) still gets to leave; term() returns at once if none is queued.
             remaining = max(remaining, min(_CLOSE_FLOOR, self._linger))
-        self.socket.close(linger=max(int(remaining * 1000), 0))
+        linger_ms = max(int(remaining * 1000), 0)
+        self.socket.close(linger=linger_ms)
         if self._owns_context:
             # term() returns once queued records are on the wire, or after the linger.
+            started = time.monotonic()
             self.ctx.term()
+            if self._subscribed and linger_ms and time.monotonic() - started >= linger_ms / 1000 - 0.01:
+                self._warn_linger_ran_out()
+
+    def _warn_linger_ran_out(self) -> None:
+        # ZeroMQ discards what is still queued when the linger runs out and says
+        # nothing, and the collector cannot see a gap at the very end: say it here.
+        if sys.stderr:
+            sys.stderr.write(
+                f"zlogcollect: pid {os.getpid()} ({self.root_topic!r}): close() ran out of its "
+                f"{self._linger:g} s linger with records possibly still queued for the collector; "
+                "ZeroMQ discards those, uncounted (a slow or stopped collector; a longer linger "
+                "gives it more time)\n"
+            )
 
     def _send_held(self, deadline: float) -> None:
         """Wait until *deadline* for a collector if records are held, then send them."""

@@ -21,7 +21,7 @@ from zmq.log.handlers import PUBHandler
 
 import zlogcollect
 from tests.helpers import ROOT, free_tcp_endpoint, short_ipc_endpoint, wait_until
-from tests.helpers_handler import Capture, Receiver, per_call_ns, private_logger, run_app, seq_gaps
+from tests.helpers_handler import Capture, Receiver, per_call_ns, private_logger, run_app, seq_gaps, start_app
 from zlogcollect import ZLogHandler
 from zlogcollect.handler import DEFAULT_ENDPOINT, default_app_name
 from zlogcollect.wire import encode_extension, parse_frames
@@ -689,3 +689,45 @@ def test_records_from_later_atexit_hooks_still_go_out(ipc_receiver: Receiver, tm
     assert done.returncode == 0, done.stderr
     frames = ipc_receiver.wait_for(2)
     assert [f[1] for f in frames] == [b"while running", b"from an atexit hook"]
+
+
+def test_linger_running_out_at_close_is_said(tmp_path: Path) -> None:
+    """Records still queued when close() runs out of its linger are discarded by ZeroMQ: the app says so.
+
+    The "collector" here subscribes and then never reads, so the queue cannot empty.
+    """
+    endpoint = short_ipc_endpoint()
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.rcvhwm = 1
+    sub.subscribe(b"")
+    sub.bind(endpoint)
+    app = start_app(
+        """
+        import logging, sys
+        from zlogcollect import ZLogHandler
+        log = logging.getLogger("stuck")
+        log.addHandler(ZLogHandler(sys.argv[1], app="stuck", linger=0.3))
+        for i in range(50_000):
+            log.warning("record %d", i)
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    try:
+
+        def exited() -> bool:
+            sub.poll(0)  # a bound SUB attaches its peer only while something calls into it; never read
+            return app.poll() is not None
+
+        wait_until(exited, 20, what="the app to exit")
+        _, err = app.communicate(timeout=10)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+        sub.close(linger=0)
+        context.term()
+    assert app.returncode == 0, err
+    assert "ran out of its 0.3 s linger with records possibly still queued" in err
+    assert err.count("\n") == 1
