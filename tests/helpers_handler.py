@@ -127,6 +127,9 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
+    if not text.endswith("\n"):
+        # A line the collector is still writing: polling readers see it whole next time.
+        text = text[: text.rfind("\n") + 1]
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

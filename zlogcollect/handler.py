@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from typing import Any, Final, cast
 import zmq
 from zmq.log.handlers import PUBHandler
 
-from zlogcollect.wire import TOPIC_DELIM, build_topic, encode_extension
+from zlogcollect.wire import STANDARD_LEVELS, TOPIC_DELIM, build_topic, encode_extension
 
 __all__ = ["DEFAULT_ENDPOINT", "ZLogHandler", "default_app_name", "setup"]
 
@@ -31,6 +32,8 @@ _RECHECK_EVERY: Final = 256  # sends between looks for unsubscriptions (only bin
 _CHUNK: Final = 500  # held records flushed per lock hold, so emit() in other threads waits little
 _FRAGMENT_CACHE_MAX: Final = 2048
 _ERROR_QUIET_SECONDS: Final = 60.0
+_CLOSE_MARGIN: Final = 1.0  # seconds beyond the shared exit deadline that exit waits for its threads
+_CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent after the exit deadline
 
 # What a plain LogRecord carries; anything else on a record came from ``extra={...}``.
 _PLAIN_RECORD: Final = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
@@ -45,9 +48,13 @@ _HANDLERS: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
 # close them (libzmq contexts do not survive fork), and letting the garbage collector
 # destroy them would print ResourceWarnings, so the child keeps them until it exits.
 _INHERITED: list[object] = []
+# Set at exit once every handler waited for its collector: close() waits no longer.
+_exit_deadline: float | None = None
 
 
 def _after_fork_in_child() -> None:
+    global _exit_deadline
+    _exit_deadline = None
     for handler in list(_HANDLERS):
         handler._forget_parent()
 
@@ -100,6 +107,7 @@ class ZLogHandler(PUBHandler):
     * records logged before the collector's subscription arrives are held (up to
       ``hold`` records, none older than ``hold_timeout`` seconds) and sent in order;
     * ``close()`` (and so ``logging.shutdown()``) flushes within ``linger`` seconds;
+      at exit all handlers of the process wait for their collector together;
     * after ``os.fork()`` the child opens its own context and socket;
     * ``emit`` never blocks and never raises; records dropped at the high-water mark
       or the hold limit are counted and announced to the collector;
@@ -117,11 +125,13 @@ class ZLogHandler(PUBHandler):
         # topic "billing.WARNING.pool", text "exhausted after 30 s"
 
     Args:
-        interface_or_socket: endpoint or endpoints to connect to (or bind, see
-            ``bind``), or an existing socket. An XPUB socket gets the hold buffer;
+        endpoint: endpoint or endpoints to connect to (or bind, see ``bind``),
+            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. An XPUB socket gets the hold buffer;
             a PUB socket cannot tell when the collector subscribed, so records go
             out at once as with the stock class. A socket you pass stays yours: it
             is not closed by ``close()`` and cannot be replaced in a fork child.
+        interface_or_socket: pyzmq's name for ``endpoint``, accepted as a keyword
+            so code written for ``PUBHandler`` keeps working; give one or the other.
         context: context for the handler's own socket (e.g. a ``zmq.green`` one).
         root_topic: first topic component; defaults to ``app``.
         app: application name used as the root topic; defaults to the script name.
@@ -137,10 +147,11 @@ class ZLogHandler(PUBHandler):
 
     def __init__(
         self,
-        interface_or_socket: str | Sequence[str] | zmq.Socket[Any] = DEFAULT_ENDPOINT,
+        endpoint: str | Sequence[str] | zmq.Socket[Any] | None = None,
         context: zmq.Context[Any] | None = None,
         root_topic: str | None = None,
         *,
+        interface_or_socket: str | Sequence[str] | zmq.Socket[Any] | None = None,
         app: str | None = None,
         bind: bool = False,
         structured: bool = True,
@@ -150,6 +161,10 @@ class ZLogHandler(PUBHandler):
         linger: float = 2.0,
         sndhwm: int = 100_000,
     ) -> None:
+        if endpoint is None:
+            endpoint = DEFAULT_ENDPOINT if interface_or_socket is None else interface_or_socket
+        elif interface_or_socket is not None:
+            raise TypeError("ZLogHandler takes endpoint or interface_or_socket (its alias), not both")
         # PUBHandler.__init__ is not called: it binds, and installs the per-level
         # formatters that put "LEVEL file:line -" and "- None" into the text.
         logging.Handler.__init__(self)
@@ -169,15 +184,13 @@ class ZLogHandler(PUBHandler):
         self._closed = False
         self._finalizer: Any = None
         self._reset_sequence()
-        if isinstance(interface_or_socket, zmq.Socket):
+        if isinstance(endpoint, zmq.Socket):
             self._endpoints: tuple[str, ...] = ()
             self._owns_socket = False
             self._owns_context = False
-            self._adopt(interface_or_socket)
+            self._adopt(endpoint)
         else:
-            endpoints = (
-                (interface_or_socket,) if isinstance(interface_or_socket, str) else tuple(interface_or_socket)
-            )
+            endpoints = (endpoint,) if isinstance(endpoint, str) else tuple(endpoint)
             if not endpoints:
                 raise ValueError("ZLogHandler needs at least one endpoint")
             self._endpoints = endpoints
@@ -311,17 +324,22 @@ class ZLogHandler(PUBHandler):
         return topic
 
     def _fields(self, record: logging.LogRecord, seq: int) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "created": record.created,
-            "host": self._host,
-            "pid": record.process,
-            "process": record.processName,
-            "thread": record.threadName,
-            "logger": record.name,
-            "path": record.pathname,
-            "line": record.lineno,
-            "func": record.funcName,
-        }
+        fields: dict[str, Any] = {"created": record.created, "levelno": record.levelno}
+        levelname = record.levelname
+        if levelname not in STANDARD_LEVELS:  # a custom level: the collector learns its name here
+            fields["levelname"] = levelname
+        fields.update(
+            {
+                "host": self._host,
+                "pid": record.process,
+                "process": record.processName,
+                "thread": record.threadName,
+                "logger": record.name,
+                "path": record.pathname,
+                "line": record.lineno,
+                "func": record.funcName,
+            }
+        )
         exc_text = record.exc_text
         if record.exc_info and not exc_text:  # a custom formatter that does not cache it
             exc_text = _DEFAULT_FORMATTER.formatException(record.exc_info)
@@ -352,6 +370,8 @@ class ZLogHandler(PUBHandler):
             if added > 0 and _extra(record):
                 return None
         key = (
+            record.levelno,
+            record.levelname,
             record.process,
             record.processName,
             record.threadName,
@@ -364,17 +384,22 @@ class ZLogHandler(PUBHandler):
         if fragment is None:
             if len(self._fragments) >= _FRAGMENT_CACHE_MAX:
                 self._fragments.clear()
-            fields = {
-                "host": self._host,
-                "pid": key[0],
-                "process": key[1],
-                "thread": key[2],
-                "logger": key[3],
-                "path": key[4],
-                "line": key[5],
-                "func": key[6],
-                "pub": self._pub,
-            }
+            # The level is part of the call site's fragment, so a custom level costs
+            # nothing per call once its fragment is cached.
+            fields: dict[str, Any] = {"levelno": key[0]}
+            if key[1] not in STANDARD_LEVELS:
+                fields["levelname"] = key[1]
+            fields.update(
+                host=self._host,
+                pid=key[2],
+                process=key[3],
+                thread=key[4],
+                logger=key[5],
+                path=key[6],
+                line=key[7],
+                func=key[8],
+                pub=self._pub,
+            )
             fragment = self._fragments[key] = _JSON.encode(fields)[1:-1]
         return (f'{{"v":1,"created":{created!r},{fragment},"seq":{seq}}}').encode()
 
@@ -462,11 +487,17 @@ class ZLogHandler(PUBHandler):
         if self._needs_open:
             self._open()  # stays needed if this fails: the parent's socket is never used
             self._needs_open = False
-        if not self._held and self._detects:
+        if self._detects:
             self._poll_subscriptions()
-        if self._held or not self._subscribed:
+        if not self._subscribed:
             self._hold(topic, body, self._fields(record, seq) if self.structured else None)
-        elif self.structured:
+            return
+        if self._held:
+            # Subscribed now: send what is held first, right here (the caller holds the
+            # lock). Left to the flusher thread, a logging burst outpaces it, every new
+            # record joins the queue behind it and the hold limit overflows.
+            self._flush_some(None)
+        if self.structured:
             self._send(topic, body, self._encode(self._fields(record, seq)))
         else:
             self._send(topic, body, None)
@@ -596,6 +627,42 @@ class ZLogHandler(PUBHandler):
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._linger
+        if _exit_deadline is not None:
+            # At exit every handler already waited, together, until this deadline.
+            deadline = min(deadline, _exit_deadline)
+        self._send_held(deadline)
+        for _ in range(len(self._held)):
+            self._count_drop()
+        self._held.clear()
+        if not self._owns_socket:
+            return
+        remaining = deadline - time.monotonic()
+        if _exit_deadline is not None:
+            # A short floor at exit: a record logged after the joint wait (by a later
+            # atexit hook) still gets to leave; term() returns at once if none is queued.
+            remaining = max(remaining, min(_CLOSE_FLOOR, self._linger))
+        linger_ms = max(int(remaining * 1000), 0)
+        self.socket.close(linger=linger_ms)
+        if self._owns_context:
+            # term() returns once queued records are on the wire, or after the linger.
+            started = time.monotonic()
+            self.ctx.term()
+            if self._subscribed and linger_ms and time.monotonic() - started >= linger_ms / 1000 - 0.01:
+                self._warn_linger_ran_out()
+
+    def _warn_linger_ran_out(self) -> None:
+        # ZeroMQ discards what is still queued when the linger runs out and says
+        # nothing, and the collector cannot see a gap at the very end: say it here.
+        if sys.stderr:
+            sys.stderr.write(
+                f"zlogcollect: pid {os.getpid()} ({self.root_topic!r}): close() ran out of its "
+                f"{self._linger:g} s linger with records possibly still queued for the collector; "
+                "ZeroMQ discards those, uncounted (a slow or stopped collector; a longer linger "
+                "gives it more time)\n"
+            )
+
+    def _send_held(self, deadline: float) -> None:
+        """Wait until *deadline* for a collector if records are held, then send them."""
         if self._held and self._detects:
             self._poll_subscriptions()
             while not self._subscribed:
@@ -606,16 +673,16 @@ class ZLogHandler(PUBHandler):
                 self._poll_subscriptions()
         if self._subscribed:
             self._flush_some(None)
-        for _ in range(len(self._held)):
-            self._count_drop()
-        self._held.clear()
-        if not self._owns_socket:
-            return
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
-        self.socket.close(linger=remaining_ms)
-        if self._owns_context:
-            # term() returns once queued records are on the wire, or after the linger.
-            self.ctx.term()
+
+    def _settle(self, deadline: float) -> None:
+        """At exit, before close(): wait for a collector and send held records, socket left open."""
+        with cast("threading.RLock", self.lock):  # created by Handler.__init__
+            if self._closed or not self._usable or self._needs_open:
+                return
+            try:
+                self._send_held(deadline)
+            except Exception:  # noqa: BLE001 - exit must not raise either; close() tries again
+                self.handleError(_PLAIN_RECORD)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Report a failure on stderr at most once a minute (never through logging)."""
@@ -645,9 +712,62 @@ def _extra(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _close_handler(ref: weakref.ref[ZLogHandler]) -> None:
+    # A multiprocessing child's exit runs one finalizer per handler, one after the
+    # other: the first lets them all wait for their collector at once.
     handler = ref()
     if handler is not None:
+        _settle_all()
         handler.close()
+
+
+def _settle_all() -> None:
+    """At exit: every open handler waits for its collector and sends what it holds, all at once.
+
+    Registered with atexit after logging's own hook, so it runs just before
+    ``logging.shutdown()`` (atexit runs last-in first-out), which then closes the
+    handlers one by one as always but finds the waiting done: each close() ends
+    by this shared deadline, so one linger bounds the exit however many handlers
+    there are. The sockets stay open, so records logged by atexit hooks that run
+    later still go out.
+    """
+    global _exit_deadline
+    if _exit_deadline is not None:
+        return
+    handlers = [h for h in list(_HANDLERS) if not h._closed]
+    if not handlers:
+        return
+    start = time.monotonic()
+    deadline = _exit_deadline = start + max(h._linger for h in handlers)
+    if _threads_are_greenlets():
+        # In turn, but against deadlines fixed now: still one linger in all.
+        for handler in handlers:
+            handler._settle(start + handler._linger)
+        return
+    threads = []
+    for handler in handlers:
+        own = start + handler._linger
+        thread = threading.Thread(target=handler._settle, args=(own,), name="zlogcollect-exit", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads this late: settle it here instead
+            handler._settle(own)
+            continue
+        threads.append(thread)
+    for thread in threads:
+        # Bounded even if a handler's lock is held elsewhere: its close() then
+        # waits for that lock, as logging.shutdown() always did.
+        thread.join(max(deadline + _CLOSE_MARGIN - time.monotonic(), 0.0))
+
+
+def _threads_are_greenlets() -> bool:
+    # Under gevent's monkey patching threads are greenlets, and the blocking zmq
+    # calls would run them in turn anyway; settle in this thread then.
+    monkey = sys.modules.get("gevent.monkey")
+    is_patched = getattr(monkey, "is_module_patched", None)
+    return bool(is_patched is not None and is_patched("threading"))
+
+
+atexit.register(_settle_all)
 
 
 def _flush_held(ref: weakref.ref[ZLogHandler]) -> None:

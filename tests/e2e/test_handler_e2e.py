@@ -104,6 +104,40 @@ def test_start_up_burst_arrives_stock_loses_some(
     assert counter(summary, "lost") == 0
 
 
+BURST_APP = """
+    import logging, sys
+    import zlogcollect
+    # A long linger: this test is about the start-up path, not about how much a
+    # loaded machine's collector can take in during the default 2 s at exit.
+    handler = zlogcollect.setup(sys.argv[1], app="burst", linger=60)
+    log = logging.getLogger("burst")
+    for i in range(int(sys.argv[2])):
+        log.info("record %d", i)
+    print("dropped", handler.stats["dropped"], flush=True)
+"""
+
+
+def test_start_up_burst_with_the_collector_up_arrives_whole(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    """50,000 records logged right after setup(), collector already up, all arrive in order, none dropped.
+
+    Before, once the first record was held every later one was held too; the flusher
+    thread fell behind the app and the 10,000-record hold overflowed.
+    """
+    endpoint = short_ipc_endpoint()
+    proc = CollectorProcess(["--bind", endpoint, "--dir", str(logdir), "--format", "%(message)s"])
+    collectors.append(proc)
+    proc.wait_ready()
+    count = 50_000
+    done = run_app(BURST_APP, endpoint, str(count), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["dropped", "0"]
+    summary = stop_collector(proc)
+    assert (logdir / "burst.log").read_text().splitlines() == [f"record {i}" for i in range(count)]
+    assert counter(summary, "lost") == 0
+
+
 EARLY_APP = """
     import logging, sys, threading, time
     import zlogcollect

@@ -6,22 +6,24 @@ import json
 import logging
 import logging.config
 import os
+import re
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import zmq
 from zmq.log.handlers import PUBHandler
 
 import zlogcollect
-from tests.helpers import free_tcp_endpoint, short_ipc_endpoint, wait_until
-from tests.helpers_handler import Capture, Receiver, per_call_ns, private_logger, seq_gaps
+from tests.helpers import ROOT, free_tcp_endpoint, short_ipc_endpoint, wait_until
+from tests.helpers_handler import Capture, Receiver, per_call_ns, private_logger, run_app, seq_gaps, start_app
 from zlogcollect import ZLogHandler
-from zlogcollect.handler import default_app_name
+from zlogcollect.handler import DEFAULT_ENDPOINT, default_app_name
 from zlogcollect.wire import encode_extension, parse_frames
 
 pytestmark = pytest.mark.integration
@@ -78,6 +80,7 @@ def test_record_becomes_topic_text_and_extension(
     assert meta.pop("extra").keys() == {"user", "thing"}
     assert meta == {
         "v": 1,
+        "levelno": logging.WARNING,
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "process": "MainProcess",
@@ -95,17 +98,31 @@ def test_record_becomes_topic_text_and_extension(
 def test_extension_bytes_equal_wire_encoding(
     ipc_receiver: Receiver, make_handler: Callable[..., ZLogHandler]
 ) -> None:
-    """The fast path's third frame is byte for byte what wire.encode_extension makes of the fields."""
+    """The fast path's third frame is byte for byte what wire.encode_extension makes of the fields.
+
+    Custom levels included: they carry their name beside the number.
+    """
     handler = make_handler(ipc_receiver.endpoint, app="fast")
     capture = Capture()
     logger = private_logger("fast.path", capture, handler)
-    for n in range(3):
-        logger.info("plain %d", n)
-    logger.info("with extra", extra={"order": 7, "tags": ["a", "b"]})
-    frames = ipc_receiver.wait_for(4)
+    logging.addLevelName(25, "NOTICE")
+    try:
+        for n in range(3):
+            logger.info("plain %d", n)
+        logger.info("with extra", extra={"order": 7, "tags": ["a", "b"]})
+        for n in range(2):  # the second one takes the cached fragment
+            logger.log(25, "notice %d", n)
+        logger.log(15, "unnamed")
+        logger.log(25, "notice with extra", extra={"order": 8})
+    finally:
+        del logging._levelToName[25]  # type: ignore[attr-defined]
+        del logging._nameToLevel["NOTICE"]  # type: ignore[attr-defined]
+    frames = ipc_receiver.wait_for(8)
     for seq, (record, (_, _, ext)) in enumerate(zip(capture.records, frames, strict=True)):
-        fields: dict[str, Any] = {
-            "created": record.created,
+        fields: dict[str, Any] = {"created": record.created, "levelno": record.levelno}
+        if record.levelno in (25, 15):  # NOTICE and the unnamed "Level 15"
+            fields["levelname"] = record.levelname
+        fields |= {
             "host": socket.gethostname(),
             "pid": record.process,
             "process": record.processName,
@@ -117,8 +134,17 @@ def test_extension_bytes_equal_wire_encoding(
         }
         if seq == 3:
             fields["extra"] = {"order": 7, "tags": ["a", "b"]}
+        if seq == 7:
+            fields["extra"] = {"order": 8}
         fields.update(pub=handler.publisher_id, seq=seq)
         assert ext == encode_extension(fields)
+    assert [json.loads(f[2]).get("levelname") for f in frames[3:]] == [
+        None,
+        "NOTICE",
+        "NOTICE",
+        "Level 15",
+        "NOTICE",
+    ]
 
 
 def test_unstructured_is_stock_compatible(
@@ -159,7 +185,7 @@ def test_dict_config(ipc_receiver: Receiver) -> None:
             "handlers": {
                 "collector": {
                     "class": "zlogcollect.ZLogHandler",
-                    "interface_or_socket": ipc_receiver.endpoint,
+                    "endpoint": ipc_receiver.endpoint,
                     "app": "configured",
                     "structured": False,
                     "linger": 0.5,
@@ -182,6 +208,39 @@ def test_dict_config(ipc_receiver: Receiver) -> None:
         handler.close()
 
 
+def test_endpoint_keyword_and_its_pyzmq_alias(
+    ipc_receiver: Receiver, make_handler: Callable[..., ZLogHandler]
+) -> None:
+    """`endpoint` names the first parameter; pyzmq's `interface_or_socket` still works; both at once is an error."""
+    by_name = make_handler(endpoint=ipc_receiver.endpoint, app="kw")
+    by_alias = make_handler(interface_or_socket=ipc_receiver.endpoint, app="alias")
+    private_logger("kw", by_name).info("by name")
+    private_logger("alias", by_alias).info("by alias")
+    frames = ipc_receiver.wait_for(2)
+    assert sorted(f[0] for f in frames) == [b"alias.INFO", b"kw.INFO"]
+    with pytest.raises(TypeError, match="not both"):
+        ZLogHandler(ipc_receiver.endpoint, interface_or_socket=ipc_receiver.endpoint)
+
+
+def readme_dict_config() -> str:
+    """The README's dictConfig example: the one fenced python block that calls dictConfig."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
+    (block,) = [b for b in blocks if "dictConfig(" in b]
+    return block
+
+
+def test_readme_dict_config_example_runs(ipc_receiver: Receiver, tmp_path: Path) -> None:
+    """The README's dictConfig example, run as printed (only its endpoint pointed here), delivers its record."""
+    source = readme_dict_config()
+    assert source.count(DEFAULT_ENDPOINT) == 1, "the example names the default endpoint once"
+    done = run_app(source.replace(DEFAULT_ENDPOINT, ipc_receiver.endpoint), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    frames = ipc_receiver.wait_for(1)
+    assert [f[:2] for f in frames] == [[b"app1.ERROR.db.query", b"timeout after 30 s"]]
+
+
 def test_custom_levels_and_notset(ipc_receiver: Receiver, make_handler: Callable[..., ZLogHandler]) -> None:
     """Levels without a name or formatter (25, 7, NOTSET) are sent, where the stock class raises KeyError."""
     logging.addLevelName(25, "NOTICE")
@@ -202,6 +261,12 @@ def test_custom_levels_and_notset(ipc_receiver: Receiver, make_handler: Callable
         [b"lv.NOTSET", b"unset"],
     ]
     assert parse_frames(frames[1], 0.0).levelno == 7
+    # The number always travels, the name only when it is not a standard one.
+    assert [(m["levelno"], m.get("levelname")) for m in ipc_receiver.extensions()] == [
+        (25, "NOTICE"),
+        (7, "Level 7"),
+        (0, None),
+    ]
     stock = PUBHandler(zmq.Context.instance().socket(zmq.PUB))
     try:
         with pytest.raises(KeyError):
@@ -522,3 +587,147 @@ def test_bad_endpoint_fails_at_construction() -> None:
         ZLogHandler("tcp://no-port-here")
     with pytest.raises(ValueError, match="at least one endpoint"):
         ZLogHandler([])
+
+
+def test_once_subscribed_records_go_straight_out_held_ones_first(
+    make_handler: Callable[..., ZLogHandler],
+) -> None:
+    """When the subscription arrives while records are held, emit() sends the held ones and then its own.
+
+    The test holds the handler's lock, so the flusher thread cannot run: only emit()
+    itself can get the records out. Before, every record after the first held one was
+    held too, and a burst outpaced the flusher until the hold limit overflowed.
+    """
+    endpoint = short_ipc_endpoint()
+    handler = make_handler(endpoint, app="straight")
+    logger = private_logger("straight", handler)
+    logged = 0
+
+    def log_one() -> None:
+        nonlocal logged
+        logger.info("r%d", logged)
+        logged += 1
+
+    with cast("threading.RLock", handler.lock):
+        for _ in range(100):
+            log_one()  # no collector yet: held
+        assert handler.stats["held"] == 100
+        recv = Receiver(endpoint)
+        try:
+            wait_until(lambda: log_one() or handler.stats["held"] == 0, 5, what="the held records sent")
+            for _ in range(1000):
+                log_one()
+                assert handler.stats["held"] == 0
+            assert handler.stats["dropped"] == 0
+            frames = recv.wait_for(logged)
+        finally:
+            recv.close()
+    assert [f[1] for f in frames] == [b"r%d" % i for i in range(logged)]
+    assert [json.loads(f[2])["seq"] for f in frames] == list(range(logged))
+
+
+EXIT_APP = """
+    import atexit, multiprocessing, sys, time
+
+    def report() -> None:
+        print(f"exit took {time.monotonic() - logged:.2f} s", flush=True)
+
+    atexit.register(report)  # registered first, so it runs last: after logging.shutdown()
+    import logging
+    from zlogcollect import ZLogHandler
+
+    def app(endpoints: list[str]) -> None:
+        log = logging.getLogger("exit")
+        for n, endpoint in enumerate(endpoints):
+            log.addHandler(ZLogHandler(endpoint, app=f"h{n}", linger=1.5))
+        log.warning("nobody is listening")  # held by each handler until it gives up at exit
+
+    if sys.argv[1] == "main":
+        app(sys.argv[2:])
+        logged = time.monotonic()
+    else:  # a multiprocessing child, which ends with os._exit(): finalizers close there
+        child = multiprocessing.get_context("fork").Process(target=app, args=(sys.argv[2:],))
+        child.start()
+        logged = time.monotonic()
+        child.join()
+        print(f"child exit took {time.monotonic() - logged:.2f} s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "child"])
+def test_handlers_linger_at_exit_together(where: str, tmp_path: Path) -> None:
+    """Three handlers with no collector exit within one linger (1.5 s), not three in turn (4.5 s before).
+
+    In the main process (atexit, then logging.shutdown()) and in a multiprocessing
+    child (its finalizers).
+    """
+    done = run_app(EXIT_APP, where, *(short_ipc_endpoint() for _ in range(3)), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    label = "child exit took" if where == "child" else "exit took"
+    (took,) = [float(line.split()[-2]) for line in done.stdout.splitlines() if line.startswith(label)]
+    # Structurally each one lingers 1.5 s; only the overlap keeps it under two lingers.
+    assert 1.4 < took < 2 * 1.5, done.stdout
+
+
+def test_records_from_later_atexit_hooks_still_go_out(ipc_receiver: Receiver, tmp_path: Path) -> None:
+    """An atexit hook that runs after the handlers' joint wait at exit can still log: nothing is closed yet."""
+    done = run_app(
+        """
+        import atexit, logging, sys
+        log = logging.getLogger("late")
+        # Registered before zlogcollect is imported: runs after its exit hook,
+        # before logging.shutdown().
+        atexit.register(lambda: log.warning("from an atexit hook"))
+        from zlogcollect import ZLogHandler
+        log.addHandler(ZLogHandler(sys.argv[1], app="late"))
+        log.warning("while running")
+        """,
+        ipc_receiver.endpoint,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    frames = ipc_receiver.wait_for(2)
+    assert [f[1] for f in frames] == [b"while running", b"from an atexit hook"]
+
+
+def test_linger_running_out_at_close_is_said(tmp_path: Path) -> None:
+    """Records still queued when close() runs out of its linger are discarded by ZeroMQ: the app says so.
+
+    The "collector" here subscribes and then never reads, so the queue cannot empty.
+    """
+    endpoint = short_ipc_endpoint()
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.rcvhwm = 1
+    sub.subscribe(b"")
+    sub.bind(endpoint)
+    app = start_app(
+        """
+        import logging, sys
+        from zlogcollect import ZLogHandler
+        log = logging.getLogger("stuck")
+        log.addHandler(ZLogHandler(sys.argv[1], app="stuck", linger=0.3))
+        for i in range(50_000):
+            log.warning("record %d", i)
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    try:
+
+        def exited() -> bool:
+            sub.poll(0)  # a bound SUB attaches its peer only while something calls into it; never read
+            return app.poll() is not None
+
+        wait_until(exited, 20, what="the app to exit")
+        _, err = app.communicate(timeout=10)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+        sub.close(linger=0)
+        context.term()
+    assert app.returncode == 0, err
+    assert "ran out of its 0.3 s linger with records possibly still queued" in err
+    assert err.count("\n") == 1
