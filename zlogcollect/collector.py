@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -270,11 +271,18 @@ class Collector:
                 self._complain("quarantine", "a sink failed to quarantine a record")
 
     def _complain(self, kind: str, message: str) -> None:
-        """Log with the traceback at most once every 10 s per kind: a peer must not flood stderr."""
+        """Log with the traceback at most once every 10 s per kind: a peer must not flood stderr.
+
+        The traceback is escaped onto the one line: its last line may quote text from the wire.
+        """
         now = time.monotonic()
         if now - self._complaints.get(kind, -1e9) >= 10.0:
             self._complaints[kind] = now
-            log.exception("%s (more within 10 s are only counted)", message)
+            log.error(
+                "%s (more within 10 s are only counted): %s",
+                message,
+                escape_text(traceback.format_exc(), 4000),
+            )
 
     def _observe(self, mark: SequenceMark, now: float) -> None:
         missing = self.stats.observe_sequence(

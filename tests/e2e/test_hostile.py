@@ -354,3 +354,46 @@ def test_a_link_planted_as_the_state_temp_file_is_not_followed(
     assert proc.stop() == 0
     assert target.read_text() == "precious\n"
     assert "p" in json.loads((logdir / "_publishers.json").read_text())["publishers"]
+
+
+class FailingSink:
+    """A sink whose write always fails (a bug in a sink must not stop the loop nor forge stderr)."""
+
+    def write(self, record: object) -> None:
+        raise RuntimeError(f"cannot write {record!r}")
+
+    def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None: ...
+    def flush(self) -> None: ...
+    def reopen(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def test_sink_failures_name_the_source_escaped_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A source with a newline and an escape sequence is shown escaped, traceback on the same line."""
+    from zlogcollect.collector import Collector
+    from zlogcollect.stats import Stats
+
+    stats = Stats()
+    collector = Collector([FailingSink()], stats)
+    with caplog.at_level("ERROR", logger="zlogcollect.collector"):
+        collector.dispatch([b"evil\n2026 zlogcollect ERROR: forged\x1b[2J.INFO", b"x"])
+        collector.dispatch([b"evil.INFO", b"again"])
+    assert stats.dropped["sink_error"] == 2
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "\n" not in message and "\x1b" not in message
+    assert "evil\\n2026 zlogcollect ERROR: forged\\x1b[2J" in message and "RuntimeError" in message
+
+
+def test_throttle_holds_back_and_summarises() -> None:
+    """Ten lines per kind per period; what is held back is handed over once the period is over."""
+    from zlogcollect.collector import Throttle
+
+    now = [0.0]
+    throttle = Throttle(burst=10, period=10.0, clock=lambda: now[0])
+    assert sum(throttle.allow("loss", 1) for _ in range(100)) == 10
+    assert throttle.allow("other")
+    assert throttle.held("loss") == (0, 0)  # not before the period is over
+    now[0] = 10.5
+    assert throttle.held("loss") == (90, 90)
+    assert throttle.held("loss") == (0, 0)
+    assert sum(throttle.allow("loss") for _ in range(20)) == 9  # the summary line used one
