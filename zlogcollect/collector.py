@@ -38,6 +38,8 @@ BATCH = 1000
 WARN_BURST = 10
 """Warnings of one kind printed per WARN_PERIOD; the rest are counted and summarised."""
 WARN_PERIOD = 10.0
+MONITOR_PASS = 0.25
+"""Seconds between reads of the socket monitor (failed accepts)."""
 MAX_WARNED_LEVELS = 100
 """Unknown level names warned about by name; later ones are only counted (a peer can invent many)."""
 
@@ -133,11 +135,13 @@ class Collector:
         self._registered = False
         self._complaints: dict[str, float] = {}
         self._throttle = Throttle()
+        self._accept_throttle = Throttle(burst=1)  # one line per 10 s is enough for the same cause
         self._warned_levels: set[str] = set()
         self._monitor: zmq.Socket[bytes] | None = None
         self._monitor_greenlet: gevent.Greenlet[[], None] | None = None
         self._written_changes = 0
         self._next_save = 0.0
+        self._save_owed = False
         self._state_dirty = False
         self.state_path: str | None = None
         """Where per-publisher sequence numbers are kept between runs (collect mode: in --dir)."""
@@ -181,29 +185,31 @@ class Collector:
         self._monitor_greenlet = gevent.spawn(self._read_monitor, self._monitor)
 
     def _read_monitor(self, monitor: zmq.Socket[bytes]) -> None:
-        poller = zmq.green.Poller()
-        poller.register(monitor, zmq.POLLIN)
+        # Out of descriptors, libzmq retries accept() in a tight loop and the
+        # monitor gets thousands of events a second: read them in passes with a
+        # sleep between, so this greenlet never starves the receive loop (each
+        # pass reads at most 100,000 events; the rest wait for the next one).
         while True:
-            poller.poll(1000)
+            gevent.sleep(MONITOR_PASS)
             failed = 0
-            error = 0
-            while True:
+            last: list[bytes] | None = None
+            while failed < 100_000:
                 try:
-                    event = parse_monitor_message(monitor.recv_multipart(zmq.NOBLOCK))
+                    last = monitor.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if event["event"] == zmq.EVENT_ACCEPT_FAILED:
-                    failed += 1
-                    error = int(event["value"])
-            if failed:
-                self.stats.errors["accept_failed"] += failed
-                if self._throttle.allow("accept_failed"):
-                    log.warning(
-                        "cannot accept connections: %s (%d failed accepts in all; raise the limit on open "
-                        "files, LimitNOFILE under systemd)",
-                        os.strerror(error) if error else "unknown error",
-                        self.stats.errors["accept_failed"],
-                    )
+                failed += 1
+            if not failed or last is None:
+                continue
+            self.stats.errors["accept_failed"] += failed
+            if self._accept_throttle.allow("accept_failed"):
+                error = int(parse_monitor_message(last)["value"])
+                log.warning(
+                    "cannot accept connections: %s (%d failed accepts so far; raise the limit on open "
+                    "files, LimitNOFILE under systemd)",
+                    os.strerror(error) if error else "unknown error",
+                    self.stats.errors["accept_failed"],
+                )
 
     def dispatch(self, frames: Sequence[bytes]) -> None:
         """Parse one frame set and give the record to every sink; never raises."""
@@ -249,8 +255,11 @@ class Collector:
         changes = self.stats.written.changes
         if changes != self._written_changes:
             self._written_changes = changes
-            if self._state_dirty and time.monotonic() >= self._next_save:
-                self.save_state()
+            if self._state_dirty:
+                if time.monotonic() >= self._next_save:
+                    self.save_state()
+                else:
+                    self._save_owed = True  # serve() flushes and saves once the pause is over
 
     def _warn_unknown_level(self, bad: UnknownLevel) -> None:
         """Say once per level name, when it first happens, that a record was quarantined for it."""
@@ -358,6 +367,10 @@ class Collector:
             if now >= next_flush:
                 self.flush()
                 next_flush = now + flush_interval
+            elif self._save_owed and now >= self._next_save:
+                # A batch was written while saving was paused: write the rest too, so the
+                # state saved now covers exactly what is on disk.
+                self.flush()
             if between_batches is not None:
                 between_batches()
             if got == BATCH:
@@ -424,7 +437,9 @@ class Collector:
         if self.state_path is None or not self._state_dirty:
             return
         tmp = self.state_path + ".tmp"
-        started = time.monotonic()
+        # CPU time of this thread: what the save costs the loop, not how long the
+        # machine was busy elsewhere (a loaded host must not pause saving for long).
+        started = time.thread_time()
         try:
             text = json.dumps({"version": 1, "publishers": self.stats.publisher_state()}, default=str)
             # A stale temp file (or a link planted in its place) is removed, not followed:
@@ -442,9 +457,9 @@ class Collector:
             self._complain("state_file", f"cannot save {self.state_path}: {escape_text(exc)}")
             return
         finally:
-            now = time.monotonic()
-            self._next_save = now + 10 * (now - started)
+            self._next_save = time.monotonic() + min(10 * (time.thread_time() - started), 1.0)
         self._state_dirty = False
+        self._save_owed = False
 
     def reopen(self) -> None:
         """Reopen every sink's files (SIGHUP, after logrotate moved them)."""
