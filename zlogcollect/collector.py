@@ -231,10 +231,12 @@ class Collector:
             self._complain("parse_error", "a record could not be parsed")
             return
         stats.accepted += 1
-        if record.meta:
-            mark = sequence_mark(record.meta)
-            if mark is not None:
-                self._observe(mark, record.received)
+        meta = record.meta
+        if meta:
+            # The parser checked pub, seq, dropped, host and pid already (check_extension).
+            publisher, seq = meta.get("pub"), meta.get("seq")
+            if publisher is not None and seq is not None:
+                self._observe_checked(publisher, seq, meta, record.received)
         for sink in self.sinks:
             try:
                 sink.write(record)
@@ -292,6 +294,25 @@ class Collector:
                 message,
                 escape_text(traceback.format_exc(), 4000),
             )
+
+    def _observe_checked(self, publisher: str, seq: int, meta: dict[str, object], now: float) -> None:
+        dropped = meta.get("dropped", 0)
+        host = meta.get("host")
+        pid = meta.get("pid")
+        missing = self.stats.observe_sequence(
+            publisher,
+            host if isinstance(host, str) else "?",
+            pid if isinstance(pid, int) else None,
+            seq,
+            dropped if isinstance(dropped, int) else 0,
+            now,
+        )
+        self._state_dirty = True
+        if missing:
+            mark = sequence_mark(meta)
+            if mark is not None:  # always, for a checked extension
+                previous = self._unreported_loss.get(publisher)
+                self._unreported_loss[publisher] = ((previous[0] if previous else 0) + missing, mark)
 
     def _observe(self, mark: SequenceMark, now: float) -> None:
         missing = self.stats.observe_sequence(

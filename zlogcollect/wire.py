@@ -46,6 +46,7 @@ MAX_LINE: Final = 2**31 - 1
 MIN_LEVELNO, MAX_LEVELNO = -(2**31), 2**31 - 1
 
 _PUB_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # handlers send 16 hex digits
+_pub_ok = _PUB_TOKEN.fullmatch
 _LEVEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # one word, no dots, at most 32 characters
 _LEVEL_LIKE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # what an unknown level in a topic usually looks like
 
@@ -253,30 +254,27 @@ def check_extension(meta: Mapping[str, Any]) -> None:
 
     The ranges are in docs/WIRE.md; ``null`` is allowed where `logging` may leave a field out.
     """
+    # Runs for every record: a plain loop and class checks (a bool is not an int here).
     for key, low, high, nullable in _INT_FIELDS:
-        if key in meta:
-            value = meta[key]
-            if value is None and nullable:
-                continue
-            if not _int_in(value, low, high):
-                raise MalformedRecord(
-                    "bad_extension", f"{key} must be an integer in {low}..{high}, got {_describe(value)}"
-                )
+        value = meta.get(key, _ABSENT)
+        if value is _ABSENT or (value is None and nullable):
+            continue
+        if value.__class__ is not int or not low <= value <= high:
+            raise MalformedRecord(
+                "bad_extension", f"{key} must be an integer in {low}..{high}, got {_describe(value)}"
+            )
     pub = meta.get("pub")
-    if pub is not None and (not isinstance(pub, str) or _PUB_TOKEN.fullmatch(pub) is None):
+    if pub is not None and (pub.__class__ is not str or _pub_ok(pub) is None):
         raise MalformedRecord("bad_extension", f"pub must be 1-64 of [A-Za-z0-9_.:-], got {_describe(pub)}")
     host = meta.get("host")
-    if host is not None and (not isinstance(host, str) or len(host) > MAX_HOST_CHARS):
+    if host is not None and (host.__class__ is not str or len(host) > MAX_HOST_CHARS):
         raise MalformedRecord(
             "bad_extension",
             f"host must be a string of at most {MAX_HOST_CHARS} characters, got {_describe(host)}",
         )
-    name = meta.get("levelname")
-    if name is not None and (not isinstance(name, str) or _LEVEL_NAME.fullmatch(name) is None):
-        raise MalformedRecord(
-            "bad_extension", f"levelname must be one word of at most 32 characters, got {_describe(name)}"
-        )
 
+
+_ABSENT: Final = object()
 
 _INT_FIELDS: Final = (
     ("seq", 0, MAX_INT, False),
@@ -372,8 +370,12 @@ class Parser:
         parts = text.split(".")
         if meta is not None:
             name, number = meta.get("levelname"), meta.get("levelno")
-            if isinstance(name, str) and isinstance(number, int) and name in parts:
-                # check_extension has bounded both already.
+            if (
+                isinstance(name, str)
+                and isinstance(number, int)  # check_extension has bounded it already
+                and _LEVEL_NAME.fullmatch(name) is not None
+                and name in parts
+            ):
                 if name not in self._learned and len(self._learned) < MAX_LEARNED_LEVELS:
                     self._learned[name] = number
                 index = parts.index(name)
