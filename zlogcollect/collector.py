@@ -16,7 +16,7 @@ import zmq
 import zmq.green
 from zmq.utils.monitor import parse_monitor_message
 
-from zlogcollect.stats import Stats
+from zlogcollect.stats import MAX_PUBLISHERS, Stats
 from zlogcollect.wire import (
     DEFAULT_LEVELS,
     MAX_RECORD_BYTES,
@@ -77,6 +77,12 @@ class Throttle:
         held[0] += 1
         held[1] += amount
         return False
+
+    def hold(self, kind: str, amount: int = 0) -> None:
+        """Count a line of *kind* as held back without asking (it is never to be printed alone)."""
+        held = self._held.setdefault(kind, [0, 0])
+        held[0] += 1
+        held[1] += amount
 
     def held(self, kind: str, final: bool = False) -> tuple[int, int]:
         """``(lines, amount)`` held back, once the period that held them is over (or *final*)."""
@@ -311,8 +317,7 @@ class Collector:
         if missing:
             mark = sequence_mark(meta)
             if mark is not None:  # always, for a checked extension
-                previous = self._unreported_loss.get(publisher)
-                self._unreported_loss[publisher] = ((previous[0] if previous else 0) + missing, mark)
+                self._note_loss(mark, missing)
 
     def _observe(self, mark: SequenceMark, now: float) -> None:
         missing = self.stats.observe_sequence(
@@ -320,9 +325,15 @@ class Collector:
         )
         self._state_dirty = True
         if missing:
-            # The mark is kept too: the ledger may forget this publisher before the report.
-            previous = self._unreported_loss.get(mark.publisher)
-            self._unreported_loss[mark.publisher] = ((previous[0] if previous else 0) + missing, mark)
+            self._note_loss(mark, missing)
+
+    def _note_loss(self, mark: SequenceMark, missing: int) -> None:
+        # The mark is kept too: the ledger may forget this publisher before the report.
+        previous = self._unreported_loss.get(mark.publisher)
+        if previous is None and len(self._unreported_loss) >= MAX_PUBLISHERS:
+            self._throttle.hold("loss", missing)  # only in the summary line: memory stays bounded
+            return
+        self._unreported_loss[mark.publisher] = ((previous[0] if previous else 0) + missing, mark)
 
     def report_loss(self, final: bool = False) -> None:
         """A warning per publisher that lost records since the last report, at most
