@@ -50,6 +50,8 @@ _pub_ok = _PUB_TOKEN.fullmatch
 _LEVEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # one word, no dots, at most 32 characters
 _LEVEL_LIKE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # what an unknown level in a topic usually looks like
 
+_MAX_MARK_EXTENSION: Final = 64 * 1024  # largest extension still read from a too_large record
+
 _STOCK_NO_EXC: Final = " - None"  # stock PUBHandler's ERROR format: "... - %(exc_info)s"
 _NUMBERED_LEVEL = re.compile(r"Level (-?\d{1,9})")  # what logging names an unnamed level
 
@@ -412,7 +414,14 @@ class Parser:
         else:
             raise MalformedRecord("frame_count", f"expected 2 or 3 frames, got {count}")
         if size > self._max_bytes:
-            raise MalformedRecord("too_large", f"{size} bytes is over the limit of {self._max_bytes}")
+            bad = MalformedRecord("too_large", f"{size} bytes is over the limit of {self._max_bytes}")
+            if count == 3 and len(extension) <= _MAX_MARK_EXTENSION:
+                # Its sequence number still counts (a big traceback is not a lost record).
+                try:
+                    bad.mark = sequence_mark(decode_extension(extension))
+                except MalformedRecord:
+                    pass
+            raise bad
         meta: dict[str, Any] | None = None
         if count == 3:
             meta = decode_extension(extension)

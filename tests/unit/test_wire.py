@@ -223,6 +223,12 @@ def test_quarantined_records_keep_their_sequence_mark() -> None:
     with pytest.raises(MalformedRecord) as caught:
         parse_frames([b"app.INFO", b"x", encode_extension({"pub": "p1", "seq": -1})], 0.0)
     assert caught.value.mark is None
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames(
+            [b"app.INFO", b"x" * 5000, encode_extension({"pub": "p1", "seq": 8})], 0.0, max_bytes=4096
+        )
+    assert caught.value.reason == "too_large"
+    assert caught.value.mark == SequenceMark("p1", 8, 0, "?", None)
 
 
 def test_topics_are_bounded_and_so_is_the_topic_cache() -> None:
