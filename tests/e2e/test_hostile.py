@@ -60,11 +60,11 @@ class RawSender:
         def seen() -> bool:
             self.send(b"zlprobe.INFO", b"probe")
             proc.send(signal.SIGUSR1)
-            wait_until(lambda: any("counters:" in line for line in proc.stderr_lines), 5)
+            wait_until(lambda: any("counters:" in line for line in proc.stderr_lines), 20)
             lines = [line for line in proc.stderr_lines if "counters:" in line]
             return counter(lines[-1], "received") > baseline
 
-        wait_until(seen, 10, interval=0.05, what="the collector to receive a probe")
+        wait_until(seen, 30, interval=0.05, what="the collector to receive a probe")
 
     def close(self) -> None:
         self.socket.close(linger=5000)
@@ -265,10 +265,10 @@ def test_failed_accepts_are_counted_when_descriptors_run_out(
 
         def counted() -> bool:
             proc.send(signal.SIGUSR1)
-            wait_until(lambda: lines_with(proc, "counters:"), 5)
+            wait_until(lambda: lines_with(proc, "counters:"), 20)
             return "accept_failed:" in lines_with(proc, "counters:")[-1]
 
-        wait_until(counted, 10, interval=0.2, what="accept_failed in the counters")
+        wait_until(counted, 30, interval=0.2, what="accept_failed in the counters")
     finally:
         for peer in peers:
             peer.close()
@@ -301,7 +301,7 @@ def test_state_is_saved_with_every_batch_so_a_kill_does_not_over_report(
         sender.wait_connected(first)
         for seq in range(10, end):
             sender.send(b"app.INFO", f"{seq:06d} ".encode() + b"x" * 1000, ext(pub="p", seq=seq))
-        wait_until(lambda: len(read_lines(logdir / "app.log")) >= 2500, what="early writes")
+        wait_until(lambda: len(read_lines(logdir / "app.log")) >= 2500, 30, what="early writes")
     finally:
         sender.close()
     first.kill()
