@@ -7,20 +7,93 @@ import logging
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import gevent
 import zmq
 import zmq.green
+from zmq.utils.monitor import parse_monitor_message
 
-from zlogcollect.stats import Stats
-from zlogcollect.wire import DEFAULT_LEVELS, MAX_RECORD_BYTES, Levels, MalformedRecord, Parser, Record
+from zlogcollect.stats import MAX_PUBLISHERS, Stats
+from zlogcollect.wire import (
+    DEFAULT_LEVELS,
+    MAX_RECORD_BYTES,
+    Levels,
+    MalformedRecord,
+    Parser,
+    Record,
+    SequenceMark,
+    UnknownLevel,
+    escape_text,
+    sequence_mark,
+)
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000
 """Records received in one go before other greenlets (signals, timers) get a turn."""
+
+WARN_BURST = 10
+"""Warnings of one kind printed per WARN_PERIOD; the rest are counted and summarised."""
+WARN_PERIOD = 10.0
+MONITOR_PASS = 0.25
+"""Seconds between reads of the socket monitor (failed accepts)."""
+MAX_WARNED_LEVELS = 100
+"""Unknown level names warned about by name; later ones are only counted (a peer can invent many)."""
+
+
+class Throttle:
+    """At most *burst* lines per kind every *period* seconds, so a peer cannot flood stderr.
+
+    What is held back is counted per kind; :meth:`held` hands the count over for
+    a summary line when the next period opens (or at exit).
+    """
+
+    def __init__(
+        self,
+        burst: int = WARN_BURST,
+        period: float = WARN_PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = burst
+        self._period = period
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}
+        self._held: dict[str, list[int]] = {}
+
+    def allow(self, kind: str, amount: int = 0) -> bool:
+        """True if a line of *kind* may be printed now; else count it (and *amount*) as held back."""
+        now = self._clock()
+        start, used = self._windows.get(kind, (-1e18, 0))
+        if now - start >= self._period:
+            start, used = now, 0
+        if used < self._burst:
+            self._windows[kind] = (start, used + 1)
+            return True
+        self._windows[kind] = (start, used)
+        held = self._held.setdefault(kind, [0, 0])
+        held[0] += 1
+        held[1] += amount
+        return False
+
+    def hold(self, kind: str, amount: int = 0) -> None:
+        """Count a line of *kind* as held back without asking (it is never to be printed alone)."""
+        held = self._held.setdefault(kind, [0, 0])
+        held[0] += 1
+        held[1] += amount
+
+    def held(self, kind: str, final: bool = False) -> tuple[int, int]:
+        """``(lines, amount)`` held back, once the period that held them is over (or *final*)."""
+        if kind not in self._held:
+            return 0, 0
+        start, _ = self._windows.get(kind, (-1e18, 0))
+        if not final and self._clock() - start < self._period:
+            return 0, 0
+        lines, amount = self._held.pop(kind)
+        self._windows[kind] = (self._clock(), 1)  # the summary line uses one of the next period's lines
+        return lines, amount
 
 
 class Sink(Protocol):
@@ -64,9 +137,17 @@ class Collector:
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._poller = zmq.green.Poller()
-        self._unreported_loss: dict[str, int] = {}
+        self._unreported_loss: dict[str, tuple[int, SequenceMark]] = {}
         self._registered = False
         self._complaints: dict[str, float] = {}
+        self._throttle = Throttle()
+        self._accept_throttle = Throttle(burst=1)  # one line per 10 s is enough for the same cause
+        self._warned_levels: set[str] = set()
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._monitor_greenlet: gevent.Greenlet[[], None] | None = None
+        self._written_changes = 0
+        self._next_save = 0.0
+        self._save_owed = False
         self._state_dirty = False
         self.state_path: str | None = None
         """Where per-publisher sequence numbers are kept between runs (collect mode: in --dir)."""
@@ -77,10 +158,10 @@ class Collector:
         self._context = zmq.Context()
         sock = self._socket = self._context.socket(zmq.SUB)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-        # A hard cap well above --max-record-bytes: records between the two are
-        # received and quarantined (counted); only absurd frames are refused by
-        # libzmq itself (it disconnects the peer), so memory stays bounded.
-        sock.setsockopt(zmq.MAXMSGSIZE, max(16 * 1024 * 1024, 4 * self._max_bytes))
+        # A frame bigger than the whole record limit can never be a valid record:
+        # libzmq refuses it (and disconnects the peer) before it is ever buffered.
+        # The limit is per frame; libzmq has no cap on the frames of one message.
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)
         sock.setsockopt(zmq.LINGER, 0)
         for prefix in subscriptions or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
@@ -98,6 +179,43 @@ class Collector:
             self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         self._poller.register(sock, zmq.POLLIN)
         self._registered = True
+        self._watch_accept_failures(sock)
+
+    def _watch_accept_failures(self, sock: zmq.Socket[bytes]) -> None:
+        """Count failed accepts (EMFILE: out of descriptors) from a socket monitor, off the hot loop.
+
+        The monitor only reports the one event asked for, so it costs nothing per
+        message; its greenlet runs while the receive loop waits or idles.
+        """
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
+        self._monitor_greenlet = gevent.spawn(self._read_monitor, self._monitor)
+
+    def _read_monitor(self, monitor: zmq.Socket[bytes]) -> None:
+        # Out of descriptors, libzmq retries accept() in a tight loop and the
+        # monitor gets thousands of events a second: read them in passes with a
+        # sleep between, so this greenlet never starves the receive loop (each
+        # pass reads at most 100,000 events; the rest wait for the next one).
+        while True:
+            gevent.sleep(MONITOR_PASS)
+            failed = 0
+            last: list[bytes] | None = None
+            while failed < 100_000:
+                try:
+                    last = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                failed += 1
+            if not failed or last is None:
+                continue
+            self.stats.errors["accept_failed"] += failed
+            if self._accept_throttle.allow("accept_failed"):
+                error = int(parse_monitor_message(last)["value"])
+                log.warning(
+                    "cannot accept connections: %s (%d failed accepts so far; raise the limit on open "
+                    "files, LimitNOFILE under systemd)",
+                    os.strerror(error) if error else "unknown error",
+                    self.stats.errors["accept_failed"],
+                )
 
     def dispatch(self, frames: Sequence[bytes]) -> None:
         """Parse one frame set and give the record to every sink; never raises."""
@@ -106,21 +224,60 @@ class Collector:
         try:
             record = self._parse(frames, self._clock())
         except MalformedRecord as bad:
+            if bad.mark is not None:
+                # Quarantined is not lost: its number must not show up as a gap.
+                self._observe(bad.mark, self._clock())
+            if isinstance(bad, UnknownLevel):
+                self._warn_unknown_level(bad)
             self._quarantine(bad.reason, bad.detail, frames)
+            self._saved_if_written()
             return
         except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the receive loop
-            self._quarantine("parse_error", f"{type(exc).__name__}: {exc}"[:200], frames)
+            self._quarantine("parse_error", escape_text(f"{type(exc).__name__}: {exc}", 200), frames)
             self._complain("parse_error", "a record could not be parsed")
             return
         stats.accepted += 1
-        if record.meta:
-            self._observe(record)
+        meta = record.meta
+        if meta:
+            # The parser checked pub, seq, dropped, host and pid already (check_extension).
+            publisher, seq = meta.get("pub"), meta.get("seq")
+            if publisher is not None and seq is not None:
+                self._observe_checked(publisher, seq, meta, record.received)
         for sink in self.sinks:
             try:
                 sink.write(record)
             except Exception:  # noqa: BLE001 - a sink bug must not stop the receive loop
                 stats.dropped["sink_error"] += 1
-                self._complain("sink_error", f"a sink failed on a record from {record.source or '-'}")
+                self._complain(
+                    "sink_error", f"a sink failed on a record from {escape_text(record.source or '-', 100)}"
+                )
+        self._saved_if_written()
+
+    def _saved_if_written(self) -> None:
+        """Save the sequence state right after a sink wrote a batch (the file sink flushes early
+        from inside write()), so a collector killed now is not blamed for lines it did write.
+
+        Saving costs time in proportion to the publishers; it is done again only
+        after ten times what the last save took, so it stays under ~10 % of the loop.
+        """
+        changes = self.stats.written.changes
+        if changes != self._written_changes:
+            self._written_changes = changes
+            if self._state_dirty:
+                if time.monotonic() >= self._next_save:
+                    self.save_state()
+                else:
+                    self._save_owed = True  # serve() flushes and saves once the pause is over
+
+    def _warn_unknown_level(self, bad: UnknownLevel) -> None:
+        """Say once per level name, when it first happens, that a record was quarantined for it."""
+        if bad.level in self._warned_levels:
+            return
+        if len(self._warned_levels) >= MAX_WARNED_LEVELS:
+            self.stats.errors["unknown_levels_not_named"] += 1
+            return
+        self._warned_levels.add(bad.level)
+        log.warning("quarantined a record in _malformed.log: %s", escape_text(bad.detail))
 
     def _quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
         self.stats.malformed[reason] += 1
@@ -131,44 +288,79 @@ class Collector:
                 self._complain("quarantine", "a sink failed to quarantine a record")
 
     def _complain(self, kind: str, message: str) -> None:
-        """Log with the traceback at most once every 10 s per kind: a peer must not flood stderr."""
+        """Log with the traceback at most once every 10 s per kind: a peer must not flood stderr.
+
+        The traceback is escaped onto the one line: its last line may quote text from the wire.
+        """
         now = time.monotonic()
         if now - self._complaints.get(kind, -1e9) >= 10.0:
             self._complaints[kind] = now
-            log.exception("%s (more within 10 s are only counted)", message)
+            log.error(
+                "%s (more within 10 s are only counted): %s",
+                message,
+                escape_text(traceback.format_exc(), 4000),
+            )
 
-    def _observe(self, record: Record) -> None:
-        meta = record.meta
-        publisher, seq = meta.get("pub"), meta.get("seq")
-        if not isinstance(publisher, str) or not isinstance(seq, int):
-            return
+    def _observe_checked(self, publisher: str, seq: int, meta: dict[str, object], now: float) -> None:
         dropped = meta.get("dropped", 0)
+        host = meta.get("host")
+        pid = meta.get("pid")
         missing = self.stats.observe_sequence(
             publisher,
-            str(meta.get("host", "?")),
-            meta.get("pid", "?"),
+            host if isinstance(host, str) else "?",
+            pid if isinstance(pid, int) else None,
             seq,
-            dropped if isinstance(dropped, int) and dropped > 0 else 0,
-            record.received,
+            dropped if isinstance(dropped, int) else 0,
+            now,
         )
         self._state_dirty = True
         if missing:
-            self._unreported_loss[publisher] = self._unreported_loss.get(publisher, 0) + missing
+            mark = sequence_mark(meta)
+            if mark is not None:  # always, for a checked extension
+                self._note_loss(mark, missing)
 
-    def report_loss(self) -> None:
-        """One warning per publisher that lost records since the last report."""
-        for publisher, count in self._unreported_loss.items():
-            loss = self.stats.publishers[publisher]
+    def _observe(self, mark: SequenceMark, now: float) -> None:
+        missing = self.stats.observe_sequence(
+            mark.publisher, mark.host, mark.pid, mark.seq, mark.dropped, now
+        )
+        self._state_dirty = True
+        if missing:
+            self._note_loss(mark, missing)
+
+    def _note_loss(self, mark: SequenceMark, missing: int) -> None:
+        # The mark is kept too: the ledger may forget this publisher before the report.
+        previous = self._unreported_loss.get(mark.publisher)
+        if previous is None and len(self._unreported_loss) >= MAX_PUBLISHERS:
+            self._throttle.hold("loss", missing)  # only in the summary line: memory stays bounded
+            return
+        self._unreported_loss[mark.publisher] = ((previous[0] if previous else 0) + missing, mark)
+
+    def report_loss(self, final: bool = False) -> None:
+        """A warning per publisher that lost records since the last report, at most
+        WARN_BURST every WARN_PERIOD s; the rest are summed up in one line."""
+        throttle = self._throttle
+        for publisher, (count, mark) in self._unreported_loss.items():
+            if not throttle.allow("loss", count):
+                continue
+            loss = self.stats.publishers.get(publisher)
             log.warning(
-                "lost %d records from host %s pid %s (publisher %s), %d in all, %d of them dropped by the sender",
+                "lost %d records from host %s pid %s (publisher %s), %s",
                 count,
-                loss.host,
-                loss.pid,
-                publisher,
-                loss.gaps,
-                loss.announced,
+                escape_text(mark.host, 255),
+                "?" if mark.pid is None else mark.pid,
+                publisher,  # a checked token: [A-Za-z0-9_.:-]{1,64}
+                f"{loss.gaps} in all, {loss.announced} of them dropped by the sender"
+                if loss is not None
+                else "no longer tracked",
             )
         self._unreported_loss.clear()
+        publishers, records = throttle.held("loss", final)
+        if publishers:
+            log.warning(
+                "... and %d more publishers lost records (%d records; the counters line has the total)",
+                publishers,
+                records,
+            )
 
     def drain(self, budget: int = BATCH) -> int:
         """Receive and dispatch up to *budget* frame sets already waiting; return how many."""
@@ -207,6 +399,10 @@ class Collector:
             if now >= next_flush:
                 self.flush()
                 next_flush = now + flush_interval
+            elif self._save_owed and now >= self._next_save:
+                # A batch was written while saving was paused: write the rest too, so the
+                # state saved now covers exactly what is on disk.
+                self.flush()
             if between_batches is not None:
                 between_batches()
             if got == BATCH:
@@ -233,8 +429,7 @@ class Collector:
             except Exception:
                 self.stats.errors["sink_error"] += 1
                 log.exception("a sink failed to flush")
-        if self._unreported_loss:
-            self.report_loss()
+        self.report_loss()
         self.save_state()
 
     def load_state(self) -> None:
@@ -251,27 +446,52 @@ class Collector:
                 state = json.load(handle)
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring %s: %s", self.state_path, exc)
+        except (OSError, ValueError, RecursionError) as exc:
+            log.warning("ignoring %s: %s", self.state_path, escape_text(exc))
             return
-        if isinstance(state, dict):
-            count = self.stats.restore_publishers(state.get("publishers", {}), time.time())
-            log.info("resumed the sequence numbers of %d publishers from %s", count, self.state_path)
+        try:
+            if not isinstance(state, dict):
+                raise ValueError(f"it holds {type(state).__name__}, not an object")
+            count = self.stats.restore_publishers(state.get("publishers"), time.time())
+        except ValueError as exc:
+            log.warning("ignoring %s: %s", self.state_path, escape_text(exc))
+            return
+        log.info("resumed the sequence numbers of %d publishers from %s", count, self.state_path)
+        if self.stats.errors["bad_state_entry"]:
+            log.warning(
+                "ignored %d entries of the wrong shape in %s",
+                self.stats.errors["bad_state_entry"],
+                self.state_path,
+            )
 
     def save_state(self) -> None:
         """Write the publishers' last sequence numbers (after the lines they cover were flushed)."""
         if self.state_path is None or not self._state_dirty:
             return
         tmp = self.state_path + ".tmp"
+        # CPU time of this thread: what the save costs the loop, not how long the
+        # machine was busy elsewhere (a loaded host must not pause saving for long).
+        started = time.thread_time()
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump({"version": 1, "publishers": self.stats.publisher_state()}, handle, default=str)
+            text = json.dumps({"version": 1, "publishers": self.stats.publisher_state()}, default=str)
+            # A stale temp file (or a link planted in its place) is removed, not followed:
+            # unlink acts on the link itself, and O_EXCL|O_NOFOLLOW refuse one made meanwhile.
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with open(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
             os.replace(tmp, self.state_path)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:
             self.stats.errors["state_file"] += 1
-            self._complain("state_file", f"cannot save {self.state_path}: {exc}")
+            self._complain("state_file", f"cannot save {self.state_path}: {escape_text(exc)}")
             return
+        finally:
+            self._next_save = time.monotonic() + min(10 * (time.thread_time() - started), 1.0)
         self._state_dirty = False
+        self._save_owed = False
 
     def reopen(self) -> None:
         """Reopen every sink's files (SIGHUP, after logrotate moved them)."""
@@ -284,6 +504,14 @@ class Collector:
 
     def close_socket(self) -> None:
         """Stop receiving: close the socket and its context."""
+        if self._monitor_greenlet is not None:
+            self._monitor_greenlet.kill()
+            self._monitor_greenlet = None
+        if self._monitor is not None:
+            if self._socket is not None:
+                self._socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._socket is not None:
             if self._registered:
                 self._poller.unregister(self._socket)
@@ -303,8 +531,7 @@ class Collector:
             except Exception:
                 self.stats.errors["sink_error"] += 1
                 log.exception("a sink failed to close")
-        if self._unreported_loss:
-            self.report_loss()
+        self.report_loss(final=True)
         self.save_state()
 
 

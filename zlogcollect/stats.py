@@ -11,7 +11,7 @@ class PublisherLoss:
     """Loss seen from one publisher (a zlogcollect handler instance in one process)."""
 
     host: str
-    pid: object
+    pid: int | None
     last_seq: int = -1
     gaps: int = 0
     """Records missing between sequence numbers that did arrive: everything lost, wherever."""
@@ -30,6 +30,22 @@ class PublisherLoss:
 MAX_PUBLISHERS = 10_000
 """Publishers remembered at once; the longest silent are forgotten first."""
 
+_MAX_SEQ = 2**63 - 1  # as wire.MAX_INT: a saved state is held to the same range as the wire
+_MAX_HOST = 255
+_MAX_PID = 2**32 - 1
+_MAX_PUB = 64
+
+
+class WriteCounter(Counter[str]):
+    """Lines written per file, plus ``changes``: bumped on every update, so the collector
+    can tell cheaply that a sink wrote a batch (and save the sequence state right after)."""
+
+    changes: int = 0
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.changes += 1
+        super().__setitem__(key, value)
+
 
 @dataclass
 class Stats:
@@ -43,7 +59,7 @@ class Stats:
     accepted: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     unrouted: int = 0
-    written: Counter[str] = field(default_factory=Counter)
+    written: WriteCounter = field(default_factory=WriteCounter)
     dropped: Counter[str] = field(default_factory=Counter)
     """Lines given up, keyed by ``reason`` (e.g. ``disk_error``)."""
     errors: Counter[str] = field(default_factory=Counter)
@@ -55,7 +71,7 @@ class Stats:
     """The AMQP bridge: received, skipped (--only), delivered (confirmed), dropped, resent, ..."""
 
     def observe_sequence(
-        self, publisher: str, host: str, pid: object, seq: int, announced: int, now: float = 0.0
+        self, publisher: str, host: str, pid: int | None, seq: int, announced: int, now: float = 0.0
     ) -> int:
         """Record a publisher's sequence number; return how many records newly went missing."""
         loss = self.publishers.get(publisher)
@@ -95,21 +111,34 @@ class Stats:
             for name, p in self.publishers.items()
         }
 
-    def restore_publishers(self, state: dict[str, object], now: float, max_age: float = 7 * 86400) -> int:
-        """Resume from :meth:`publisher_state` (ignoring entries silent for over *max_age* s)."""
-        restored = 0
+    def restore_publishers(self, state: object, now: float, max_age: float = 7 * 86400) -> int:
+        """Resume from :meth:`publisher_state` (ignoring entries silent for over *max_age* s).
+
+        Returns how many were restored. Entries of the wrong shape or out of range
+        are ignored and counted (``errors=bad_state_entry``): a state file is input
+        too. A *state* that is not an object raises ValueError, like corrupt JSON.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"publishers is {type(state).__name__}, not an object")
+        restored = ignored = 0
         for name, entry in state.items():
-            if not isinstance(entry, dict):
+            if not _valid_entry(name, entry):
+                ignored += 1
                 continue
-            seq, seen = entry.get("seq"), entry.get("seen")
-            if not isinstance(seq, int) or not isinstance(seen, int | float) or now - seen > max_age:
+            if now - entry["seen"] > max_age:
                 continue
+            pid = entry.get("pid")
             self.publishers[name] = PublisherLoss(
-                str(entry.get("host", "?")), entry.get("pid", "?"), seq, seen=seen
+                entry.get("host") or "?",
+                pid if pid.__class__ is int and 0 <= pid <= _MAX_PID else None,
+                entry["seq"],
+                seen=float(entry["seen"]),
             )
             restored += 1
             if restored >= MAX_PUBLISHERS:
                 break
+        if ignored:
+            self.errors["bad_state_entry"] += ignored
         return restored
 
     @property
@@ -118,7 +147,16 @@ class Stats:
         return self.forgotten_lost + sum(p.gaps for p in self.publishers.values())
 
     def summary(self, files: bool = True) -> str:
-        """One line with the counters an operator looks at first (*files* off: the bridge's, no file counters)."""
+        """One line with the counters an operator looks at first; never raises.
+
+        With *files* off (the bridge) the file counters are left out.
+        """
+        try:
+            return self._summary(files)
+        except Exception as exc:  # noqa: BLE001 - the counters line is how an operator sees trouble
+            return f"received={self.received} (counters unavailable: {type(exc).__name__})"
+
+    def _summary(self, files: bool) -> str:
         parts = [f"received={self.received}"]
         if files:
             parts.append(f"written={sum(self.written.values())}")
@@ -142,3 +180,17 @@ class Stats:
             written = ",".join(f"{k}:{v}" for k, v in sorted(self.written.items()))
             parts.append(f"files={written or '-'}")
         return " ".join(parts)
+
+
+def _valid_entry(name: object, entry: object) -> bool:
+    """One saved publisher: the shape :meth:`Stats.publisher_state` writes, numbers in range."""
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_PUB or not isinstance(entry, dict):
+        return False
+    seq, seen, host = entry.get("seq"), entry.get("seen"), entry.get("host", "?")
+    return (
+        seq.__class__ is int
+        and 0 <= seq <= _MAX_SEQ
+        and seen.__class__ in (int, float)
+        and 0 <= seen < 7.3e9
+        and (host is None or (isinstance(host, str) and len(host) <= _MAX_HOST))
+    )

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 TOPIC_DELIM: Final = "::"
 """Separates a subtopic from the message in a log call: ``log.error("db::timeout")``."""
@@ -29,6 +29,29 @@ STANDARD_LEVELS: Final[Mapping[str, int]] = {
 LEVEL_ALIASES: Final[Mapping[str, str]] = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 """Names `logging` accepts as synonyms; records are stored under the canonical name."""
 
+MAX_TOPIC_BYTES: Final = 1024
+"""Longest topic frame accepted; a longer one is malformed (``topic_too_long``)."""
+
+MAX_LEARNED_LEVELS: Final = 1000
+"""Custom level names (with their numbers) a parser remembers from extensions, for hints."""
+
+MAX_HOST_CHARS: Final = 255
+"""Longest ``host`` accepted in an extension (a DNS name is at most 253)."""
+
+MAX_INT: Final = 2**63 - 1
+"""Largest ``seq`` and ``dropped`` accepted: what a 64-bit counter can hold."""
+
+MAX_PID: Final = 2**32 - 1
+MAX_LINE: Final = 2**31 - 1
+MIN_LEVELNO, MAX_LEVELNO = -(2**31), 2**31 - 1
+
+_PUB_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # handlers send 16 hex digits
+_pub_ok = _PUB_TOKEN.fullmatch
+_LEVEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # one word, no dots, at most 32 characters
+_LEVEL_LIKE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # what an unknown level in a topic usually looks like
+
+_MAX_MARK_EXTENSION: Final = 64 * 1024  # largest extension still read from a too_large record
+
 _STOCK_NO_EXC: Final = " - None"  # stock PUBHandler's ERROR format: "... - %(exc_info)s"
 _NUMBERED_LEVEL = re.compile(r"Level (-?\d{1,9})")  # what logging names an unnamed level
 
@@ -40,6 +63,16 @@ class MalformedRecord(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.mark: SequenceMark | None = None
+        """The record's publisher and sequence number, when its extension had them."""
+
+
+class UnknownLevel(MalformedRecord):
+    """``no_level`` for a topic with a component that looks like a level nobody configured."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__("no_level", detail)
+        self.level = name
 
 
 class Levels:
@@ -173,6 +206,97 @@ def encode_extension(fields: Mapping[str, Any]) -> bytes:
     return json.dumps({"v": EXTENSION_VERSION, **fields}, separators=(",", ":"), default=repr).encode()
 
 
+def escape_text(text: object, limit: int = 300) -> str:
+    """*text* as one safe line for stderr: control characters escaped repr-style, cut at *limit*."""
+    shown = repr(str(text))[1:-1]
+    return shown if len(shown) <= limit else shown[:limit] + f"...[{len(shown) - limit} more]"
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceMark:
+    """A publisher's record number as its extension carries it: what loss accounting needs."""
+
+    publisher: str
+    seq: int
+    dropped: int
+    host: str
+    pid: int | None
+
+
+def _int_in(value: object, low: int, high: int) -> TypeGuard[int]:
+    return isinstance(value, int) and value.__class__ is int and low <= value <= high
+
+
+def sequence_mark(meta: Mapping[str, Any]) -> SequenceMark | None:
+    """The loss-accounting fields of a parsed extension, or None if they are missing or out of range.
+
+    ``host`` and ``pid`` that are out of range become ``"?"`` and None here: they
+    only label the publisher, and its sequence must be counted anyway.
+    """
+    publisher, seq, dropped = meta.get("pub"), meta.get("seq"), meta.get("dropped", 0)
+    if not isinstance(publisher, str) or _PUB_TOKEN.fullmatch(publisher) is None:
+        return None
+    if not _int_in(seq, 0, MAX_INT):
+        return None
+    if not _int_in(dropped, 0, MAX_INT):
+        dropped = 0
+    host = meta.get("host")
+    pid = meta.get("pid")
+    return SequenceMark(
+        publisher,
+        seq,
+        dropped,
+        host if isinstance(host, str) and len(host) <= MAX_HOST_CHARS else "?",
+        pid if _int_in(pid, 0, MAX_PID) else None,
+    )
+
+
+def check_extension(meta: Mapping[str, Any]) -> None:
+    """Raise ``bad_extension`` if a field the collector uses is of the wrong type or out of range.
+
+    The ranges are in docs/WIRE.md; ``null`` is allowed where `logging` may leave a field out.
+    """
+    # Runs for every record: a plain loop and class checks (a bool is not an int here).
+    for key, low, high, nullable in _INT_FIELDS:
+        value = meta.get(key, _ABSENT)
+        if value is _ABSENT or (value is None and nullable):
+            continue
+        if value.__class__ is not int or not low <= value <= high:
+            raise MalformedRecord(
+                "bad_extension", f"{key} must be an integer in {low}..{high}, got {_describe(value)}"
+            )
+    pub = meta.get("pub")
+    if pub is not None and (pub.__class__ is not str or _pub_ok(pub) is None):
+        raise MalformedRecord("bad_extension", f"pub must be 1-64 of [A-Za-z0-9_.:-], got {_describe(pub)}")
+    host = meta.get("host")
+    if host is not None and (host.__class__ is not str or len(host) > MAX_HOST_CHARS):
+        raise MalformedRecord(
+            "bad_extension",
+            f"host must be a string of at most {MAX_HOST_CHARS} characters, got {_describe(host)}",
+        )
+
+
+_ABSENT: Final = object()
+
+_INT_FIELDS: Final = (
+    ("seq", 0, MAX_INT, False),
+    ("dropped", 0, MAX_INT, False),
+    ("pid", 0, MAX_PID, True),
+    ("line", 0, MAX_LINE, True),
+    ("levelno", MIN_LEVELNO, MAX_LEVELNO, False),
+)
+
+
+def _describe(value: object) -> str:
+    """A short, safe description of a bad value (a 4,000-digit int must not be printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(str(abs(value))) if abs(value) < 10**100 else "over 100"
+        return f"an integer of {digits} digits"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return type(value).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class _TopicInfo:
     root: str
@@ -188,33 +312,86 @@ class Parser:
 
     A collector sees the same few topics over and over; parsing each one once
     (and checking its UTF-8 and NUL bytes once) keeps the per-record work to
-    decoding the text. The cache is bounded and simply starts over when full.
+    decoding the text. The cache is bounded by entries and by bytes (topics are
+    at most :data:`MAX_TOPIC_BYTES`) and simply starts over when full.
     """
 
-    __slots__ = ("_cache", "_cache_size", "_levels", "_max_bytes")
+    __slots__ = (
+        "_cache",
+        "_cache_bytes",
+        "_cache_size",
+        "_learned",
+        "_levels",
+        "_max_bytes",
+        "_max_cache_bytes",
+    )
 
     def __init__(
-        self, levels: Levels = DEFAULT_LEVELS, max_bytes: int = MAX_RECORD_BYTES, cache_size: int = 10_000
+        self,
+        levels: Levels = DEFAULT_LEVELS,
+        max_bytes: int = MAX_RECORD_BYTES,
+        cache_size: int = 10_000,
+        cache_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._levels = levels
         self._max_bytes = max_bytes
         self._cache: dict[bytes, _TopicInfo] = {}
         self._cache_size = cache_size
+        self._cache_bytes = 0
+        self._max_cache_bytes = cache_bytes
+        self._learned: dict[str, int] = {}
+        """Custom level names seen with their numbers in extensions: the hint for stock senders."""
+
+    @property
+    def cache_bytes(self) -> int:
+        """Roughly what the topic cache holds (the raw topic and its parts)."""
+        return self._cache_bytes
 
     def _learn(self, raw: bytes) -> _TopicInfo:
         topic, number = parse_topic(_decode(raw, "the topic"), self._levels)
-        info = _TopicInfo(
-            topic.root,
-            topic.level,
-            number,
-            topic.subtopic,
-            build_topic(topic.root, topic.level, topic.subtopic),
-            topic.level + " ",
-        )
-        if len(self._cache) >= self._cache_size:
+        info = _info(topic, number)
+        # Each entry keeps the raw topic and about three copies of it as text.
+        cost = 4 * len(raw) + 200
+        if len(self._cache) >= self._cache_size or self._cache_bytes + cost > self._max_cache_bytes:
             self._cache.clear()
+            self._cache_bytes = 0
         self._cache[raw] = info
+        self._cache_bytes += cost
         return info
+
+    def _custom_level(self, raw: bytes, meta: Mapping[str, Any] | None) -> _TopicInfo:
+        """A topic with no configured level: use the level the extension names, if the topic has it.
+
+        Records of the project's own handler carry ``levelname`` and ``levelno``
+        for non-standard levels, so ``logging.addLevelName(25, "NOTICE")`` in an
+        app needs no ``--level`` on the collector. Stock senders get a hint.
+        """
+        text = _decode(raw, "the topic")
+        if not text:
+            raise MalformedRecord("empty_topic", "the topic frame is empty")
+        parts = text.split(".")
+        if meta is not None:
+            name, number = meta.get("levelname"), meta.get("levelno")
+            if (
+                isinstance(name, str)
+                and isinstance(number, int)  # check_extension has bounded it already
+                and _LEVEL_NAME.fullmatch(name) is not None
+                and name in parts
+            ):
+                if name not in self._learned and len(self._learned) < MAX_LEARNED_LEVELS:
+                    self._learned[name] = number
+                index = parts.index(name)
+                topic = Topic(".".join(parts[:index]), name, ".".join(parts[index + 1 :]))
+                return _info(topic, number)
+        candidates = [part for part in parts if part in self._learned] or [
+            part for part in parts if _LEVEL_LIKE.fullmatch(part)
+        ]
+        if not candidates:
+            raise MalformedRecord("no_level", "no component of the topic names a log level")
+        name = candidates[0] if candidates[0] in self._learned else candidates[-1]
+        number = self._learned.get(name)
+        hint = f"add --level {name}={number}" if number is not None else f"add --level {name}=NUMBER"
+        raise UnknownLevel(name, f"unknown level {name!r} \u2014 {hint}")
 
     def parse(self, frames: Sequence[bytes], received: float) -> Record:
         """Turn ``[topic, text]`` (or ``[topic, text, extension]``) into a :class:`Record`.
@@ -223,7 +400,9 @@ class Parser:
         so are two warts of the stock formatters: the leading ``"LEVELNAME "``
         they repeat for every level but INFO, and the ``" - None"`` their ERROR
         format appends when there is no exception. Raises
-        :class:`MalformedRecord` for anything that cannot be a record.
+        :class:`MalformedRecord` for anything that cannot be a record; when the
+        extension parsed and had a valid ``pub``/``seq``, the exception's
+        ``mark`` carries them, so a quarantined record is never counted lost.
         """
         count = len(frames)
         if count == 2:
@@ -235,10 +414,39 @@ class Parser:
         else:
             raise MalformedRecord("frame_count", f"expected 2 or 3 frames, got {count}")
         if size > self._max_bytes:
-            raise MalformedRecord("too_large", f"{size} bytes is over the limit of {self._max_bytes}")
+            bad = MalformedRecord("too_large", f"{size} bytes is over the limit of {self._max_bytes}")
+            if count == 3 and len(extension) <= _MAX_MARK_EXTENSION:
+                # Its sequence number still counts (a big traceback is not a lost record).
+                try:
+                    bad.mark = sequence_mark(decode_extension(extension))
+                except MalformedRecord:
+                    pass
+            raise bad
+        meta: dict[str, Any] | None = None
+        if count == 3:
+            meta = decode_extension(extension)
+        try:
+            return self._parse(raw, body, meta, received)
+        except MalformedRecord as bad:
+            if meta is not None:
+                bad.mark = sequence_mark(meta)
+            raise
+
+    def _parse(self, raw: bytes, body: bytes, meta: dict[str, Any] | None, received: float) -> Record:
+        if len(raw) > MAX_TOPIC_BYTES:
+            raise MalformedRecord(
+                "topic_too_long", f"{len(raw)} bytes is over the limit of {MAX_TOPIC_BYTES}"
+            )
+        if meta is not None:
+            check_extension(meta)
         info = self._cache.get(raw)
         if info is None:
-            info = self._learn(raw)
+            try:
+                info = self._learn(raw)
+            except MalformedRecord as bad:
+                if bad.reason != "no_level":
+                    raise
+                info = self._custom_level(raw, meta)
         try:
             text = body.decode()
         except UnicodeDecodeError as exc:
@@ -254,8 +462,7 @@ class Parser:
         record = Record(
             info.root, info.level, info.number, info.subtopic, text, received, None, {}, info.topic
         )
-        if count == 3:
-            meta = decode_extension(extension)
+        if meta is not None:
             created = meta.pop("created", None)
             # Only a plausible epoch time is used (finite, 1970..2200, not a bool);
             # anything else keeps the receive time rather than losing the record.
@@ -266,6 +473,17 @@ class Parser:
             meta.pop("v", None)
             record.meta = meta
         return record
+
+
+def _info(topic: Topic, number: int) -> _TopicInfo:
+    return _TopicInfo(
+        topic.root,
+        topic.level,
+        number,
+        topic.subtopic,
+        build_topic(topic.root, topic.level, topic.subtopic),
+        topic.level + " ",
+    )
 
 
 def parse_frames(

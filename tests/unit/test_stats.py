@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from zlogcollect.stats import Stats
+import pytest
+
+from zlogcollect.stats import MAX_PUBLISHERS, Stats
 
 
 def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
@@ -79,3 +81,43 @@ def test_summary_is_one_line_with_the_main_counters() -> None:
         "malformed_by=no_level:1",
     ):
         assert part in line
+
+
+def test_forgetting_publishers_with_unreported_loss_keeps_the_totals() -> None:
+    """More than MAX_PUBLISHERS publishers: the oldest are forgotten, their loss stays counted."""
+    stats = Stats()
+    for n in range(MAX_PUBLISHERS + 1):
+        stats.observe_sequence(f"p{n}", "h", n, 1, 1, now=float(n))
+    assert len(stats.publishers) <= MAX_PUBLISHERS
+    assert stats.lost_by_publishers == MAX_PUBLISHERS + 1
+
+
+def test_summary_cannot_raise() -> None:
+    """Even absurd counters give a counters line (int->str has a digit limit)."""
+    stats = Stats()
+    stats.observe_sequence("p", "h", 1, 0, 0)
+    stats.observe_sequence("p", "h", 1, 10**5000, 0)
+    assert stats.summary().startswith("received=0")
+
+
+@pytest.mark.parametrize(
+    "state",
+    [None, [], "text", 5, {"p": None}, {"p": {"seq": "1", "seen": 1.0}}, {"p": {"seq": 2**70, "seen": 1.0}}],
+)
+def test_state_of_the_wrong_shape_is_ignored(state: object) -> None:
+    """A _publishers.json of the wrong shape is refused with ValueError or skipped entry by entry."""
+    stats = Stats()
+    try:
+        assert stats.restore_publishers(state, now=2.0) == 0
+    except ValueError:
+        assert not isinstance(state, dict)
+    assert not stats.publishers
+
+
+def test_written_counter_counts_changes() -> None:
+    """The collector saves state after a write batch by watching written.changes."""
+    stats = Stats()
+    before = stats.written.changes
+    stats.written["a.log"] += 3
+    assert stats.written.changes == before + 1
+    assert stats.written["a.log"] == 3

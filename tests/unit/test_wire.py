@@ -10,12 +10,17 @@ from hypothesis import strategies as st
 
 from zlogcollect.wire import (
     DEFAULT_LEVELS,
+    MAX_TOPIC_BYTES,
     Levels,
     MalformedRecord,
+    Parser,
+    SequenceMark,
     Topic,
+    UnknownLevel,
     build_topic,
     encode_extension,
     escape_frames,
+    escape_text,
     parse_frames,
     parse_topic,
 )
@@ -148,3 +153,98 @@ def test_hostile_extensions_never_escape_as_exceptions() -> None:
         )
         assert record.time == 42.0
         assert record.meta["exc"] == "5"
+
+
+def test_custom_level_from_the_extension_is_accepted() -> None:
+    """A level named in the topic and sent with its number by ZLogHandler needs no --level."""
+    ext = encode_extension({"levelname": "NOTICE", "levelno": 25, "pub": "abc", "seq": 0})
+    record = parse_frames([b"app1.NOTICE.db", b"hello", ext], 1.0)
+    assert (record.source, record.levelname, record.levelno, record.subtopic) == ("app1", "NOTICE", 25, "db")
+    # The name must be a component of the topic: the extension cannot invent a level.
+    other = encode_extension({"levelname": "NOTICE", "levelno": 25})
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app1.OTHER", b"x", other], 1.0)
+    assert caught.value.reason == "no_level"
+    # A name that is not one word of at most 32 characters is not learned (nor a reason to drop a record).
+    for name in ("N" * 33, "has space", "-x"):
+        weird = encode_extension({"levelname": name, "levelno": 25})
+        with pytest.raises(MalformedRecord) as caught:
+            parse_frames([f"app1.{name}".encode(), b"x", weird], 1.0)
+        assert caught.value.reason == "no_level"
+    numbered = encode_extension({"levelname": "Level 25", "levelno": 25})
+    assert parse_frames([b"app1.Level 25", b"x", numbered], 1.0).levelno == 25
+
+
+def test_unknown_level_hint_names_the_number_once_learned() -> None:
+    """Stock senders with an unknown level get a hint; the number once an extension taught it."""
+    parser = Parser()
+    with pytest.raises(UnknownLevel) as caught:
+        parser.parse([b"app1.NOTICE", b"x"], 1.0)
+    assert caught.value.reason == "no_level"
+    assert caught.value.detail == "unknown level 'NOTICE' \u2014 add --level NOTICE=NUMBER"
+    parser.parse([b"app1.NOTICE", b"x", encode_extension({"levelname": "NOTICE", "levelno": 25})], 1.0)
+    with pytest.raises(UnknownLevel) as caught:
+        parser.parse([b"app1.NOTICE", b"x"], 1.0)
+    assert caught.value.detail == "unknown level 'NOTICE' \u2014 add --level NOTICE=25"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"seq": 10**4298},
+        {"seq": -1},
+        {"seq": True},
+        {"seq": 1.5},
+        {"dropped": 2**63},
+        {"pid": 2**40},
+        {"pid": "12"},
+        {"line": -3},
+        {"levelno": 2**31},
+        {"host": "h" * 256},
+        {"host": 5},
+        {"pub": "p" * 65},
+        {"pub": "new\nline"},
+    ],
+)
+def test_out_of_range_extension_fields_are_malformed(fields: dict[str, object]) -> None:
+    """Every number and kept field from the wire has a range; outside it the record is bad_extension."""
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.INFO", b"x", encode_extension(fields)], 0.0)
+    assert caught.value.reason == "bad_extension"
+    assert len(caught.value.detail) < 200
+
+
+def test_quarantined_records_keep_their_sequence_mark() -> None:
+    """A record quarantined for any reason still says which publisher and seq it was."""
+    ext = encode_extension({"pub": "p1", "seq": 7, "dropped": 2, "host": "h\n" * 200, "pid": 3})
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.NOLEVEL", b"x", ext], 0.0)
+    assert caught.value.mark == SequenceMark("p1", 7, 2, "?", 3)  # an over-long host is not kept
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.INFO", b"x", encode_extension({"pub": "p1", "seq": -1})], 0.0)
+    assert caught.value.mark is None
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames(
+            [b"app.INFO", b"x" * 5000, encode_extension({"pub": "p1", "seq": 8})], 0.0, max_bytes=4096
+        )
+    assert caught.value.reason == "too_large"
+    assert caught.value.mark == SequenceMark("p1", 8, 0, "?", None)
+
+
+def test_topics_are_bounded_and_so_is_the_topic_cache() -> None:
+    """A topic over MAX_TOPIC_BYTES is malformed; the cache stays under its byte budget."""
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.INFO." + b"x" * MAX_TOPIC_BYTES, b"x"], 0.0)
+    assert caught.value.reason == "topic_too_long"
+    parser = Parser(cache_bytes=100_000)
+    for n in range(500):
+        parser.parse([f"app{n}.INFO.".encode() + b"x" * 1000, b"x"], 0.0)
+        assert parser.cache_bytes <= 100_000
+
+
+def test_escape_text_makes_one_safe_line() -> None:
+    """Text from the wire on stderr: newlines and escape sequences shown, not acted on."""
+    text = escape_text("web01\n2026-01-01 zlogcollect ERROR: forged\x1b[2J", 300)
+    assert "\n" not in text and "\x1b" not in text
+    assert "\\n" in text and "\\x1b" in text
+    assert escape_text("x" * 500, 10) == "x" * 10 + "...[490 more]"
