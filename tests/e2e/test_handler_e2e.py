@@ -462,3 +462,37 @@ def test_sender_side_drops_are_counted_once(
         (7, None),
     ]
     assert counter(summary, "lost") == 3
+
+
+def test_custom_level_from_setup_lands_in_the_app_file(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    """A NOTICE record (logging.addLevelName(25, ...)) from zlogcollect.setup: written, never quarantined or lost.
+
+    No --level NOTICE=25 is given: the handler sends the level's number with its name.
+    """
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    app = run_app(
+        """
+        import logging, sys, zlogcollect
+        logging.addLevelName(25, "NOTICE")
+        zlogcollect.setup(sys.argv[1], app="app1")
+        logging.getLogger("svc").log(25, "deploy::finished in %d s", 12)
+        logging.getLogger("svc").info("after the notice")
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    assert app.returncode == 0, app.stderr
+    wait_until(lambda: len(json_lines(logdir / "app1.log")) == 2, what="both records in app1.log")
+    summary = stop_collector(proc)
+    notice, info = json_lines(logdir / "app1.log")
+    assert (notice["levelname"], notice["levelno"], notice["subtopic"]) == ("NOTICE", 25, "deploy")
+    assert notice["message"] == "finished in 12 s"
+    assert notice["topic"] == "app1.NOTICE.deploy"
+    assert info["message"] == "after the notice"
+    assert not (logdir / "_malformed.log").exists()
+    assert counter(summary, "malformed") == 0
+    assert counter(summary, "lost") == 0
+    assert "unseen_before_start" not in summary
