@@ -206,7 +206,7 @@ class FileSink:
         self._max_open = max_open_files
         self._compressor = Compressor() if rotation.compress else None
         self._files: dict[str, RotatingFile] = {}
-        self._routes: dict[str, tuple[str, ...]] = {}
+        self._routes: dict[object, tuple[str, ...]] = {}
         self._known: set[str] = {MALFORMED_FILE, OVERFLOW_FILE}
         self._max_files = max_files
         self._open: OrderedDict[str, None] = OrderedDict()  # least recently written first
@@ -224,15 +224,15 @@ class FileSink:
 
     def write(self, record: Record) -> None:
         """Queue *record* for every file its routes name; flush early if the batch is large."""
-        # Routes depend only on the topic (source, level, subtopic), so each
-        # distinct topic is routed once; the cache starts over when it is full.
-        paths = self._routes.get(record.topic)
+        # Routes depend only on the topic (source, level, subtopic), plus host and
+        # pid when a template uses them, so each distinct key is routed once; the
+        # cache starts over when it is full.
+        key = record.topic if self._router.per_topic else self._router.cache_key(record)
+        paths = self._routes.get(key)
         if paths is None:
             if len(self._routes) >= 10_000:
                 self._routes.clear()
-            paths = self._routes[record.topic] = tuple(
-                self._admit(path) for path in self._router.route(record)
-            )
+            paths = self._routes[key] = tuple(self._admit(path) for path in self._router.route(record))
         if not paths:
             self._stats.unrouted += 1
             return
