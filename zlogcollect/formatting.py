@@ -180,7 +180,7 @@ def _check_format(fmt: str, extras: frozenset[str]) -> None:
             problem = f"it is not a valid %-style format ({exc})"
     if problem is not None:
         raise FormatError(
-            f"format {fmt!r}: {problem}; available fields: {', '.join(FIELDS)}, "
+            f"{fmt!r}: {problem}; available fields: {', '.join(FIELDS)}, "
             "or the name of any extra field the records carry"
         )
 
@@ -198,8 +198,8 @@ def _diagnose(fmt: str, values: Mapping[str, Any], extras: frozenset[str]) -> st
             except (TypeError, ValueError) as exc:
                 if name in extras:
                     return (
-                        f"the field {name!r} is not a known field, so it is an extra field, which is "
-                        f"empty for records without it: {match.group(0)!r} cannot show that ({exc}); "
+                        f"{name!r} is no known field, so it comes from the record's extra fields and is "
+                        f"empty when a record lacks it: {match.group(0)!r} cannot show an empty value, "
                         f"use %({name})s"
                     )
                 return f"the field {name!r} cannot be shown as {match.group(0)!r} ({exc})"

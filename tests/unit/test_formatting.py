@@ -104,7 +104,7 @@ def test_traceback_from_extension_follows_the_message() -> None:
     [
         ("%(message)", "'%(message)' is not a field"),
         ("%(levelno)d %", "'%' is not a field"),
-        ("%(user)d", "'user' is not a known field, so it is an extra field"),
+        ("%(user)d", "'user' is no known field, so it comes from the record's extra fields"),
         ("%(source)d", "the field 'source' cannot be shown as '%(source)d'"),
         ("%s", "'%s' is not a field"),
     ],
