@@ -164,7 +164,6 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
 _TOKEN = re.compile(r"%%|%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
 _PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "subtopic", "topic"})
 _PER_RECORD: Final = frozenset({"asctime", "created", "received", "message", "origin"})
-_DEFAULT_USES: Final = ("asctime", "message", "origin")
 
 
 def _check_format(fmt: str, extras: frozenset[str]) -> None:
@@ -235,12 +234,22 @@ class TextFormatter:
         self._time = TimeFormatter(utc)
         self._fast = names <= _PER_TOPIC | _PER_RECORD
         self._uses = tuple(sorted(names & _PER_RECORD))
+        # The default format (and any with plain %(asctime)s, %(origin)s, %(message)s
+        # in that order and no other per-record field) is assembled by an f-string
+        # from per-topic pieces: %-formatting a dict costs about three times as much.
+        per_record = [m.group(0) for m in _TOKEN.finditer(fmt) if m.group(1) in _PER_RECORD]
+        self._split_default = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
+        self._parts: dict[str, tuple[str, str, str, str]] = {}
         self._templates: dict[str, str] = {}
         self._template_chars = 0
         self._cache_bytes = cache_bytes
         self._origins: dict[tuple[Any, Any], str] = {}
+        self._last_host: Any = None
+        self._last_pid: Any = None
+        self._last_origin = "-"
 
-    def _template(self, record: Record) -> str:
+    def _filled(self, record: Record) -> str | None:
+        """The format with the topic's fields filled in; None if one of them holds a newline."""
         values = {
             "levelname": record.levelname,
             "levelno": record.levelno,
@@ -256,28 +265,71 @@ class TextFormatter:
             return (match.group(0) % values).replace("%", "%%")
 
         template = _TOKEN.sub(fill, self._fmt)
-        size = len(record.topic) + len(template)
-        if len(self._templates) >= TEMPLATE_CACHE_ENTRIES or self._template_chars + size > self._cache_bytes:
+        if "\n" in template and self._prefix:
+            return None  # a topic with a newline: the general path puts the prefix in
+        return template + "\n"
+
+    def _remember(self, topic: str, size: int) -> bool:
+        """Make room for *size* more characters in the caches; False if one entry is too big."""
+        if len(self._templates) + len(self._parts) >= TEMPLATE_CACHE_ENTRIES or (
+            self._template_chars + size > self._cache_bytes
+        ):
             self._templates.clear()
+            self._parts.clear()
             self._template_chars = 0
-        if size <= self._cache_bytes:
+        if size > self._cache_bytes:
+            return False
+        self._template_chars += size
+        return True
+
+    def _template(self, record: Record) -> str | None:
+        template = self._filled(record)
+        if template is not None and self._remember(record.topic, len(record.topic) + len(template)):
             self._templates[record.topic] = template
-            self._template_chars += size
         return template
+
+    def _split(self, record: Record) -> tuple[str, str, str, str] | None:
+        """The default format for one topic as the four texts around time, origin and message."""
+        template = self._filled(record)
+        if template is None:
+            return None
+        parts: list[str] = []
+        pieces: list[str] = []
+        pos = 0
+        for match in _TOKEN.finditer(template):
+            pieces.append(template[pos : match.start()])
+            if match.group(1) is None:
+                pieces.append("%")  # "%%", also from escaped topic fields
+            else:
+                parts.append("".join(pieces))
+                pieces = []
+            pos = match.end()
+        pieces.append(template[pos:])
+        parts.append("".join(pieces))
+        split = (parts[0], parts[1], parts[2], parts[3])
+        if self._remember(record.topic, len(record.topic) + len(template)):
+            self._parts[record.topic] = split
+        return split
 
     def _origin(self, meta: dict[str, Any]) -> str:
         host = meta.get("host")
         pid = meta.get("pid")
+        # Records come in runs from one process: compare with the last one first.
+        if pid == self._last_pid and host == self._last_host and host is not None:
+            return self._last_origin
         key = (host, pid)
         try:
-            return self._origins[key]
+            text = self._origins[key]
         except (KeyError, TypeError):  # TypeError: a list or object from a peer is not hashable
             text = origin(meta)
-        # Cache only what is small and plain, so a peer cannot grow it (10,000 x ~300 B at most).
-        if host.__class__ is str and len(host) <= _MAX_ORIGIN_PART and pid.__class__ in (int, type(None)):
-            if len(self._origins) >= 10_000:
-                self._origins.clear()
-            self._origins[key] = text
+            # Cache only what is small and plain, so a peer cannot grow it (10,000 x ~300 B at most).
+            if host.__class__ is str and len(host) <= _MAX_ORIGIN_PART and pid.__class__ in (int, type(None)):
+                if len(self._origins) >= 10_000:
+                    self._origins.clear()
+                self._origins[key] = text
+            else:
+                return text
+        self._last_host, self._last_pid, self._last_origin = host, pid, text
         return text
 
     def _general(self, record: Record) -> str:
@@ -305,20 +357,22 @@ class TextFormatter:
 
     def __call__(self, record: Record) -> str:
         meta = record.meta
-        if not self._fast or (meta and meta.get("exc")):
-            line = self._general(record)
-        else:
-            template = self._templates.get(record.topic)
-            if template is None:
-                template = self._template(record)
-            stamp = record.created if record.created is not None else record.received
-            if self._uses == _DEFAULT_USES:  # the default format: skip the generic loop
-                line = template % {
-                    "asctime": self._time(stamp),
-                    "message": record.message,
-                    "origin": self._origin(meta) if meta else "-",
-                }
-            else:
+        if self._split_default and not (meta and meta.get("exc")):
+            parts = self._parts.get(record.topic) or self._split(record)
+            if parts is not None:
+                message = record.message
+                stamp = record.created if record.created is not None else record.received
+                origin_text = self._origin(meta) if meta else "-"
+                line = f"{parts[0]}{self._time(stamp)}{parts[1]}{origin_text}{parts[2]}{message}{parts[3]}"
+                # Only the message can bring a newline here: topic fields with one
+                # take the general path, and origin is sanitised.
+                if self._prefix and "\n" in message:
+                    return self._continued(line[:-1], record) + "\n"
+                return line
+        elif self._fast and not (meta and meta.get("exc")):
+            template = self._templates.get(record.topic) or self._template(record)
+            if template is not None:
+                stamp = record.created if record.created is not None else record.received
                 values: dict[str, Any] = {"message": record.message}
                 for name in self._uses:
                     if name == "asctime":
@@ -330,6 +384,10 @@ class TextFormatter:
                     elif name == "origin":
                         values[name] = self._origin(meta) if meta else "-"
                 line = template % values
+                if self._prefix and "\n" in record.message:
+                    return self._continued(line[:-1], record) + "\n"
+                return line
+        line = self._general(record)
         if self._prefix and "\n" in line:
             line = self._continued(line, record)
         return line + "\n"

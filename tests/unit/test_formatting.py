@@ -169,6 +169,22 @@ def test_per_topic_templates_match_the_plain_format() -> None:
         assert render(record) == fmt % record_fields(record) + "\n"
 
 
+@pytest.mark.parametrize("multiline", ["prefix", "plain"])
+def test_default_format_fast_path_matches_the_plain_format(multiline: str) -> None:
+    """The default line assembled from per-topic pieces equals %-formatting every field, tricky topics too."""
+    from zlogcollect.formatting import record_fields
+
+    render = text_formatter(multiline=multiline)
+    records = [
+        Record("50%off", "WARNING", 30, "%(origin)s%%", "m%(x)s %", STAMP),
+        Record("a", "INFO", 20, "%(message)s", "%(asctime)s", STAMP, meta={"host": "h", "pid": 1}),
+        Record("", "Level 7", 7, "", "", STAMP),
+        Record("a.b", "INFO", 20, "x", "hi", STAMP, created=STAMP - 3600, meta={"pid": 3}),
+    ]
+    for record in records * 2:  # the second round comes from the cache
+        assert render(record) == DEFAULT_FORMAT % record_fields(record) + "\n"
+
+
 def test_time_formatter_caches_per_second_but_stays_exact() -> None:
     """Cached asctime agrees with format_time across second boundaries and out-of-order stamps."""
     from zlogcollect.formatting import TimeFormatter
@@ -208,6 +224,10 @@ def test_a_message_cannot_forge_a_record_line() -> None:
     forged = "ok\n2026-11-25 15:09:31.123 | CRITICAL | root | - | - | disk wiped"
     lines = render(Record("app1", "INFO", 20, "", forged, STAMP)).splitlines()
     assert lines[1].startswith("2026-11-25 15:09:31.123 | app1 + 2026")
+    # Nor can a newline in a topic (a subtopic from a peer), twice (the second from a cache).
+    for _ in range(2):
+        lines = render(Record("app1", "INFO", 20, "x\n2026-11-25 fake", "m", STAMP)).splitlines()
+        assert lines[1] == "2026-11-25 15:09:31.123 | app1 + 2026-11-25 fake | m"
 
 
 def test_plain_multiline_mode_writes_continuation_lines_as_sent() -> None:
@@ -260,10 +280,11 @@ def test_template_cache_is_bounded_by_bytes() -> None:
         big = f"{i}" + "s" * 500_000
         render(Record(big, "INFO", 20, "u" * 500_000, "m", STAMP))
         cached = sum(len(topic) + len(template) for topic, template in render._templates.items())
+        cached += sum(len(topic) + len("".join(parts)) for topic, parts in render._parts.items())
         assert cached <= TEMPLATE_CACHE_BYTES
     # Short topics still come from the cache.
     render(Record("app", "INFO", 20, "", "m", STAMP))
-    assert "app.INFO" in render._templates
+    assert "app.INFO" in render._parts
 
 
 STANDARD_FORMAT = (
