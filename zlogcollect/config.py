@@ -342,7 +342,7 @@ default_routes = true
 # ERROR and worse from every source also go here; "" switches it off.
 errors_file = "errors.log"
 # Extra routes: "PATTERN=FILE". PATTERN uses AMQP wildcards against the topic
-# (* = one word, # = zero or more); FILE may use {{source}} and {{level}}.
+# (* = one word, # = zero or more); FILE may use {{source}}, {{level}}, {{host}}, {{pid}}.
 route = [
   # "app1.ERROR.#=app1-errors.log",
   # "*.*.db.#=db/{{source}}-{{level}}.log",

@@ -94,3 +94,37 @@ def test_lines_say_host_and_pid_and_tracebacks_grep_with_their_record(
         ("-", "db", "stock failure")
     ]
     assert (logdir / "_" / "stock-_.log").exists()  # no host, no pid: "_"
+
+
+def test_json_lines_stay_strict_when_a_sender_sends_nan(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """NaN and Infinity in a raw sender's extension become strings; every --json line is strict JSON."""
+    import json
+
+    import zmq
+
+    endpoint = short_ipc_endpoint()
+    proc = CollectorProcess(["--bind", endpoint, "--dir", str(logdir), "--json", "--flush-interval", "0.05"])
+    collectors.append(proc)
+    proc.wait_ready()
+    extension = b'{"v":1,"created":NaN,"pid":Infinity,"extra":{"ratio":NaN,"limits":[Infinity,-Infinity]}}'
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    with zmq.Context() as context, context.socket(zmq.PUB) as sock:
+        sock.connect(endpoint)
+
+        def arrived() -> bool:
+            sock.send_multipart([b"raw.ERROR", b"odd numbers", extension])
+            return bool(read_lines(logdir / "raw.log"))
+
+        wait_until(arrived, 10, what="a record from the raw sender")
+        sock.setsockopt(zmq.LINGER, 0)
+    assert proc.stop() == 0, proc.stderr
+    lines = read_lines(logdir / "raw.log")
+    for line in lines:
+        data = json.loads(line, parse_constant=refuse)
+        assert data["extra"] == {"ratio": "NaN", "limits": ["Infinity", "-Infinity"]}
+        assert data["pid"] == "Infinity" and data["message"] == "odd numbers"
