@@ -110,10 +110,17 @@ FILE_OPTIONS: list[Decorator] = [
         "--format",
         "format_",
         metavar="FMT",
-        help="%-style line format. [default: '%(asctime)s | %(levelname)s | %(source)s | %(subtopic)s | %(message)s']",
+        help="%-style line format; a name that is no known field is an extra= field of the record. "
+        "[default: '%(asctime)s | %(levelname)s | %(source)s | %(origin)s | %(subtopic)s | %(message)s']",
     ),
     click.option(
         "--json/--text", "json_", default=None, help="Write one JSON object per line. [default: text]"
+    ),
+    click.option(
+        "--multiline",
+        type=click.Choice(["prefix", "plain"]),
+        help="Continuation lines of a record (tracebacks) start with 'TIME | SOURCE + ', "
+        "or are written plain. [default: prefix]",
     ),
     click.option(
         "--flush-interval",
@@ -155,7 +162,7 @@ AMQP_OPTIONS: list[Decorator] = [
     click.option(
         "--routing-key",
         metavar="TEMPLATE",
-        help="Routing key template from {source} {level} {subtopic} {topic} {name}. [default: the record's topic]",
+        help="Routing key template from {source} {level} {subtopic} {topic} {name}; '{topic}' for the whole topic. [default: {source}.{level}]",
     ),
     click.option(
         "--only",

@@ -61,6 +61,7 @@ class CollectorConfig:
     compress: bool = False
     format: str = formatting.DEFAULT_FORMAT
     json: bool = False
+    multiline: str = "prefix"
     flush_interval: float = 1.0
     max_files: int = 10_000
     max_record_bytes: int = MAX_RECORD_BYTES
@@ -319,6 +320,10 @@ def validate(config: CollectorConfig) -> None:
             validate_routing_key(config.routing_key)
         except RouteError as exc:
             raise ConfigError(f"routing_key: {exc}") from None
+    if config.multiline not in formatting.MULTILINE_MODES:
+        raise ConfigError(
+            f"multiline = {config.multiline!r}: expected one of {', '.join(formatting.MULTILINE_MODES)}"
+        )
     if not config.json:
         try:
             formatting.text_formatter(config.format)
@@ -366,7 +371,7 @@ default_routes = true
 # ERROR and worse from every source also go here; "" switches it off.
 errors_file = "errors.log"
 # Extra routes: "PATTERN=FILE". PATTERN uses AMQP wildcards against the topic
-# (* = one word, # = zero or more); FILE may use {{source}} and {{level}}.
+# (* = one word, # = zero or more); FILE may use {{source}}, {{level}}, {{host}}, {{pid}}.
 route = [
   # "app1.ERROR.#=app1-errors.log",
   # "*.*.db.#=db/{{source}}-{{level}}.log",
@@ -383,6 +388,7 @@ compress = false           # gzip rotated files
 # Line format (%-style) or one JSON object per line.
 format = "{formatting.DEFAULT_FORMAT}"
 json = false
+multiline = "prefix"       # lines after a record's first start "TIME | SOURCE + "; "plain": as sent
 
 # Batched writes: lines reach the file at most this many seconds after arrival.
 flush_interval = 1.0
@@ -409,7 +415,7 @@ amqp_url_file = ""
 exchange = "amq.topic"
 exchange_type = "topic"
 declare_exchange = false   # declare it (durable); else it must exist (amq.* always do)
-routing_key = ""           # "" = the record's topic; or a template like "{{source}}.{{level}}"
+routing_key = ""           # "" = "{{source}}.{{level}}"; "{{topic}}" for the whole topic
 only = []                  # forward only topics matching these patterns; [] = all
 declare_queue = [          # durable queues to declare and bind: "NAME=BINDING[,BINDING]"
   # "app1-error=app1.ERROR.#",

@@ -211,7 +211,7 @@ def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
     render = (
         formatting.json_formatter(config.utc)
         if config.json
-        else formatting.text_formatter(config.format, config.utc)
+        else formatting.text_formatter(config.format, config.utc, config.multiline)
     )
     rotation = Rotation(
         when=config.when,

@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from zlogcollect.wire import Record
 
-DEFAULT_FORMAT: Final = "%(asctime)s | %(levelname)s | %(source)s | %(subtopic)s | %(message)s"
-"""The default line: ``2026-11-25 15:09:31.123 | ERROR | app1 | db.query | timeout``."""
+DEFAULT_FORMAT: Final = "%(asctime)s | %(levelname)s | %(source)s | %(origin)s | %(subtopic)s | %(message)s"
+"""The default line: time, level, source, origin, subtopic, message, always six columns.
+
+``2026-11-25 15:09:31.123 | ERROR | app1 | web01:4242 | db.query | timeout after 30 s``
+
+The origin column is ``host:pid`` as the sender's structured extension gives
+them, ``-`` for either part the record lacks, and a bare ``-`` for stock
+senders that carry neither; a subtopic or source the record lacks is ``-``
+too, so every line splits on ``" | "`` into the same six fields (the message,
+last, may itself contain ``" | "``). Continuation lines of a multi-line
+record carry their own short prefix (see :data:`CONTINUATION`).
+"""
+
+CONTINUATION: Final = "+"
+"""Marks continuation lines in ``prefix`` mode: ``2026-11-25 15:09:31.123 | app1 + KeyError: 'k'``."""
+
+MULTILINE_MODES: Final = ("prefix", "plain")
+"""``prefix``: every line after a record's first starts with its time, source and ``+``;
+``plain``: continuation lines are written as the sender sent them."""
 
 FIELDS: Final = (
     "asctime",
@@ -22,6 +41,7 @@ FIELDS: Final = (
     "source",
     "subtopic",
     "topic",
+    "origin",
     "message",
     "host",
     "pid",
@@ -33,9 +53,22 @@ FIELDS: Final = (
     "func",
     "seq",
 )
-"""Names a ``--format`` string may use; absent values show as ``-``."""
+"""Names a ``--format`` string may use; absent values show as ``-``.
 
+Any other name is looked up in the record's extra fields (the ``extra={...}``
+of the log call, sent in the extension) and shows empty when the record has
+no such field.
+"""
+
+_KNOWN: Final = frozenset(FIELDS)
 _EXTENSION_FIELDS: Final = ("host", "pid", "process", "thread", "logger", "path", "line", "func", "seq")
+_HOST_UNSAFE = re.compile(r"[^\w.@+\[\]:-]")
+_MAX_ORIGIN_PART: Final = 255  # a host name is at most 253 bytes; anything longer is a peer's noise
+
+TEMPLATE_CACHE_ENTRIES: Final = 10_000
+TEMPLATE_CACHE_BYTES: Final = 16 * 1024 * 1024
+"""The per-topic template cache starts over past this many entries or characters,
+so distinct huge topics from a peer cannot grow memory without bound."""
 
 
 class FormatError(ValueError):
@@ -73,6 +106,37 @@ class TimeFormatter:
         return f"{self._text}.{int((stamp - seconds) * 1000):03d}"
 
 
+def _origin_part(value: Any) -> str:
+    if value is None:
+        return "-"
+    if value.__class__ is int:
+        return str(value)
+    # A name from the network: no spaces, "|" or control characters that would
+    # shift columns or forge lines, and no more than a host name can be.
+    return _HOST_UNSAFE.sub("_", str(value)[:_MAX_ORIGIN_PART]) or "-"
+
+
+def origin(meta: Mapping[str, Any]) -> str:
+    """``host:pid`` from the extension, ``-`` for a missing part, ``-`` alone when both are missing."""
+    host = meta.get("host")
+    pid = meta.get("pid")
+    if host is None and pid is None:
+        return "-"
+    return f"{_origin_part(host)}:{_origin_part(pid)}"
+
+
+def bare_message(record: Record) -> str:
+    """The message without the traceback the sender appended to it and also sent as ``exc``."""
+    message = record.message
+    exc = record.meta.get("exc")
+    if exc and isinstance(exc, str) and message.endswith(exc):
+        if len(message) == len(exc):
+            return ""
+        if message[-len(exc) - 1] == "\n":
+            return message[: -len(exc) - 1]
+    return message
+
+
 def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
     """Every field a line format may use, with ``-`` for what the sender did not send."""
     meta = record.meta
@@ -85,6 +149,7 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
         "source": record.source or "-",
         "subtopic": record.subtopic or "-",
         "topic": record.topic,
+        "origin": origin(meta),
         "message": record.message,
     }
     for name in _EXTENSION_FIELDS:
@@ -98,8 +163,47 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
 
 _TOKEN = re.compile(r"%%|%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
 _PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "subtopic", "topic"})
-_PER_RECORD: Final = frozenset({"asctime", "created", "received", "message"})
-_TIME_AND_MESSAGE: Final = ("asctime", "message")
+_PER_RECORD: Final = frozenset({"asctime", "created", "received", "message", "origin"})
+
+
+def _check_format(fmt: str, extras: frozenset[str]) -> None:
+    """Raise :class:`FormatError` naming the field or spot of *fmt* that cannot format a record."""
+    values = record_fields(Record("app", "INFO", 20, "sub", "message", 0.0))
+    values.update(dict.fromkeys(extras, ""))
+    # Every "%" must start a field or be "%%": "%s" would print the whole field dict.
+    problem = _diagnose(fmt, values, extras)
+    if problem is None:
+        try:
+            fmt % values
+        except (TypeError, ValueError, KeyError) as exc:
+            problem = f"it is not a valid %-style format ({exc})"
+    if problem is not None:
+        raise FormatError(
+            f"{fmt!r}: {problem}; available fields: {', '.join(FIELDS)}, "
+            "or the name of any extra field the records carry"
+        )
+
+
+def _diagnose(fmt: str, values: Mapping[str, Any], extras: frozenset[str]) -> str | None:
+    pos = 0
+    while (start := fmt.find("%", pos)) >= 0:
+        match = _TOKEN.match(fmt, start)
+        if match is None:
+            return f"{fmt[start : start + 20]!r} is not a field like %(name)s"
+        name = match.group(1)
+        if name:
+            try:
+                match.group(0) % values
+            except (TypeError, ValueError) as exc:
+                if name in extras:
+                    return (
+                        f"{name!r} is no known field, so it comes from the record's extra fields and is "
+                        f"empty when a record lacks it: {match.group(0)!r} cannot show an empty value, "
+                        f"use %({name})s"
+                    )
+                return f"the field {name!r} cannot be shown as {match.group(0)!r} ({exc})"
+        pos = match.end()
+    return None
 
 
 class TextFormatter:
@@ -107,30 +211,45 @@ class TextFormatter:
 
     The fields that depend only on the topic (source, level, subtopic) are
     filled in once per distinct topic, giving a smaller template that each
-    record then completes with its time and message. Records whose extension
-    adds a traceback, and formats that use extension fields, take the general
-    path through :func:`record_fields`.
+    record then completes with its time, origin and message. Records whose
+    extension adds a traceback, and formats that use extension or extra
+    fields, take the general path through :func:`record_fields`.
     """
 
-    def __init__(self, fmt: str = DEFAULT_FORMAT, utc: bool = False) -> None:
-        sample = Record("app", "INFO", 20, "sub", "message", 0.0)
-        try:
-            fmt % record_fields(sample)
-        except KeyError as exc:
-            raise FormatError(
-                f"format {fmt!r} uses the unknown field {exc.args[0]!r}; known: {', '.join(FIELDS)}"
-            ) from None
-        except (TypeError, ValueError) as exc:
-            raise FormatError(f"format {fmt!r} is not a valid %-style format: {exc}") from None
+    def __init__(
+        self,
+        fmt: str = DEFAULT_FORMAT,
+        utc: bool = False,
+        multiline: str = "prefix",
+        cache_bytes: int = TEMPLATE_CACHE_BYTES,
+    ) -> None:
+        if multiline not in MULTILINE_MODES:
+            raise FormatError(f"multiline mode {multiline!r} is not one of {', '.join(MULTILINE_MODES)}")
+        names = {m.group(1) for m in _TOKEN.finditer(fmt) if m.group(1)}
+        self._extras = frozenset(names - _KNOWN)
+        _check_format(fmt, self._extras)
         self._fmt = fmt
         self._utc = utc
+        self._prefix = multiline == "prefix"
         self._time = TimeFormatter(utc)
-        names = {m.group(1) for m in _TOKEN.finditer(fmt) if m.group(1)}
         self._fast = names <= _PER_TOPIC | _PER_RECORD
         self._uses = tuple(sorted(names & _PER_RECORD))
+        # The default format (and any with plain %(asctime)s, %(origin)s, %(message)s
+        # in that order and no other per-record field) is assembled by an f-string
+        # from per-topic pieces: %-formatting a dict costs about three times as much.
+        per_record = [m.group(0) for m in _TOKEN.finditer(fmt) if m.group(1) in _PER_RECORD]
+        self._split_default = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
+        self._parts: dict[str, tuple[str, str, str, str]] = {}
         self._templates: dict[str, str] = {}
+        self._template_chars = 0
+        self._cache_bytes = cache_bytes
+        self._origins: dict[tuple[Any, Any], str] = {}
+        self._last_host: Any = None
+        self._last_pid: Any = None
+        self._last_origin = "-"
 
-    def _template(self, record: Record) -> str:
+    def _filled(self, record: Record) -> str | None:
+        """The format with the topic's fields filled in; None if one of them holds a newline."""
         values = {
             "levelname": record.levelname,
             "levelno": record.levelno,
@@ -145,40 +264,148 @@ class TextFormatter:
                 return match.group(0)
             return (match.group(0) % values).replace("%", "%%")
 
-        template = _TOKEN.sub(fill, self._fmt) + "\n"
-        if len(self._templates) >= 10_000:
+        template = _TOKEN.sub(fill, self._fmt)
+        if "\n" in template and self._prefix:
+            return None  # a topic with a newline: the general path puts the prefix in
+        return template + "\n"
+
+    def _remember(self, topic: str, size: int) -> bool:
+        """Make room for *size* more characters in the caches; False if one entry is too big."""
+        if len(self._templates) + len(self._parts) >= TEMPLATE_CACHE_ENTRIES or (
+            self._template_chars + size > self._cache_bytes
+        ):
             self._templates.clear()
-        self._templates[record.topic] = template
+            self._parts.clear()
+            self._template_chars = 0
+        if size > self._cache_bytes:
+            return False
+        self._template_chars += size
+        return True
+
+    def _template(self, record: Record) -> str | None:
+        template = self._filled(record)
+        if template is not None and self._remember(record.topic, len(record.topic) + len(template)):
+            self._templates[record.topic] = template
         return template
+
+    def _split(self, record: Record) -> tuple[str, str, str, str] | None:
+        """The default format for one topic as the four texts around time, origin and message."""
+        template = self._filled(record)
+        if template is None:
+            return None
+        parts: list[str] = []
+        pieces: list[str] = []
+        pos = 0
+        for match in _TOKEN.finditer(template):
+            pieces.append(template[pos : match.start()])
+            if match.group(1) is None:
+                pieces.append("%")  # "%%", also from escaped topic fields
+            else:
+                parts.append("".join(pieces))
+                pieces = []
+            pos = match.end()
+        pieces.append(template[pos:])
+        parts.append("".join(pieces))
+        split = (parts[0], parts[1], parts[2], parts[3])
+        if self._remember(record.topic, len(record.topic) + len(template)):
+            self._parts[record.topic] = split
+        return split
+
+    def _origin(self, meta: dict[str, Any]) -> str:
+        host = meta.get("host")
+        pid = meta.get("pid")
+        # Records come in runs from one process: compare with the last one first.
+        if pid == self._last_pid and host == self._last_host and host is not None:
+            return self._last_origin
+        key = (host, pid)
+        try:
+            text = self._origins[key]
+        except (KeyError, TypeError):  # TypeError: a list or object from a peer is not hashable
+            text = origin(meta)
+            # Cache only what is small and plain, so a peer cannot grow it (10,000 x ~300 B at most).
+            if host.__class__ is str and len(host) <= _MAX_ORIGIN_PART and pid.__class__ in (int, type(None)):
+                if len(self._origins) >= 10_000:
+                    self._origins.clear()
+                self._origins[key] = text
+            else:
+                return text
+        self._last_host, self._last_pid, self._last_origin = host, pid, text
+        return text
+
+    def _general(self, record: Record) -> str:
+        fields = record_fields(record, self._utc)
+        fields["asctime"] = self._time(record.time)
+        if self._extras:
+            extra = record.meta.get("extra")
+            if not isinstance(extra, dict):
+                extra = {}
+            for name in self._extras:
+                value = extra.get(name)
+                fields[name] = "" if value is None else value
+        try:
+            return self._fmt % fields
+        except (TypeError, ValueError, OverflowError):
+            # Only a value of a type the format was not checked against gets here
+            # (the check covers every type a sender can send, so this is a seat
+            # belt): the record is kept, in the default layout.
+            return DEFAULT_FORMAT % fields
+
+    def _continued(self, line: str, record: Record) -> str:
+        head, _, rest = line.partition("\n")
+        prefix = f"\n{self._time(record.time)} | {record.source or '-'} {CONTINUATION} "
+        return head + prefix + rest.replace("\n", prefix)
 
     def __call__(self, record: Record) -> str:
         meta = record.meta
-        if not self._fast or (meta and meta.get("exc")):
-            return self._fmt % record_fields(record, self._utc) + "\n"
-        template = self._templates.get(record.topic)
-        if template is None:
-            template = self._template(record)
-        stamp = record.created if record.created is not None else record.received
-        if self._uses == _TIME_AND_MESSAGE:  # the default format: skip the generic loop
-            return template % {"asctime": self._time(stamp), "message": record.message}
-        values: dict[str, Any] = {"message": record.message}
-        for name in self._uses:
-            if name == "asctime":
-                values[name] = self._time(stamp)
-            elif name == "created":
-                values[name] = stamp
-            elif name == "received":
-                values[name] = record.received
-        return template % values
+        if self._split_default and not (meta and meta.get("exc")):
+            parts = self._parts.get(record.topic) or self._split(record)
+            if parts is not None:
+                message = record.message
+                stamp = record.created if record.created is not None else record.received
+                origin_text = self._origin(meta) if meta else "-"
+                line = f"{parts[0]}{self._time(stamp)}{parts[1]}{origin_text}{parts[2]}{message}{parts[3]}"
+                # Only the message can bring a newline here: topic fields with one
+                # take the general path, and origin is sanitised.
+                if self._prefix and "\n" in message:
+                    return self._continued(line[:-1], record) + "\n"
+                return line
+        elif self._fast and not (meta and meta.get("exc")):
+            template = self._templates.get(record.topic) or self._template(record)
+            if template is not None:
+                stamp = record.created if record.created is not None else record.received
+                values: dict[str, Any] = {"message": record.message}
+                for name in self._uses:
+                    if name == "asctime":
+                        values[name] = self._time(stamp)
+                    elif name == "created":
+                        values[name] = stamp
+                    elif name == "received":
+                        values[name] = record.received
+                    elif name == "origin":
+                        values[name] = self._origin(meta) if meta else "-"
+                line = template % values
+                if self._prefix and "\n" in record.message:
+                    return self._continued(line[:-1], record) + "\n"
+                return line
+        line = self._general(record)
+        if self._prefix and "\n" in line:
+            line = self._continued(line, record)
+        return line + "\n"
 
 
-def text_formatter(fmt: str = DEFAULT_FORMAT, utc: bool = False) -> Callable[[Record], str]:
+def text_formatter(
+    fmt: str = DEFAULT_FORMAT, utc: bool = False, multiline: str = "prefix"
+) -> Callable[[Record], str]:
     """A function that renders a record as text; raises :class:`FormatError` for a bad *fmt*."""
-    return TextFormatter(fmt, utc)
+    return TextFormatter(fmt, utc, multiline)
 
 
 def json_fields(record: Record, utc: bool = False, time_text: str | None = None) -> dict[str, Any]:
-    """The JSON object for one record: the core fields plus every extension field sent."""
+    """The JSON object for one record: the core fields plus every extension field sent.
+
+    ``message`` is the bare message: a traceback the sender appended to it is
+    stored once, in ``exc``.
+    """
     stamp = record.time
     data: dict[str, Any] = {
         "time": time_text if time_text is not None else format_time(stamp, utc),
@@ -189,67 +416,121 @@ def json_fields(record: Record, utc: bool = False, time_text: str | None = None)
         "levelno": record.levelno,
         "subtopic": record.subtopic,
         "topic": record.topic,
-        "message": record.message,
+        "message": bare_message(record) if record.meta else record.message,
     }
     for key, value in record.meta.items():
         data.setdefault(key, value)
     return data
 
 
-_JSON_LINE = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode
 """One encoder for every line: ``json.dumps`` with options builds a new one per call."""
+
+_NON_FINITE: Final = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _finite(value: Any) -> Any:
+    if value.__class__ is float and not math.isfinite(value):
+        return _NON_FINITE.get(value, "NaN")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def strict_json(data: Mapping[str, Any]) -> str:
+    """*data* as strict JSON: NaN and ±Infinity (which JSON has not) become the strings
+    ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, so every parser reads the line and
+    the value is not lost; a value nested too deeply to encode becomes a short note."""
+    try:
+        return _STRICT_JSON(data)
+    except (ValueError, RecursionError):
+        pass
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            clean[key] = _finite(value)
+            _STRICT_JSON(clean[key])
+        except (ValueError, RecursionError):
+            clean[key] = "<not encodable: nested too deeply>"
+    return _STRICT_JSON(clean)
 
 
 def json_formatter(utc: bool = False) -> Callable[[Record], str]:
-    """A function that renders a record as one JSON object on one line."""
+    """A function that renders a record as one strict JSON object on one line."""
     time_text = TimeFormatter(utc)
 
     def render(record: Record) -> str:
-        return _JSON_LINE(json_fields(record, utc, time_text(record.time))) + "\n"
+        return strict_json(json_fields(record, utc, time_text(record.time))) + "\n"
 
     return render
 
 
-_LOGRECORD_DEFAULTS: Final = {
-    "args": None,
-    "exc_info": None,
-    "exc_text": None,
-    "stack_info": None,
+LOGRECORD_ATTRIBUTES: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
 }
+"""What ``logging`` itself puts on a record; an app's ``extra`` can never use these names."""
+
+
+def _number(value: Any) -> int:
+    return value if value.__class__ is int else 0
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if value.__class__ is str else str(value)
 
 
 def amqp_body(record: Record) -> dict[str, Any]:
-    """The AMQP JSON body: python-logging-rabbitmq's field set plus ``source`` and ``subtopic``.
+    """The AMQP JSON body, as python-logging-rabbitmq's ``JSONFormatter`` builds it.
 
-    Fields only the zlogcollect handler can know (host, pid, path, ...) come from
-    the structured extension and are ``null`` for stock senders. ``msg`` is the
-    bare message text; extra fields the app passed are merged at the top level,
-    as python-logging-rabbitmq does with ``extra``.
+    That formatter sends the ``LogRecord``'s ``__dict__`` with ``msg`` merged with
+    its args, ``args`` null, the traceback text in ``exc_info``, ``host`` and the
+    app's ``extra`` fields at the top level. A consumer that does
+    ``logging.makeLogRecord(json.loads(body))`` and formats it with any standard
+    field must not fail for any record, so every standard field is present with
+    logging's type: numbers are ``0`` and texts ``""`` when the sender did not
+    say (stock senders send no extension at all), ``relativeCreated`` is always
+    ``0.0`` (no sender sends it), and the traceback is also in ``exc_text``,
+    which stops ``logging.Formatter`` from trying to re-format ``exc_info``.
+
+    zlogcollect adds ``source``, ``subtopic``, ``topic`` and ``received``; an
+    ``extra`` field of the app with one of those names (or ``host``) wins, and
+    the value is still in the message headers (see docs/AMQP.md).
     """
     meta = record.meta
     created = record.time
-    path = meta.get("path")
-    filename = path.rsplit("/", 1)[-1] if isinstance(path, str) else None
+    path = _text(meta.get("path"))
+    filename = path.rsplit("/", 1)[-1]
     exc = meta.get("exc")
+    exc_text = exc if exc and exc.__class__ is str else None
     body: dict[str, Any] = {
-        "name": meta.get("logger") or record.source or None,
-        "msg": record.message,
-        **_LOGRECORD_DEFAULTS,
+        "name": _text(meta.get("logger")) or record.source or "root",
+        "msg": bare_message(record),
+        "args": None,
         "levelname": record.levelname,
         "levelno": record.levelno,
         "pathname": path,
         "filename": filename,
-        "module": filename.rsplit(".", 1)[0] if filename else None,
-        "exc_text": exc or None,
-        "lineno": meta.get("line"),
-        "funcName": meta.get("func"),
+        "module": filename.rsplit(".", 1)[0],
+        "exc_info": exc_text,
+        "exc_text": exc_text,
+        "stack_info": None,
+        "lineno": _number(meta.get("line")),
+        "funcName": _text(meta.get("func")),
         "created": created,
         "msecs": (created - int(created)) * 1000,
-        "thread": meta.get("thread_id"),
-        "threadName": meta.get("thread"),
-        "processName": meta.get("process"),
-        "process": meta.get("pid"),
-        "host": meta.get("host"),
+        "relativeCreated": 0.0,
+        "thread": _number(meta.get("thread_id")),
+        "threadName": _text(meta.get("thread")),
+        "processName": _text(meta.get("process")),
+        "process": _number(meta.get("pid")),
+        "taskName": None,
+        "host": _text(meta.get("host")),
         "source": record.source,
         "subtopic": record.subtopic,
         "topic": record.topic,
@@ -258,5 +539,8 @@ def amqp_body(record: Record) -> dict[str, Any]:
     extra = meta.get("extra")
     if isinstance(extra, dict):
         for key, value in extra.items():
-            body.setdefault(key, value)
+            # logging refuses extra keys that clash with its own attributes, so
+            # such a key can only come from a hand-made sender: ours stay.
+            if key not in LOGRECORD_ATTRIBUTES:
+                body[key] = value
     return body

@@ -58,14 +58,17 @@ def safe_name(name: str, fallback: str = "_") -> str:
     return cleaned
 
 
-_FIELDS: Final = frozenset({"source", "level"})
+_FIELDS: Final = frozenset({"source", "level", "host", "pid"})
+_PER_RECORD_FIELDS: Final = frozenset({"host", "pid"})
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     """Records whose topic matches ``pattern`` (and are at least ``min_level``) go to ``target``.
 
-    ``target`` is a relative path template with ``{source}`` and ``{level}``.
+    ``target`` is a relative path template with ``{source}``, ``{level}``,
+    ``{host}`` and ``{pid}`` (the last two from the structured extension, ``_``
+    for records without them).
     """
 
     pattern: str
@@ -91,10 +94,31 @@ class Route:
 
     def path_for(self, record: Record, default_source: str) -> str:
         """The relative file path for *record*, with every placeholder sanitised."""
+        if not self.per_record:
+            return self.target.format(
+                source=safe_name(record.source or default_source), level=safe_name(record.levelname)
+            )
+        host, pid = origin_names(record)
         return self.target.format(
             source=safe_name(record.source or default_source),
             level=safe_name(record.levelname),
+            host=host,
+            pid=pid,
         )
+
+    @property
+    def per_record(self) -> bool:
+        """True if the path depends on more than the topic (``{host}`` or ``{pid}``)."""
+        return bool(template_fields(self.target, "file template") & _PER_RECORD_FIELDS)
+
+
+def origin_names(record: Record) -> tuple[str, str]:
+    """``{host}`` and ``{pid}`` of a file template: sanitised like a source, ``_`` when missing."""
+    host, pid = record.meta.get("host"), record.meta.get("pid")
+    return (
+        safe_name(host) if host.__class__ is str else "_",
+        str(pid) if pid.__class__ is int and pid >= 0 else "_",
+    )
 
 
 def validate_target(target: str) -> None:
@@ -104,7 +128,7 @@ def validate_target(target: str) -> None:
     if unknown:
         raise RouteError(
             f"file template {target!r} uses {', '.join(sorted(unknown))}; "
-            "only {source} and {level} are available"
+            "only {source}, {level}, {host} and {pid} are available"
         )
     parts = target.split("/")
     if (
@@ -147,7 +171,7 @@ def default_routes(errors_file: str | None = ERRORS_FILE, errors_level: int = 40
 class Router:
     """Maps a record to the relative file paths it belongs in (duplicates removed)."""
 
-    __slots__ = ("_default_source", "_literal", "_routes")
+    __slots__ = ("_default_source", "_literal", "_routes", "per_topic")
 
     def __init__(self, routes: Iterable[Route], default_source: str = "default") -> None:
         self._routes = tuple(routes)
@@ -159,6 +183,16 @@ class Router:
             OVERFLOW_FILE,
             PUBLISHERS_FILE,
         }
+        self.per_topic = not any(r.per_record for r in self._routes)
+        """True when the paths depend only on the topic, so a caller may cache them per topic."""
+
+    def cache_key(self, record: Record) -> object:
+        """What the paths of *record* depend on: its topic, plus host and pid if a route uses them."""
+        if self.per_topic:
+            return record.topic
+        # The sanitised names, not the raw ones: a peer's megabyte host name
+        # must not become a cache key.
+        return (record.topic, *origin_names(record))
 
     def route(self, record: Record) -> list[str]:
         """Every distinct relative path *record* should be written to, in route order."""
@@ -200,13 +234,22 @@ def validate_routing_key(template: str) -> None:
         )
 
 
-def routing_key(template: str | None, record: Record) -> str:
-    """The AMQP routing key: the record's topic by default, else *template* filled in.
+DEFAULT_ROUTING_KEY: Final = "{source}.{level}"
+"""``app1.ERROR``: what python-logging-rabbitmq consumers bind to (its own default is
+``{name}.{level}``); the subtopic travels in the body and in a header."""
 
-    ``/`` becomes ``.`` (AMQP topic words are dot-separated) and the key is cut
-    to the 255-byte limit.
+
+def routing_key(template: str | None, record: Record) -> str:
+    """The AMQP routing key: *template* (by default ``{source}.{level}``) filled in.
+
+    A record without a source gets just its level as the default key (no empty
+    word). ``/`` becomes ``.`` (AMQP topic words are dot-separated) and the key is
+    cut to the 255-byte limit.
     """
-    if template is None:
+    if template is None or template == DEFAULT_ROUTING_KEY:
+        source = record.source
+        key = f"{source}.{record.levelname}" if source else record.levelname
+    elif template == "{topic}":
         key = record.topic
     else:
         logger = record.meta.get("logger")
@@ -218,7 +261,8 @@ def routing_key(template: str | None, record: Record) -> str:
             name=logger if isinstance(logger, str) and logger else record.source,
         )
     key = key.replace("/", ".")
-    encoded = key.encode()
-    if len(encoded) > MAX_ROUTING_KEY:
-        key = encoded[:MAX_ROUTING_KEY].decode(errors="ignore")
+    if len(key) > MAX_ROUTING_KEY // 4:  # only a long key can be over 255 bytes
+        encoded = key.encode()
+        if len(encoded) > MAX_ROUTING_KEY:
+            key = encoded[:MAX_ROUTING_KEY].decode(errors="ignore")
     return key

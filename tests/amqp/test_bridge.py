@@ -116,7 +116,7 @@ def numbers(messages: list[Message]) -> list[int]:
 def test_records_reach_declared_queues_with_routing_keys_and_json(
     rabbit_url: str, collectors: list[CollectorProcess], logdir: Path
 ) -> None:
-    """Declared queues get exactly the records their bindings match, as persistent JSON with the topic as key."""
+    """Declared queues get exactly the records their bindings match, as persistent JSON keyed SOURCE.LEVEL."""
     endpoint = short_ipc_endpoint()
     with channel(rabbit_url) as ch:
         for queue in ("app1-error", "app3-all"):
@@ -142,7 +142,8 @@ def test_records_reach_declared_queues_with_routing_keys_and_json(
     errors = drain(rabbit_url, "app1-error")
     assert len(errors) == 1
     key, props, body = errors[0]
-    assert key == "app1.ERROR.db.query"
+    assert key == "app1.ERROR"
+    assert props.headers == {"subtopic": "db.query"}
     assert props.content_type == "application/json"
     assert props.delivery_mode == 2
     assert props.message_id
@@ -163,18 +164,18 @@ def test_records_reach_declared_queues_with_routing_keys_and_json(
     ):
         assert field in body
     app3_keys = [key for key, _, _ in drain(rabbit_url, "app3-all")]
-    assert app3_keys[-2:] == ["app3.DEBUG.cache", "app3.ERROR"]
+    assert app3_keys[-2:] == ["app3.DEBUG", "app3.ERROR"]
     amqp = amqp_counters(proc.summary())
     assert amqp["delivered"] + amqp.get("unroutable", 0) == amqp["received"]
 
 
 def test_routing_key_template_and_only(rabbit_url: str, collectors: list[CollectorProcess]) -> None:
-    """--routing-key '{source}.{level}' gives the seed's keys and --only forwards matching topics only."""
+    """--routing-key '{topic}' keeps the whole topic as key and --only forwards matching topics only."""
     endpoint = short_ipc_endpoint()
     declare(rabbit_url, "everything", "#")
     proc = launch(
         collectors, "bridge", "--bind", endpoint, "--amqp-url", rabbit_url,
-        "--routing-key", "{source}.{level}", "--only", "#.ERROR.#", "--only", "zlprobe.#",
+        "--routing-key", "{topic}", "--only", "#.ERROR.#", "--only", "zlprobe.#",
     )  # fmt: skip
     sender = connect_sender(endpoint, "app2", rabbit_url)
     try:
@@ -185,7 +186,7 @@ def test_routing_key_template_and_only(rabbit_url: str, collectors: list[Collect
         sender.close()
     assert proc.stop() == 0
     messages = [m for m in drain(rabbit_url, "everything") if m[2]["source"] == "app2"]
-    assert [(key, body["msg"]) for key, _, body in messages] == [("app2.ERROR", "kept")]
+    assert [(key, body["msg"]) for key, _, body in messages] == [("app2.ERROR.db", "kept")]
     summary = proc.summary()
     assert "skipped:1" in summary
 
@@ -226,7 +227,7 @@ def test_error_consumer_example_gets_only_app1_errors(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"app1.ERROR.db ERROR app1:db failure {i}" for i in range(3)]
+    assert result.stdout.splitlines() == [f"app1.ERROR ERROR app1:db failure {i}" for i in range(3)]
     assert proc.stop() == 0
 
 

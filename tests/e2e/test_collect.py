@@ -25,7 +25,8 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.e2e
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| (\w+) \| ([^|]+) \| ([^|]+) \| (.*)$")
+# time | level | source | origin (host:pid, "-" for stock senders) | subtopic | message
+LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| (\w+) \| ([^|]+) \| [^|]+ \| ([^|]+) \| (.*)$")
 
 
 def start(collectors: list[CollectorProcess], *args: str) -> CollectorProcess:

@@ -55,7 +55,7 @@ def test_collect_section_and_dashes(tmp_path: Path) -> None:
         ({"levels": {"A": "5"}}, "levels.A"),
         ({"route": ["x"]}, "route:"),
         ({"errors_file": "../e.log"}, "route:"),
-        ({"format": "%(zzz)s"}, "format:"),
+        ({"format": "%(zzz)d"}, "format:"),
         ({"default_routes": False}, "nothing would be written"),
         ({"max_record_bytes": 1}, "max_record_bytes"),
         ({"bind": ["tcp://nonsense"]}, "tcp://HOST:PORT"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from typing import Any
 
 import pytest
 
@@ -13,13 +15,63 @@ from zlogcollect.wire import Record
 STAMP = time.mktime((2026, 11, 25, 15, 9, 31, 0, 0, -1)) + 0.1234
 
 
+ZLOG_META = {"host": "web01", "pid": 4242, "logger": "db", "pub": "p1", "seq": 3}
+
+
 def test_default_line() -> None:
-    """The default line is time | level | source | subtopic | message, with '-' for what is empty."""
+    """The default line is time | level | source | origin | subtopic | message, '-' for what is empty."""
     render = text_formatter()
     line = render(Record("app1", "ERROR", 40, "db.query", "timeout", STAMP))
-    assert line == "2026-11-25 15:09:31.123 | ERROR | app1 | db.query | timeout\n"
-    assert render(Record("", "INFO", 20, "", "x", STAMP)) == "2026-11-25 15:09:31.123 | INFO | - | - | x\n"
-    assert DEFAULT_FORMAT.count("|") == 4
+    assert line == "2026-11-25 15:09:31.123 | ERROR | app1 | - | db.query | timeout\n"
+    assert (
+        render(Record("", "INFO", 20, "", "x", STAMP)) == "2026-11-25 15:09:31.123 | INFO | - | - | - | x\n"
+    )
+    assert DEFAULT_FORMAT.count("|") == 5
+
+
+def test_default_line_shows_host_and_pid_of_the_extension() -> None:
+    """Records from the zlogcollect handler say where they came from; two hosts' lines differ by host."""
+    render = text_formatter()
+    web01 = Record(
+        "app1", "ERROR", 40, "db.query", "timeout after 30 s", STAMP, created=STAMP, meta=ZLOG_META
+    )
+    web02 = Record(
+        "app1", "ERROR", 40, "db.query", "timeout after 30 s", STAMP, meta={**ZLOG_META, "host": "web02"}
+    )
+    assert (
+        render(web01)
+        == "2026-11-25 15:09:31.123 | ERROR | app1 | web01:4242 | db.query | timeout after 30 s\n"
+    )
+    assert (
+        render(web02)
+        == "2026-11-25 15:09:31.123 | ERROR | app1 | web02:4242 | db.query | timeout after 30 s\n"
+    )
+    # A second round comes from the caches and must say the same.
+    assert render(web01) != render(web02)
+    assert render(Record("a", "INFO", 20, "", "m", STAMP, meta={"pid": 7})).split(" | ")[3] == "-:7"
+    assert render(Record("a", "INFO", 20, "", "m", STAMP, meta={"host": "h"})).split(" | ")[3] == "h:-"
+
+
+@pytest.mark.parametrize("host", ["evil | ERROR | forged", "a\nb", "\x1b[31mred", ["x"], "h" * 10_000, ""])
+def test_origin_from_a_hostile_peer_keeps_the_columns(host: object) -> None:
+    """A host with separators, newlines, escapes or of the wrong type cannot shift columns or add lines."""
+    render = text_formatter()
+    line = render(Record("app1", "ERROR", 40, "sub", "m", STAMP, meta={"host": host, "pid": "1 | 2"}))
+    assert line.count("\n") == 1
+    assert line.count(" | ") == 5
+    assert "\x1b" not in line
+    assert len(line) < 700
+
+
+def test_extra_fields_in_format() -> None:
+    """A name that is no known field comes from the record's extra fields; a record without it shows ''."""
+    render = text_formatter("%(levelname)s user=%(user)s req=%(request_id)-4s| %(message)s")
+    with_extra = Record("a", "INFO", 20, "", "m", STAMP, meta={"extra": {"user": "bob", "request_id": 7}})
+    assert render(with_extra) == "INFO user=bob req=7   | m\n"
+    assert render(Record("a", "INFO", 20, "", "m", STAMP)) == "INFO user= req=    | m\n"
+    assert (
+        render(Record("a", "INFO", 20, "", "m", STAMP, meta={"extra": "junk"})) == "INFO user= req=    | m\n"
+    )
 
 
 def test_sender_time_wins_over_receive_time() -> None:
@@ -41,19 +93,32 @@ def test_sender_time_wins_over_receive_time() -> None:
 
 def test_traceback_from_extension_follows_the_message() -> None:
     """An exception sent in the extension is appended unless the text already has it."""
-    render = text_formatter("%(message)s")
+    render = text_formatter("%(message)s", multiline="plain")
     tb = "Traceback (most recent call last):\nValueError: x"
     assert render(Record("a", "ERROR", 40, "", "boom", 0.0, meta={"exc": tb})) == f"boom\n{tb}\n"
     assert render(Record("a", "ERROR", 40, "", f"boom\n{tb}", 0.0, meta={"exc": tb})) == f"boom\n{tb}\n"
 
 
 @pytest.mark.parametrize(
-    ("fmt", "needle"), [("%(nope)s", "nope"), ("%(message)", "valid"), ("%(levelno)d %", "valid")]
+    ("fmt", "needle"),
+    [
+        ("%(message)", "'%(message)' is not a field"),
+        ("%(levelno)d %", "'%' is not a field"),
+        ("%(user)d", "'user' is no known field, so it comes from the record's extra fields"),
+        ("%(source)d", "the field 'source' cannot be shown as '%(source)d'"),
+        ("%s", "'%s' is not a field"),
+    ],
 )
-def test_bad_formats_fail_early(fmt: str, needle: str) -> None:
-    """Unknown fields and broken %-formats are reported when the formatter is made, not per record."""
-    with pytest.raises(FormatError, match=needle):
+def test_bad_formats_fail_early_naming_the_field(fmt: str, needle: str) -> None:
+    """Broken formats are reported when the formatter is made, naming the spot and listing the fields."""
+    with pytest.raises(FormatError) as caught:
         text_formatter(fmt)
+    message = str(caught.value)
+    assert needle in message
+    assert (
+        "available fields: asctime, created," in message and "origin" in message and "extra field" in message
+    )
+    assert "\n" not in message
 
 
 def test_utc_times() -> None:
@@ -90,16 +155,34 @@ def test_per_topic_templates_match_the_plain_format() -> None:
     """The cached per-topic template renders exactly what plain %-formatting of every field gives."""
     from zlogcollect.formatting import record_fields
 
-    fmt = "%(asctime)s %(levelname)-8s|%(levelno)03d|%(source)s|%(subtopic)s|%(topic)s|%(message)s|%(created).1f|100%%"
+    fmt = "%(asctime)s %(levelname)-8s|%(levelno)03d|%(source)s|%(subtopic)s|%(topic)s|%(origin)s|%(message)s|%(created).1f|100%%"
     render = text_formatter(fmt)
     records = [
         Record("50%off", "WARNING", 30, "d%sb", "m%(x)s %", STAMP),
         Record("50%off", "WARNING", 30, "d%sb", "second", STAMP + 1.5),
         Record("", "Level 7", 7, "", "", STAMP),
         Record("a.b", "INFO", 20, "x", "hi", STAMP, created=STAMP - 3600),
+        Record("a.b", "INFO", 20, "x", "hi", STAMP, meta={"host": "h", "pid": 1}),
+        Record("a.b", "INFO", 20, "x", "hi", STAMP, meta={"host": "h", "pid": 2}),
     ]
     for record in records * 2:  # the second round comes from the cache
         assert render(record) == fmt % record_fields(record) + "\n"
+
+
+@pytest.mark.parametrize("multiline", ["prefix", "plain"])
+def test_default_format_fast_path_matches_the_plain_format(multiline: str) -> None:
+    """The default line assembled from per-topic pieces equals %-formatting every field, tricky topics too."""
+    from zlogcollect.formatting import record_fields
+
+    render = text_formatter(multiline=multiline)
+    records = [
+        Record("50%off", "WARNING", 30, "%(origin)s%%", "m%(x)s %", STAMP),
+        Record("a", "INFO", 20, "%(message)s", "%(asctime)s", STAMP, meta={"host": "h", "pid": 1}),
+        Record("", "Level 7", 7, "", "", STAMP),
+        Record("a.b", "INFO", 20, "x", "hi", STAMP, created=STAMP - 3600, meta={"pid": 3}),
+    ]
+    for record in records * 2:  # the second round comes from the cache
+        assert render(record) == DEFAULT_FORMAT % record_fields(record) + "\n"
 
 
 def test_time_formatter_caches_per_second_but_stays_exact() -> None:
@@ -109,3 +192,169 @@ def test_time_formatter_caches_per_second_but_stays_exact() -> None:
     cached = TimeFormatter()
     for stamp in (STAMP, STAMP + 0.5, STAMP + 1.001, STAMP - 5.25, STAMP + 86400.999):
         assert cached(stamp) == format_time(stamp)
+
+
+TRACEBACK = "Traceback (most recent call last):\n  File \"app.py\", line 3, in f\nKeyError: 'k'"
+
+
+def test_continuation_lines_carry_time_and_source_by_default() -> None:
+    """grep KeyError finds a line with the record's time and source; the first line stays as it was."""
+    render = text_formatter()
+    record = Record(
+        "app1", "ERROR", 40, "db", f"lookup failed\n{TRACEBACK}", STAMP, meta={**ZLOG_META, "exc": TRACEBACK}
+    )
+    lines = render(record).splitlines()
+    assert lines[0] == "2026-11-25 15:09:31.123 | ERROR | app1 | web01:4242 | db | lookup failed"
+    assert lines[1:] == [
+        "2026-11-25 15:09:31.123 | app1 + Traceback (most recent call last):",
+        '2026-11-25 15:09:31.123 | app1 +   File "app.py", line 3, in f',
+        "2026-11-25 15:09:31.123 | app1 + KeyError: 'k'",
+    ]
+    assert [line for line in lines if "KeyError" in line] == [
+        "2026-11-25 15:09:31.123 | app1 + KeyError: 'k'"
+    ]
+    # A stock sender's multi-line text (no extension) gets the same prefix.
+    stock = text_formatter()(Record("app2", "ERROR", 40, "", f"failed\n{TRACEBACK}", STAMP))
+    assert stock.splitlines()[-1] == "2026-11-25 15:09:31.123 | app2 + KeyError: 'k'"
+
+
+def test_a_message_cannot_forge_a_record_line() -> None:
+    """In prefix mode a newline in a message cannot start a line that looks like another record."""
+    render = text_formatter()
+    forged = "ok\n2026-11-25 15:09:31.123 | CRITICAL | root | - | - | disk wiped"
+    lines = render(Record("app1", "INFO", 20, "", forged, STAMP)).splitlines()
+    assert lines[1].startswith("2026-11-25 15:09:31.123 | app1 + 2026")
+    # Nor can a newline in a topic (a subtopic from a peer), twice (the second from a cache).
+    for _ in range(2):
+        lines = render(Record("app1", "INFO", 20, "x\n2026-11-25 fake", "m", STAMP)).splitlines()
+        assert lines[1] == "2026-11-25 15:09:31.123 | app1 + 2026-11-25 fake | m"
+
+
+def test_plain_multiline_mode_writes_continuation_lines_as_sent() -> None:
+    """multiline='plain' keeps the old behaviour; unknown modes are refused."""
+    record = Record("app1", "ERROR", 40, "", f"failed\n{TRACEBACK}", STAMP)
+    assert text_formatter(multiline="plain")(record).splitlines()[1:] == TRACEBACK.splitlines()
+    with pytest.raises(FormatError, match="prefix, plain"):
+        text_formatter(multiline="indent")
+
+
+def test_json_line_stores_the_traceback_once() -> None:
+    """message is the bare message, exc the traceback, still one object per line."""
+    record = Record(
+        "app1", "ERROR", 40, "", f"failed\n{TRACEBACK}", STAMP, meta={**ZLOG_META, "exc": TRACEBACK}
+    )
+    line = json_formatter()(record)
+    assert line.count("\n") == 1
+    assert line.count("KeyError") == 1
+    data = json.loads(line)
+    assert (data["message"], data["exc"]) == ("failed", TRACEBACK)
+    # Only the exc the sender appended is cut; a stock sender's text stays whole.
+    assert json.loads(json_formatter()(Record("a", "ERROR", 40, "", f"x\n{TRACEBACK}", STAMP)))[
+        "message"
+    ] == (f"x\n{TRACEBACK}")
+
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_lines_are_strict_with_non_finite_numbers() -> None:
+    """NaN and ±Infinity from a sender become the strings "NaN", "Infinity", "-Infinity"."""
+    extra = {"ratio": math.nan, "limits": [math.inf, -math.inf, 1.5], "deep": {"x": math.nan}}
+    record = Record("a", "INFO", 20, "", "m", STAMP, meta={"extra": extra, "line": math.inf})
+    data = _strict(json_formatter()(record))
+    assert data["extra"] == {"ratio": "NaN", "limits": ["Infinity", "-Infinity", 1.5], "deep": {"x": "NaN"}}
+    assert data["line"] == "Infinity"
+    assert data["message"] == "m"
+
+
+def test_template_cache_is_bounded_by_bytes() -> None:
+    """Distinct ~1 MB topics do not pile up in the per-topic template cache."""
+    from zlogcollect.formatting import TEMPLATE_CACHE_BYTES, TextFormatter
+
+    render = TextFormatter()
+    for i in range(32):
+        big = f"{i}" + "s" * 500_000
+        render(Record(big, "INFO", 20, "u" * 500_000, "m", STAMP))
+        cached = sum(len(topic) + len(template) for topic, template in render._templates.items())
+        cached += sum(len(topic) + len("".join(parts)) for topic, parts in render._parts.items())
+        assert cached <= TEMPLATE_CACHE_BYTES
+    # Short topics still come from the cache.
+    render(Record("app", "INFO", 20, "", "m", STAMP))
+    assert "app.INFO" in render._parts
+
+
+STANDARD_FORMAT = (
+    "%(name)s %(levelno)d %(levelname)s %(pathname)s %(filename)s %(module)s %(lineno)d %(funcName)s "
+    "%(created)f %(msecs)d %(relativeCreated)d %(thread)d %(threadName)s %(processName)s %(process)d "
+    "%(asctime)s %(message)s"
+)
+
+
+def _consume(body: dict[str, Any]) -> str:
+    """What a python-logging-rabbitmq consumer does with a message body."""
+    import logging
+
+    record = logging.makeLogRecord(json.loads(_strict_text(body)))
+    return logging.Formatter(STANDARD_FORMAT).format(record)
+
+
+def _strict_text(body: dict[str, Any]) -> str:
+    from zlogcollect.formatting import strict_json
+
+    text = strict_json(body)
+    _strict(text)
+    return text
+
+
+def test_amqp_body_is_what_a_python_logging_rabbitmq_consumer_formats() -> None:
+    """Every standard LogRecord field formats for stock and extension records; traceback as exc_info text."""
+    from zlogcollect.formatting import amqp_body
+
+    stock = amqp_body(Record("app1", "ERROR", 40, "db.query", "timeout", STAMP))
+    assert _consume(stock).endswith(" timeout")
+    assert stock["msg"] == "timeout" and stock["args"] is None and stock["name"] == "app1"
+    for field in ("lineno", "thread", "process", "relativeCreated", "msecs"):
+        assert isinstance(stock[field], int | float) and not isinstance(stock[field], bool), field
+    for field in ("pathname", "filename", "module", "funcName", "threadName", "processName", "host"):
+        assert stock[field] == "", field
+
+    meta = {
+        **ZLOG_META,
+        "exc": TRACEBACK,
+        "path": "/srv/app/orders.py",
+        "line": 42,
+        "func": "store",
+        "thread": "MainThread",
+        "process": "MainProcess",
+        "extra": {"source": "app1-producer", "env": "dev", "ratio": math.nan, "msg": "not ours"},
+    }
+    rich = amqp_body(Record("app1", "ERROR", 40, "db.query", f"lookup failed\n{TRACEBACK}", STAMP, meta=meta))
+    assert rich["msg"] == "lookup failed"
+    assert rich["exc_info"] == rich["exc_text"] == TRACEBACK
+    assert (rich["pathname"], rich["filename"], rich["module"], rich["lineno"]) == (
+        "/srv/app/orders.py",
+        "orders.py",
+        "orders",
+        42,
+    )
+    assert (rich["process"], rich["host"], rich["name"]) == (4242, "web01", "db")
+    # The app's own extra fields win over ours (source), never over logging's own (msg).
+    assert (rich["source"], rich["env"], rich["subtopic"]) == ("app1-producer", "dev", "db.query")
+    text = _consume(rich)
+    assert text.count("KeyError") == 1
+    assert "lookup failed\nTraceback" in text and " orders.py orders 42 store " in text
+    assert json.loads(_strict_text(rich))["ratio"] == "NaN"
+
+
+def test_amqp_body_survives_a_sender_with_wrong_types() -> None:
+    """Numbers where logging has numbers even when a peer sends strings or null."""
+    from zlogcollect.formatting import amqp_body
+
+    meta = {"pid": "12", "line": None, "thread": None, "path": 5, "exc": ["not", "text"], "extra": [1]}
+    body = amqp_body(Record("", "Level 25", 25, "", "m", STAMP, meta=meta))
+    assert (body["process"], body["lineno"], body["name"], body["pathname"]) == (0, 0, "root", "5")
+    assert _consume(body).endswith(" m")

@@ -139,3 +139,57 @@ def test_sender_names_never_land_in_operator_named_files() -> None:
         "all-errors.log",
         "all-errors_.log",
     ]
+
+
+def test_host_and_pid_in_file_templates_are_sanitised() -> None:
+    """{host} and {pid} come from the extension, sanitised like {source}; '_' when a record lacks them."""
+    route = parse_route("#={host}/{source}-{pid}.log")
+    meta = {"host": "web01", "pid": 4242}
+    assert (
+        route.path_for(Record("app1", "INFO", 20, "", "m", 0.0, meta=meta), "default")
+        == "web01/app1-4242.log"
+    )
+    hostile = {"host": "../../etc", "pid": "1/2"}
+    assert (
+        route.path_for(Record("app1", "INFO", 20, "", "m", 0.0, meta=hostile), "d") == "_._.._etc/app1-_.log"
+    )
+    assert route.path_for(Record("app1", "INFO", 20, "", "m", 0.0), "d") == "_/app1-_.log"
+    assert route.path_for(Record("a", "INFO", 20, "", "m", 0.0, meta={"host": "h" * 500}), "d") == (
+        "h" * 100 + "/a-_.log"
+    )
+
+
+def test_router_cache_key_follows_host_and_pid_only_when_routes_use_them() -> None:
+    """A caller caching paths per topic stays right when a template uses {host} or {pid}."""
+    a = Record("app1", "INFO", 20, "", "m", 0.0, meta={"host": "web01", "pid": 1})
+    b = Record("app1", "INFO", 20, "", "m", 0.0, meta={"host": "web02", "pid": 1})
+    plain = Router(default_routes())
+    assert plain.per_topic and plain.cache_key(a) == plain.cache_key(b) == "app1.INFO"
+    by_host = Router([parse_route("#={host}/{source}.log")])
+    assert not by_host.per_topic and by_host.cache_key(a) != by_host.cache_key(b)
+    assert by_host.route(a) == ["web01/app1.log"] and by_host.route(b) == ["web02/app1.log"]
+    big = Record("app1", "INFO", 20, "", "m", 0.0, meta={"host": "h" * 1_000_000})
+    assert len(repr(by_host.cache_key(big))) < 300  # a peer's huge host is not kept as a key
+
+
+@pytest.mark.parametrize(
+    ("template", "record_", "key"),
+    [
+        (None, Record("app1", "ERROR", 40, "db.query", "m", 0.0), "app1.ERROR"),
+        (None, Record("", "ERROR", 40, "db", "m", 0.0), "ERROR"),
+        (None, Record("svc/web", "INFO", 20, "", "m", 0.0), "svc.web.INFO"),
+        ("{topic}", Record("app1", "ERROR", 40, "db.query", "m", 0.0), "app1.ERROR.db.query"),
+        ("{source}.{level}.{subtopic}", Record("a", "INFO", 20, "x", "m", 0.0), "a.INFO.x"),
+        (
+            "{name}.{level}",
+            Record("a", "INFO", 20, "x", "m", 0.0, meta={"logger": "db.pool"}),
+            "db.pool.INFO",
+        ),
+        (None, Record("é" * 200, "INFO", 20, "", "m", 0.0), "é" * 127),
+    ],
+)
+def test_routing_key_defaults_to_source_and_level(template: str | None, record_: Record, key: str) -> None:
+    """The default key is what python-logging-rabbitmq consumers bind (app1.ERROR); '{topic}' is the old one."""
+    from zlogcollect.routing import routing_key
+
+    assert routing_key(template, record_) == key

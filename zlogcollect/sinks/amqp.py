@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -25,7 +24,7 @@ from pika.adapters.gevent_connection import GeventConnection
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from zlogcollect.config import redact
-from zlogcollect.formatting import amqp_body
+from zlogcollect.formatting import amqp_body, strict_json
 from zlogcollect.routing import match_topic, routing_key
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record
@@ -37,9 +36,6 @@ WINDOW = 256
 
 YIELD_EVERY = 32
 """Publishes between short real sleeps: GeventConnection needs one to let the hub write its buffer."""
-
-
-_JSON_BODY = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 class AmqpSetupError(Exception):
@@ -81,6 +77,7 @@ class Message(NamedTuple):
     routing_key: str
     body: bytes
     timestamp: int
+    subtopic: str = ""  # sent as the "subtopic" header: the default routing key leaves it out
 
 
 def connection_parameters(settings: AmqpSettings) -> pika.URLParameters:
@@ -151,12 +148,18 @@ class AmqpSink:
             message_id = f"{self._instance}:{self._counter}"
         try:
             # surrogatepass: a lone surrogate from a peer's JSON must not lose the record.
-            body = _JSON_BODY(amqp_body(record)).encode("utf-8", "surrogatepass")
+            body = strict_json(amqp_body(record)).encode("utf-8", "surrogatepass")
         except (TypeError, ValueError):
             stats.amqp["dropped"] += 1
             stats.dropped["amqp_bad_record"] += 1
             return
-        message = Message(message_id, routing_key(self.settings.routing_key, record), body, int(record.time))
+        message = Message(
+            message_id,
+            routing_key(self.settings.routing_key, record),
+            body,
+            int(record.time),
+            record.subtopic,
+        )
         if len(self._buffer) >= self.settings.buffer:
             stats.amqp["dropped"] += 1
             stats.dropped["amqp_buffer_full"] += 1
@@ -320,6 +323,7 @@ class AmqpSink:
                         message_id=message.message_id,
                         timestamp=message.timestamp,
                         app_id="zlogcollect",
+                        headers={"subtopic": message.subtopic},
                     ),
                     mandatory=self.settings.mandatory,
                 )

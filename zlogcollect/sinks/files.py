@@ -437,7 +437,7 @@ class FileSink:
         self._rotated_lock = threading.Lock()
         self._closing = False
         self._files: dict[str, RotatingFile] = {}
-        self._routes: dict[str, tuple[str, ...]] = {}
+        self._routes: dict[object, tuple[str, ...]] = {}
         self._routes_bytes = 0
         self._known: set[str] = {MALFORMED_FILE, OVERFLOW_FILE}
         self._max_files = max_files
@@ -460,10 +460,12 @@ class FileSink:
 
     def write(self, record: Record) -> None:
         """Queue *record* for every file its routes name; flush early if the batch is large."""
-        # Routes depend only on the topic (source, level, subtopic), so each
-        # distinct topic is routed once; the cache starts over when it is full,
-        # by entries or by bytes (a peer may send long distinct topics).
-        paths = self._routes.get(record.topic)
+        # Routes depend only on the topic (source, level, subtopic), plus host and
+        # pid when a template uses them, so each distinct key is routed once; the
+        # cache starts over when it is full, by entries or by bytes (a peer may
+        # send long distinct topics).
+        key = record.topic if self._router.per_topic else self._router.cache_key(record)
+        paths = self._routes.get(key)
         if paths is None:
             paths = tuple(self._admit(path) for path in self._router.route(record))
             size = len(record.topic) + sum(len(path) for path in paths) + 64
@@ -471,7 +473,7 @@ class FileSink:
                 self._routes.clear()
                 self._routes_bytes = 0
             if size <= _ROUTE_CACHE_BYTES // 16:
-                self._routes[record.topic] = paths
+                self._routes[key] = paths
                 self._routes_bytes += size
         if not paths:
             self._stats.unrouted += 1
