@@ -19,7 +19,14 @@ from typing import Any, Final, cast
 import zmq
 from zmq.log.handlers import PUBHandler
 
-from zlogcollect.wire import STANDARD_LEVELS, TOPIC_DELIM, build_topic, encode_extension
+from zlogcollect.wire import (
+    MAX_RECORD_BYTES,
+    MAX_TOPIC_BYTES,
+    STANDARD_LEVELS,
+    TOPIC_DELIM,
+    build_topic,
+    encode_extension,
+)
 
 __all__ = ["DEFAULT_ENDPOINT", "ZLogHandler", "default_app_name", "setup"]
 
@@ -143,6 +150,9 @@ class ZLogHandler(PUBHandler):
         hold_timeout: seconds a held record waits for a collector before it is dropped.
         linger: most seconds ``close()`` spends waiting for a collector and flushing.
         sndhwm: records queued in zmq per collector before new ones are dropped.
+        max_record_bytes: the collector's ``--max-record-bytes``: a longer message,
+            traceback or set of extra fields is cut to fit, with a note saying how much
+            was cut (a collector refuses an oversized frame by dropping the connection).
     """
 
     def __init__(
@@ -160,6 +170,7 @@ class ZLogHandler(PUBHandler):
         hold_timeout: float = 10.0,
         linger: float = 2.0,
         sndhwm: int = 100_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         if endpoint is None:
             endpoint = DEFAULT_ENDPOINT if interface_or_socket is None else interface_or_socket
@@ -178,6 +189,10 @@ class ZLogHandler(PUBHandler):
         self._hold_timeout = float(hold_timeout)
         self._linger = max(float(linger), 0.0)
         self._sndhwm = int(sndhwm)
+        # Half the record for the text, the rest for the topic and the extension
+        # (which repeats a traceback): together they stay under the collector's limit.
+        self._max_body = max(int(max_record_bytes) // 2, 256)
+        self._max_extension = max(int(max_record_bytes) // 2 - MAX_TOPIC_BYTES, 256)
         self._host = _net.gethostname()
         self._error_quiet_until = 0.0
         self._errors_suppressed = 0
@@ -436,6 +451,8 @@ class ZLogHandler(PUBHandler):
                     body = self.format(record).encode()
                 except UnicodeEncodeError:
                     body = self.format(record).encode("utf-8", "backslashreplace")
+            if len(body) > self._max_body:
+                body = _cut(body, self._max_body)
             # The sequence number is taken after format(): a record logged from inside
             # a message argument's __str__ goes out first and must not get a lower seq.
             seq = self._seq
@@ -506,12 +523,27 @@ class ZLogHandler(PUBHandler):
         if self._dropped:
             fields["dropped"] = self._dropped
         try:
-            return encode_extension(fields)
+            extension = encode_extension(fields)
         except (TypeError, ValueError):
             # An extra value JSON rejects even with default=repr (a dict with tuple
             # keys, a cycle): send the repr of everything that is not a plain scalar.
             safe = (str, int, float, type(None))
-            return encode_extension({k: v if isinstance(v, safe) else repr(v) for k, v in fields.items()})
+            fields = {k: v if isinstance(v, safe) else repr(v) for k, v in fields.items()}
+            extension = encode_extension(fields)
+        if len(extension) <= self._max_extension:
+            return extension
+        # Too large for the collector: cut the traceback, then the extra fields.
+        limit = self._max_extension
+        if isinstance(fields.get("exc"), str):
+            fields["exc"] = _cut(fields["exc"].encode(), limit // 2).decode()
+        if "extra" in fields and len(encode_extension(fields)) > limit:
+            size = len(encode_extension(fields["extra"]))
+            fields["extra"] = {"zlogcollect_cut": f"{size} bytes of extra fields, over the record limit"}
+        extension = encode_extension(fields)
+        if len(extension) > limit:  # long names everywhere: keep only what loss accounting needs
+            kept = ("created", "levelno", "levelname", "pub", "seq", "dropped")
+            extension = encode_extension({k: fields[k] for k in kept if k in fields})
+        return extension
 
     def _send(self, topic: bytes, body: bytes, extension: bytes | None) -> bool:
         send = self._send_frame
@@ -705,6 +737,13 @@ class ZLogHandler(PUBHandler):
     def publisher_id(self) -> str:
         """The ``pub`` id the collector sees; a new one after fork."""
         return self._pub
+
+
+def _cut(text: bytes, limit: int) -> bytes:
+    """*text* cut to at most *limit* bytes on a character boundary, with a note of what was cut."""
+    kept = text[: max(limit - 120, 0)].decode("utf-8", "ignore").encode()
+    note = f"\n[zlogcollect cut {len(text) - len(kept):,} bytes here: the record was over the size limit]"
+    return kept + note.encode()
 
 
 def _extra(record: logging.LogRecord) -> dict[str, Any]:

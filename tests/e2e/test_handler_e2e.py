@@ -496,3 +496,42 @@ def test_custom_level_from_setup_lands_in_the_app_file(
     assert counter(summary, "malformed") == 0
     assert counter(summary, "lost") == 0
     assert "unseen_before_start" not in summary
+
+
+def test_oversized_records_are_cut_to_fit_not_refused(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    """A 3 MB message, traceback or set of extra fields arrives cut, with a note; nothing is lost.
+
+    The collector refuses a frame over --max-record-bytes by dropping the connection
+    (libzmq's MAXMSGSIZE), which would lose the record and what travelled with it.
+    """
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    app = run_app(
+        """
+        import logging, sys, zlogcollect
+        zlogcollect.setup(sys.argv[1], app="big")
+        log = logging.getLogger("big")
+        log.info("é" * 1_500_000)  # 3 MB of UTF-8: the cut must not split a character
+        try:
+            raise ValueError("x" * 3_000_000)
+        except ValueError:
+            log.exception("failed")
+        log.info("with extra", extra={"blob": "y" * 3_000_000})
+        log.info("small one after")
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    assert app.returncode == 0, app.stderr
+    wait_until(lambda: len(json_lines(logdir / "big.log")) == 4, timeout=20, what="four records")
+    summary = stop_collector(proc)
+    long_text, failed, with_extra, small = json_lines(logdir / "big.log")
+    assert long_text["message"].startswith("ééé") and "zlogcollect cut" in long_text["message"]
+    assert failed["message"].startswith("failed")
+    assert "zlogcollect cut" in failed["exc"] and "ValueError" in failed["exc"]
+    assert with_extra["message"] == "with extra" and "blob" not in with_extra.get("extra", {})
+    assert small["message"] == "small one after"
+    assert counter(summary, "malformed") == 0
+    assert counter(summary, "lost") == 0
