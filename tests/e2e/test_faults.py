@@ -17,7 +17,9 @@ from tests.helpers import CollectorProcess, StockSender, read_lines, short_ipc_e
 
 pytestmark = pytest.mark.e2e
 
-RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| INFO \| app \| - \| record (\d{5}) x{60}$")
+RECORD = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| INFO \| app \| - \| - \| record (\d{5}) x{60}$"
+)
 
 
 def start(collectors: list[CollectorProcess], logdir: Path, *args: str) -> tuple[CollectorProcess, str]:
@@ -96,7 +98,7 @@ def test_restart_after_a_kill_mid_line_starts_a_new_line(
 ) -> None:
     """A file left ending mid-line (SIGKILL during a write) gets its newline before the next record, counted."""
     (logdir / "app.log").write_bytes(
-        b"2026-12-01 10:00:00.000 | INFO | app | - | whole\n2026-12-01 10:00:00.0"
+        b"2026-12-01 10:00:00.000 | INFO | app | - | - | whole\n2026-12-01 10:00:00.0"
     )
     proc, endpoint = start(collectors, logdir)
     sender = StockSender(endpoint, "app")
@@ -109,7 +111,7 @@ def test_restart_after_a_kill_mid_line_starts_a_new_line(
     assert proc.stop() == 0
     lines = read_lines(logdir / "app.log")
     assert lines[1] == "2026-12-01 10:00:00.0"
-    assert lines[2].endswith(" | INFO | app | - | after restart")
+    assert lines[2].endswith(" | INFO | app | - | - | after restart")
     assert "repaired_partial_line:1" in proc.summary()
 
 
