@@ -55,9 +55,11 @@ def latency_once(flush_interval: float, seconds: float) -> dict[str, float]:
                 lines = tail.read_new()
                 now = time.time()
                 for line in lines:
-                    if b" | lat | lat | " not in line:
+                    # TIME | LEVEL | SOURCE | ORIGIN | SUBTOPIC | MESSAGE (the default line)
+                    fields = line.split(b" | ", 5)
+                    if len(fields) < 6 or fields[2] != b"lat" or fields[4] != b"lat":
                         continue
-                    stamp = line.rsplit(b" | ", 1)[1].split()[0]
+                    stamp = fields[5].split()[0]
                     latencies.append(now - float(stamp))
                 time.sleep(READ_EVERY)
             result = app.wait_json(30)
