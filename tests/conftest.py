@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess
+from tests.helpers import CollectorProcess, broker_unavailable
+from tests.rabbitmq_node import RabbitNode, RabbitNodeError
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +46,40 @@ def logdir(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitNode]:
+    """A private RabbitMQ node shared by the whole session, stopped and deleted at the end.
+
+    Tests may stop, crash or restart it; `rabbit_url` brings it back up if a test
+    left it down.
+    """
+    if not RabbitNode.available():
+        broker_unavailable(
+            "rabbitmq-server is not installed (apt-get install --no-install-recommends rabbitmq-server)"
+        )
+    try:
+        node = RabbitNode()
+    except RabbitNodeError as exc:
+        broker_unavailable(f"cannot set up a RabbitMQ node: {exc}")
+    try:
+        node.start()
+    except (RabbitNodeError, OSError) as exc:
+        node.close()
+        broker_unavailable(f"RabbitMQ node failed to start: {exc}")
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def rabbit_url(rabbit: RabbitNode) -> str:
+    """AMQP URL of the session node, restarted (fresh) first if an earlier test left it down."""
+    if not rabbit.running:
+        try:
+            rabbit.restart(keep_data=False)
+        except RabbitNodeError as exc:
+            pytest.fail(f"RabbitMQ node could not be restarted: {exc}", pytrace=False)
+    return rabbit.url

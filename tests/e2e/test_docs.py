@@ -26,9 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.amqp.conftest import _unavailable, rabbit, rabbit_url  # noqa: F401  (fixtures for the AMQP blocks)
 from tests.docblocks import RUNNABLE, SAMPLES, Block, DocFormatError, doc_files, parse
-from tests.helpers import ROOT, CollectorProcess, wait_until
+from tests.helpers import ROOT, CollectorProcess, broker_unavailable, wait_until
 from tests.rabbitmq_node import RabbitNode, _free_port_block
 
 pytestmark = pytest.mark.e2e
@@ -259,7 +258,7 @@ def test_daemon_block_runs_until_ctrl_c(block: Block, workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("block", [_param(b) for b in RUN if "amqp" in b.run.split()])
-def test_amqp_block_runs(block: Block, workdir: Path, rabbit_url: str) -> None:  # noqa: F811
+def test_amqp_block_runs(block: Block, workdir: Path, rabbit_url: str) -> None:
     """The whole chain to RabbitMQ, against the suite's private node (AMQP_URL)."""
     _require_default_port()
     env = _env(AMQP_URL=rabbit_url)
@@ -275,7 +274,7 @@ def test_broker_block_starts_a_node_and_prints_its_url(block: Block, workdir: Pa
     import pika
 
     if not RabbitNode.available():
-        _unavailable(
+        broker_unavailable(
             "rabbitmq-server is not installed (apt-get install --no-install-recommends rabbitmq-server)"
         )
     # Private ports and state, as tests/rabbitmq_node.py picks them: never the user's 5672.
