@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
-from zlogcollect import __version__
+from zlogcollect._version import __version__
 
 EXIT_CONFIG = 78
 

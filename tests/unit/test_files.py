@@ -485,3 +485,57 @@ def test_a_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> 
     assert stats.errors["rotate_error"] == 1
     assert files.pending_lines == 0
     files.close()
+
+
+ALL_WHEN = ["S", "M", "H", "D", "MIDNIGHT", "midnight", *(f"W{day}" for day in range(7))]
+
+
+@pytest.mark.parametrize("when", ALL_WHEN)
+@pytest.mark.parametrize("compress", [False, True])
+def test_stdlib_rotated_names_are_backups(tmp_path: Path, when: str, compress: bool) -> None:
+    """For every `when`, the name the stdlib itself gives a rotated file is one of our backups, and only ours.
+
+    The stamp table is ours (not edited from the stdlib's private extMatch, which
+    changed in Python 3.13), so it is checked against the stdlib's suffix here.
+    """
+    base = str(tmp_path / "app.log")
+    stdlib = logging.handlers.TimedRotatingFileHandler(base, when=when, delay=True)
+    if compress:
+        stdlib.namer = lambda name: name + ".gz"
+    ours = RotatingFile(base, Rotation(when=when, backup_count=1), None)
+    names = []
+    for moment in (
+        time.mktime((2026, 1, 2, 3, 4, 5, 0, 0, -1)),
+        time.mktime((2026, 11, 25, 23, 59, 59, 0, 0, -1)),
+    ):
+        stamp = time.strftime(stdlib.suffix, time.localtime(moment))
+        assert files_module.stamp_pattern(when).fullmatch(stamp), (when, stamp)
+        names.append(os.path.basename(stdlib.rotation_filename(f"{base}.{stamp}")))
+        # A source named "web" or "log.<stamp>" is another file's business.
+        names.append(f"app.web.log.{stamp}")
+        names.append(f"app.log.{stamp}.log")
+    assert names[0].startswith("app.log.2026-01-02")
+    assert names[0].endswith(".gz") == compress
+    # keep=0 reports every backup of app.log, and nothing else.
+    assert sorted(files_module.backups_to_delete(names, "app.log", ours.stamp, 0)) == sorted(
+        [names[0], names[3]]
+    )
+    assert files_module.backups_to_delete(names, "app.log", ours.stamp, 2) == []
+    assert files_module.backups_to_delete(names, "app.log", ours.stamp, 1) == [names[0]]
+    ours.close()
+    stdlib.close()
+
+
+def test_stamp_patterns_cover_the_stdlib_suffixes() -> None:
+    """Each table entry matches the stdlib's strftime suffix for that `when`, and nothing longer or shorter."""
+    for when in ALL_WHEN:
+        stdlib = logging.handlers.TimedRotatingFileHandler(os.devnull, when=when, delay=True)
+        stamp = time.strftime(stdlib.suffix, time.localtime(1_800_000_000))
+        pattern = files_module.stamp_pattern(when)
+        assert pattern.fullmatch(stamp)
+        assert not pattern.fullmatch(stamp + "0")
+        assert not pattern.fullmatch(stamp[:-1])
+        assert not pattern.fullmatch(stamp + ".log")
+        stdlib.close()
+    with pytest.raises(ValueError, match="W7"):
+        files_module.stamp_pattern("W7")

@@ -91,6 +91,30 @@ def backups_to_delete(names: Sequence[str], base: str, stamp: re.Pattern[str], k
     return [name for suffix in doomed for name in stamps[suffix]]
 
 
+# The stamp TimedRotatingFileHandler puts after "<base>." for each `when`, as a
+# regex. Written out here rather than edited from the stdlib's private extMatch,
+# whose text differs between Python versions (3.13 rewrote it) and which also
+# accepts a trailing ".word": a source named "web.log.2099-01-01" (file
+# web.log.2099-01-01.log) would pass for a backup of web.log.
+_DAY = r"\d{4}-\d{2}-\d{2}"
+STAMP_PATTERNS: dict[str, str] = {
+    "S": _DAY + r"_\d{2}-\d{2}-\d{2}",  # %Y-%m-%d_%H-%M-%S
+    "M": _DAY + r"_\d{2}-\d{2}",  # %Y-%m-%d_%H-%M
+    "H": _DAY + r"_\d{2}",  # %Y-%m-%d_%H
+    "D": _DAY,  # %Y-%m-%d
+    "MIDNIGHT": _DAY,
+    **{f"W{day}": _DAY for day in range(7)},
+}
+
+
+def stamp_pattern(when: str) -> re.Pattern[str]:
+    """The rotated-name stamp for *when* (any case, as the stdlib accepts it), to fullmatch."""
+    try:
+        return re.compile(STAMP_PATTERNS[when.upper()], re.ASCII)
+    except KeyError:
+        raise ValueError(f"invalid rollover interval: {when!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Rotation:
     """The settings of ``logging.handlers.TimedRotatingFileHandler``, with its names."""
@@ -144,10 +168,7 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         self._note = note
         self.fd: int | None = None
         self._identity: tuple[int, int] | None = None
-        # The stdlib's extMatch also accepts a trailing ".word", so a source named
-        # "web.log.2099-01-01" (file web.log.2099-01-01.log) would pass for a backup
-        # of web.log and get real backups deleted. Only the bare date counts here.
-        self.stamp = re.compile(self.extMatch.pattern.replace(r"(\.\w+)?$", "$"), re.ASCII)
+        self.stamp = stamp_pattern(self.when)
 
     def write_batch(self, data: bytes | str, now: float, continuing: bool = False) -> int:
         """Rotate if due at *now*, then append *data*; return the bytes written.
