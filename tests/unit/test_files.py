@@ -6,6 +6,7 @@ import errno
 import logging.handlers
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -130,8 +131,11 @@ def test_backups_of_dotted_names_are_kept_apart(tmp_path: Path) -> None:
         str(tmp_path / "app.log"), when="D", backupCount=1, delay=True
     )
     stdlib.namer = lambda name: name + ".gz"
-    # The stdlib counts app.web.log's backup as one of app.log's and so deletes app.log's newest.
-    assert "app.log.2026-01-03" in {os.path.basename(p) for p in stdlib.getFilesToDelete()}
+    stdlib_doomed = {os.path.basename(p) for p in stdlib.getFilesToDelete()}
+    if sys.version_info < (3, 13):
+        # Before 3.13 the stdlib counts app.web.log's backup as one of app.log's
+        # and so deletes app.log's newest; 3.13 rewrote getFilesToDelete.
+        assert "app.log.2026-01-03" in stdlib_doomed
     handle.close()
     stdlib.close()
 
