@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.perf]
 
 
 def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:

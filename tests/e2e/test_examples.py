@@ -32,6 +32,7 @@ def test_seed_apps_reach_the_collector(collectors: list[CollectorProcess], logdi
                 "20",
                 "--interval",
                 "0.01",
+                *(["--stock"] if stock else []),
             ],
         )
         for app in ("app1", "app2", "app3")
@@ -43,6 +44,11 @@ def test_seed_apps_reach_the_collector(collectors: list[CollectorProcess], logdi
     )
     assert proc.stop() == 0
     assert read_lines(logdir / "errors.log")
+    for i in (1, 2, 3):
+        # The stock branch formats the message itself ("seed_app.py:LINE | ...") and sends
+        # no extension, so the line shows which handler the app really used.
+        for line in read_lines(logdir / f"app{i}.log"):
+            assert ("| seed_app.py:" in line) == stock, line
 
 
 def test_demo_script_runs_and_stops_cleanly() -> None:

@@ -52,13 +52,18 @@ def stop_collector(proc: CollectorProcess) -> str:
     return proc.summary()
 
 
-def test_start_up_burst_arrives_stock_loses_some(
+def test_start_up_burst_arrives_stock_delivers_an_ordered_part(
     collectors: list[CollectorProcess],
     logdir: Path,
     tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
-    """An app that logs 1,000 records right after creating the handler and exits at once delivers all 1,000."""
+    """An app that logs 1,000 records right after creating the handler and exits at once delivers all 1,000.
+
+    The stock PUBHandler, in the same app, delivers at most that: an in-order part of the
+    records with nothing repeated (how many depends on when the subscription lands, so the
+    counts are recorded, not asserted).
+    """
     endpoint = short_ipc_endpoint()
     proc = start_collector(collectors, endpoint, logdir)
     ours = run_app(
@@ -95,8 +100,15 @@ def test_start_up_burst_arrives_stock_loses_some(
     summary = stop_collector(proc)
     messages = [r["message"] for r in json_lines(logdir / "ours.log")]
     assert messages == [f"record {i}" for i in range(1000)]
-    stock_count = len(json_lines(logdir / "stock.log"))
-    linger_count = len(json_lines(logdir / "stocklinger.log"))
+    delivered: dict[str, int] = {}
+    for root in ("stock", "stocklinger"):
+        # The stock class formats with its own default ("app.py:9 - record 6" at WARNING).
+        records = json_lines(logdir / f"{root}.log")
+        numbers = [int(r["message"].rpartition(" - record ")[2]) for r in records]
+        assert numbers == sorted(set(numbers)), root  # in order, none repeated
+        assert set(numbers) <= set(range(1000)), root
+        delivered[root] = len(numbers)
+    stock_count, linger_count = delivered["stock"], delivered["stocklinger"]
     record_property("stock_start_up_delivered", stock_count)
     record_property("stock_with_linger_start_up_delivered", linger_count)
     print(f"start-up burst: ours 1000/1000, stock {stock_count}/1000, stock with linger {linger_count}/1000")

@@ -345,6 +345,7 @@ def test_threads_deliver_whole_records(
     assert handler.stats["dropped"] == 0
 
 
+@pytest.mark.perf
 def test_collector_absent_never_blocks(make_handler: Callable[..., ZLogHandler]) -> None:
     """With no collector, emit returns in microseconds, and close() returns within its linger."""
     handler = make_handler(free_tcp_endpoint(), app="alone", linger=0.3, hold=100)
@@ -532,6 +533,7 @@ def test_bind_mode_and_existing_socket(make_handler: Callable[..., ZLogHandler])
         sub.close(linger=0)
 
 
+@pytest.mark.perf
 def test_per_call_cost_below_stock(record_property: Callable[[str, object], None]) -> None:
     """One logger.info through ZLogHandler, extension included, costs less than through the stock PUBHandler."""
     context = zmq.Context()
@@ -654,6 +656,7 @@ EXIT_APP = """
 """
 
 
+@pytest.mark.perf
 @pytest.mark.parametrize("where", ["main", "child"])
 def test_handlers_linger_at_exit_together(where: str, tmp_path: Path) -> None:
     """Three handlers with no collector exit within one linger (1.5 s), not three in turn (4.5 s before).
