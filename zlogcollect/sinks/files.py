@@ -270,10 +270,16 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         """
         self.close_stream()
         keep, self.backupCount = self.backupCount, 0
+        due = self.rolloverAt
         try:
             super().doRollover()
         finally:
             self.backupCount = keep
+        if self.rolloverAt == due:
+            # Python 3.13's doRollover returns without rotating (and without moving
+            # rolloverAt on) when the rotated name exists already; that would make
+            # every flush try again. Report it like a failed rename: retried later.
+            raise FileExistsError(errno.EEXIST, "the rotated file's name is taken", self.baseFilename)
         if keep > 0 and self._background is not None:
             self._background.prune(self)
 
