@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
@@ -187,6 +187,29 @@ def _decode(frame: bytes, what: str) -> str:
 _JSON_DECODE = json.JSONDecoder().decode  # json.loads(bytes) also sniffs the encoding per call
 
 
+MAX_EXTENSION_DEPTH: Final = 32
+"""Deepest nesting of objects and arrays an extension may have (``extra`` values included)."""
+
+
+def _depth(value: object) -> int:
+    """How deeply *value* nests lists and dicts, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_EXTENSION_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def decode_extension(frame: bytes) -> dict[str, Any]:
     """Parse the optional third frame; raises :class:`MalformedRecord` if it is not one."""
     try:
@@ -194,6 +217,13 @@ def decode_extension(frame: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: a few kB of nested brackets, which a hostile peer can send.
         raise MalformedRecord("bad_extension", "the third frame is not JSON") from exc
+    # Python 3.13's decoder no longer stops deep nesting with a RecursionError, and
+    # every later consumer (JSON lines, the AMQP body) would have to: limit it here.
+    # Counting brackets first keeps the walk off the path of ordinary records.
+    if frame.count(b"[") + frame.count(b"{") > MAX_EXTENSION_DEPTH and _depth(data) > MAX_EXTENSION_DEPTH:
+        raise MalformedRecord(
+            "bad_extension", f"the third frame nests deeper than {MAX_EXTENSION_DEPTH} levels"
+        )
     if not isinstance(data, dict) or data.get("v") != EXTENSION_VERSION:
         raise MalformedRecord(
             "bad_extension", f"the third frame is not a version {EXTENSION_VERSION} extension"

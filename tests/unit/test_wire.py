@@ -155,6 +155,16 @@ def test_hostile_extensions_never_escape_as_exceptions() -> None:
         assert record.meta["exc"] == "5"
 
 
+def test_extension_nesting_is_limited_whatever_the_json_decoder_allows() -> None:
+    """40 levels decode fine on every Python, yet are malformed; 30 levels of extra are kept."""
+    deep = b'{"v":1,"extra":{"a":' + b"[" * 40 + b"]" * 40 + b"}}"
+    with pytest.raises(MalformedRecord) as caught:
+        parse_frames([b"app.INFO", b"x", deep], 0.0)
+    assert caught.value.reason == "bad_extension"
+    fine = b'{"v":1,"extra":{"a":' + b"[" * 29 + b"]" * 29 + b"}}"
+    assert isinstance(parse_frames([b"app.INFO", b"x", fine], 0.0).meta["extra"]["a"], list)
+
+
 def test_custom_level_from_the_extension_is_accepted() -> None:
     """A level named in the topic and sent with its number by ZLogHandler needs no --level."""
     ext = encode_extension({"levelname": "NOTICE", "levelno": 25, "pub": "abc", "seq": 0})
