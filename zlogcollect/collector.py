@@ -149,6 +149,13 @@ class Collector:
         self._next_save = 0.0
         self._save_owed = False
         self._state_dirty = False
+        # What the state file says: every entry is a seq whose line (and all before
+        # it) is on disk. Publishers first seen since are registered at their first
+        # seq minus one, so a run killed before it wrote their lines is not mistaken
+        # by the next one for a collector that never saw them (which would call
+        # the missing records "unseen before start" instead of lost).
+        self._saved: dict[str, dict[str, object]] = {}
+        self._fresh: dict[str, dict[str, object]] = {}
         self.state_path: str | None = None
         """Where per-publisher sequence numbers are kept between runs (collect mode: in --dir)."""
         self.endpoints: list[str] = []
@@ -255,11 +262,14 @@ class Collector:
 
     def _saved_if_written(self) -> None:
         """Save the sequence state right after a sink wrote a batch (the file sink flushes early
-        from inside write()), so a collector killed now is not blamed for lines it did write.
+        from inside write()), so a collector killed now is not blamed for lines it did write,
+        and as soon as a new publisher shows up (see ``_saved``).
 
         Saving costs time in proportion to the publishers; it is done again only
         after ten times what the last save took, so it stays under ~10 % of the loop.
         """
+        if self._fresh and time.monotonic() >= self._next_save:
+            self.save_state()
         changes = self.stats.written.changes
         if changes != self._written_changes:
             self._written_changes = changes
@@ -305,13 +315,12 @@ class Collector:
         dropped = meta.get("dropped", 0)
         host = meta.get("host")
         pid = meta.get("pid")
+        host_text = host if isinstance(host, str) else "?"
+        pid_number = pid if isinstance(pid, int) else None
+        if publisher not in self.stats.publishers:
+            self._register(publisher, host_text, pid_number, seq, now)
         missing = self.stats.observe_sequence(
-            publisher,
-            host if isinstance(host, str) else "?",
-            pid if isinstance(pid, int) else None,
-            seq,
-            dropped if isinstance(dropped, int) else 0,
-            now,
+            publisher, host_text, pid_number, seq, dropped if isinstance(dropped, int) else 0, now
         )
         self._state_dirty = True
         if missing:
@@ -319,7 +328,13 @@ class Collector:
             if mark is not None:  # always, for a checked extension
                 self._note_loss(mark, missing)
 
+    def _register(self, publisher: str, host: str, pid: int | None, seq: int, now: float) -> None:
+        if len(self._fresh) < MAX_PUBLISHERS:
+            self._fresh[publisher] = {"host": host, "pid": pid, "seq": seq - 1, "seen": now}
+
     def _observe(self, mark: SequenceMark, now: float) -> None:
+        if mark.publisher not in self.stats.publishers:
+            self._register(mark.publisher, mark.host, mark.pid, mark.seq, now)
         missing = self.stats.observe_sequence(
             mark.publisher, mark.host, mark.pid, mark.seq, mark.dropped, now
         )
@@ -453,6 +468,7 @@ class Collector:
             if not isinstance(state, dict):
                 raise ValueError(f"it holds {type(state).__name__}, not an object")
             count = self.stats.restore_publishers(state.get("publishers"), time.time())
+            self._saved = self.stats.publisher_state()
         except ValueError as exc:
             log.warning("ignoring %s: %s", self.state_path, escape_text(exc))
             return
@@ -464,16 +480,31 @@ class Collector:
                 self.state_path,
             )
 
+    def _lines_pending(self) -> bool:
+        """True while a sink holds lines not yet on disk (a file being rotated or retried)."""
+        return any(getattr(sink, "pending_lines", 0) for sink in self.sinks)
+
     def save_state(self) -> None:
-        """Write the publishers' last sequence numbers (after the lines they cover were flushed)."""
-        if self.state_path is None or not self._state_dirty:
+        """Write the publishers' last sequence numbers, never past a line that is not on disk.
+
+        With every line written, that is each publisher's last seq. While lines
+        are pending, only the publishers first seen since the last save are added
+        (at their first seq minus one); the rest waits for a save with nothing pending.
+        """
+        if self.state_path is None or not (self._state_dirty or self._fresh):
+            return
+        complete = not self._lines_pending()
+        if not complete and not self._fresh:
+            self._save_owed = True
+            self._next_save = max(self._next_save, time.monotonic() + 0.05)  # not every loop pass
             return
         tmp = self.state_path + ".tmp"
         # CPU time of this thread: what the save costs the loop, not how long the
         # machine was busy elsewhere (a loaded host must not pause saving for long).
         started = time.thread_time()
         try:
-            text = json.dumps({"version": 1, "publishers": self.stats.publisher_state()}, default=str)
+            entries = self.stats.publisher_state() if complete else {**self._saved, **self._fresh}
+            text = json.dumps({"version": 1, "publishers": entries}, default=str)
             # A stale temp file (or a link planted in its place) is removed, not followed:
             # unlink acts on the link itself, and O_EXCL|O_NOFOLLOW refuse one made meanwhile.
             try:
@@ -490,8 +521,11 @@ class Collector:
             return
         finally:
             self._next_save = time.monotonic() + min(10 * (time.thread_time() - started), 1.0)
-        self._state_dirty = False
-        self._save_owed = False
+        self._saved = entries
+        self._fresh.clear()
+        if complete:
+            self._state_dirty = False
+            self._save_owed = False
 
     def reopen(self) -> None:
         """Reopen every sink's files (SIGHUP, after logrotate moved them)."""

@@ -189,7 +189,7 @@ def _valid_entry(name: object, entry: object) -> bool:
     seq, seen, host = entry.get("seq"), entry.get("seen"), entry.get("host", "?")
     return (
         seq.__class__ is int
-        and 0 <= seq <= _MAX_SEQ
+        and -1 <= seq <= _MAX_SEQ  # -1: first seen at seq 0, nothing of it written yet
         and seen.__class__ in (int, float)
         and 0 <= seen < 7.3e9
         and (host is None or (isinstance(host, str) and len(host) <= _MAX_HOST))

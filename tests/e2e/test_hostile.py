@@ -397,3 +397,73 @@ def test_throttle_holds_back_and_summarises() -> None:
     assert throttle.held("loss") == (90, 90)
     assert throttle.held("loss") == (0, 0)
     assert sum(throttle.allow("loss") for _ in range(20)) == 9  # the summary line used one
+
+
+def received(proc: CollectorProcess) -> int:
+    """The collector's `received` counter now (SIGUSR1, then its counters line)."""
+    before = len(lines_with(proc, "counters:"))
+    proc.send(signal.SIGUSR1)
+    wait_until(lambda: len(lines_with(proc, "counters:")) > before, 20, what="a counters line")
+    return counter(lines_with(proc, "counters:")[-1], "received")
+
+
+def kill_and_count_loss(
+    collectors: list[CollectorProcess], first: CollectorProcess, args: list[str], logdir: Path, next_seq: int
+) -> tuple[int, str]:
+    """SIGKILL *first*, restart on the same directory, send seq *next_seq*: (records missing, summary)."""
+    first.kill()
+    on_disk = {int(line.rsplit(" ", 1)[1]) for line in read_lines(logdir / "app.log") if " seq " in line}
+    second = start(collectors, *args)
+    sender = RawSender(args[1])
+    try:
+        sender.wait_connected(second)
+        sender.send(b"app.INFO", f"seq {next_seq}".encode(), ext(pub="p", seq=next_seq))
+        wait_until(
+            lambda: f"seq {next_seq}" in "".join(read_lines(logdir / "app.log")), what="the record after"
+        )
+    finally:
+        sender.close()
+    assert second.stop() == 0
+    return next_seq - len(on_disk), second.summary()
+
+
+def test_a_kill_right_after_a_timer_flush_counts_the_pending_record_lost(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """The state saved after a timed flush never claims a record that is still only in memory."""
+    args = ["--bind", short_ipc_endpoint(), "--dir", str(logdir)]
+    first = start(collectors, *args, "--flush-interval", "2")
+    sender = RawSender(args[1])
+    try:
+        sender.wait_connected(first)
+        for seq in range(10):
+            sender.send(b"app.INFO", f"seq {seq}".encode(), ext(pub="p", seq=seq))
+        wait_until(lambda: len(read_lines(logdir / "app.log")) >= 10, what="the timed flush")
+        count = received(first)
+        sender.send(b"app.INFO", b"seq 10", ext(pub="p", seq=10))  # waits for the next timer
+        wait_until(lambda: received(first) > count, what="seq 10 received")
+    finally:
+        sender.close()
+    missing, summary = kill_and_count_loss(collectors, first, args, logdir, 11)
+    assert counter(summary, "lost") == missing, summary
+
+
+def test_records_of_a_publisher_new_to_a_killed_run_count_as_lost_not_unseen(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """A run killed before it wrote anything of a new publisher: the next run reports those records lost."""
+    args = ["--bind", short_ipc_endpoint(), "--dir", str(logdir)]
+    first = start(collectors, *args, "--flush-interval", "60")
+    sender = RawSender(args[1])
+    try:
+        sender.wait_connected(first)
+        count = received(first)
+        for seq in range(500):
+            sender.send(b"app.INFO", f"seq {seq}".encode(), ext(pub="p", seq=seq))
+        wait_until(lambda: received(first) >= count + 500, what="500 records received")
+    finally:
+        sender.close()
+    missing, summary = kill_and_count_loss(collectors, first, args, logdir, 500)
+    assert missing == 500
+    assert counter(summary, "lost") == 500, summary
+    assert "unseen_before_start" not in summary
