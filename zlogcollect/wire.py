@@ -174,6 +174,27 @@ class Record:
         return self.created if self.created is not None else self.received
 
 
+_CONTROL = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters that act on a terminal or break a line (CR, ESC, C1, the Unicode line separators);
+tab and newline are text (a newline starts a continuation line)."""
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return "\\r" if code == 13 else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """*text* with control characters written as escapes (``\\x1b``, ``\\r``, ``\\u2028``).
+
+    As rsyslog does on receive: a line read with ``tail`` or ``less`` must not
+    move the cursor, clear the screen, or hide a forged line behind a CR.
+    """
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return _CONTROL.sub(_escaped, text)
+
+
 def _decode(frame: bytes, what: str) -> str:
     try:
         text = frame.decode("utf-8")
@@ -181,7 +202,7 @@ def _decode(frame: bytes, what: str) -> str:
         raise MalformedRecord("bad_utf8", f"{what} is not valid UTF-8 at byte {exc.start}") from exc
     if "\x00" in text:
         raise MalformedRecord("nul_byte", f"{what} contains a NUL byte")
-    return text
+    return escape_controls(text)
 
 
 _JSON_DECODE = json.JSONDecoder().decode  # json.loads(bytes) also sniffs the encoding per call
@@ -483,6 +504,8 @@ class Parser:
             raise MalformedRecord("bad_utf8", f"the message is not valid UTF-8 at byte {exc.start}") from exc
         if "\x00" in text:
             raise MalformedRecord("nul_byte", "the message contains a NUL byte")
+        if not text.isprintable():
+            text = escape_controls(text)
         if text.endswith("\n"):
             text = text[:-1]
         if text.startswith(info.prefix):
@@ -498,8 +521,9 @@ class Parser:
             # anything else keeps the receive time rather than losing the record.
             if created.__class__ in (int, float) and 0 <= created < 7.3e9:
                 record.created = float(created)
-            if "exc" in meta and not isinstance(meta["exc"], str):
-                meta["exc"] = repr(meta["exc"])
+            exc = meta.get("exc")
+            if exc is not None:
+                meta["exc"] = escape_controls(exc if isinstance(exc, str) else repr(exc))
             meta.pop("v", None)
             record.meta = meta
         return record

@@ -130,3 +130,29 @@ def test_json_lines_stay_strict_when_a_sender_sends_nan(
         data = json.loads(line, parse_constant=refuse)
         assert data["extra"] == {"ratio": "NaN", "limits": ["Infinity", "-Infinity"]}
         assert data["load"] == "Infinity" and data["message"] == "odd numbers"
+
+
+def test_control_characters_cannot_forge_lines_or_drive_the_terminal(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """ESC, OSC, BEL, CR and U+2028 in a stock sender's message reach the file escaped, one line per record."""
+    proc = CollectorProcess(
+        ["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--flush-interval", "0.05"]
+    )
+    collectors.append(proc)
+    proc.wait_ready()
+    sender = StockSender(proc.args[proc.args.index("--bind") + 1], "app")
+    try:
+        sender.wait_connected(logdir)
+        sender.logger.info("esc \x1b[2J\x1b]0;title\x07 cr\rover")
+        sender.logger.info("u2028\u20282026-01-01 00:00:00.000 | ERROR | app | web01:1 | - | forged")
+        wait_until(lambda: "forged" in "".join(read_lines(logdir / "app.log")), what="both records")
+    finally:
+        sender.close()
+    assert proc.stop() == 0
+    raw = (logdir / "app.log").read_bytes()
+    assert b"\x1b" not in raw and b"\r" not in raw and b"\x07" not in raw
+    text = raw.decode()
+    assert len(text.splitlines()) == len(text.split("\n")) - 1  # no line breaks but "\n"
+    assert "esc \\x1b[2J\\x1b]0;title\\x07 cr\\rover" in text
+    assert "u2028\\u20282026-01-01" in text

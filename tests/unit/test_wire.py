@@ -258,3 +258,14 @@ def test_escape_text_makes_one_safe_line() -> None:
     assert "\n" not in text and "\x1b" not in text
     assert "\\n" in text and "\\x1b" in text
     assert escape_text("x" * 500, 10) == "x" * 10 + "...[490 more]"
+
+
+def test_control_characters_from_the_wire_are_escaped() -> None:
+    """ESC, CR, BEL, C1 and U+2028 cannot act on a terminal or forge a line; tab and newline stay text."""
+    text = "esc \x1b[2J\x1b]0;title\x07 cr\rover\u2028forged\x85 tab\tend\nnext é"
+    record = parse_frames([b"app.INFO", text.encode(), b'{"v":1,"exc":"E\\u001b[31m"}'], 0.0)
+    assert record.message == ("esc \\x1b[2J\\x1b]0;title\\x07 cr\\rover\\u2028forged\\x85 tab\tend\nnext é")
+    assert record.meta["exc"] == "E\\x1b[31m"
+    assert parse_frames([b"app.INFO", b"plain text", b'{"v":1}'], 0.0).message == "plain text"
+    weird = parse_frames([b"ap\x1bp.INFO", b"x"], 0.0)
+    assert weird.source == "ap\\x1bp"
