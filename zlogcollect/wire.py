@@ -521,9 +521,9 @@ class Parser:
             # anything else keeps the receive time rather than losing the record.
             if created.__class__ in (int, float) and 0 <= created < 7.3e9:
                 record.created = float(created)
-            exc = meta.get("exc")
-            if exc is not None:
-                meta["exc"] = escape_controls(exc if isinstance(exc, str) else repr(exc))
+            trace = meta.get("exc")
+            if trace is not None:
+                meta["exc"] = escape_controls(trace if isinstance(trace, str) else repr(trace))
             meta.pop("v", None)
             record.meta = meta
         return record
