@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +27,9 @@ class PublisherLoss:
     seen: float = 0.0
     """When the last record from this publisher arrived (epoch seconds)."""
 
+
+SUMMARY_FILES = 20
+"""Files named in the counters line (the most written ones); the rest are only counted."""
 
 MAX_PUBLISHERS = 10_000
 """Publishers remembered at once; the longest silent are forgotten first."""
@@ -177,8 +181,13 @@ class Stats:
         if self.malformed:
             parts.append("malformed_by=" + ",".join(f"{k}:{v}" for k, v in sorted(self.malformed.items())))
         if files:
-            written = ",".join(f"{k}:{v}" for k, v in sorted(self.written.items()))
+            items = self.written.items()
+            shown = sorted(heapq.nlargest(SUMMARY_FILES, items, key=lambda item: item[1]))
+            written = ",".join(f"{k}:{v}" for k, v in shown)
             parts.append(f"files={written or '-'}")
+            if len(items) > len(shown):
+                # A peer inventing sources must not turn the counters line into megabytes.
+                parts.append(f"more_files={len(items) - len(shown)}")
         return " ".join(parts)
 
 

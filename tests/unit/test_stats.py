@@ -121,3 +121,15 @@ def test_written_counter_counts_changes() -> None:
     stats.written["a.log"] += 3
     assert stats.written.changes == before + 1
     assert stats.written["a.log"] == 3
+
+
+def test_counters_line_names_only_the_busiest_files() -> None:
+    """9,000 invented sources must not make a megabyte counters line (a peer controls the names)."""
+    stats = Stats()
+    for n in range(9000):
+        stats.written[f"{n:05d}{'q' * 95}.log"] += 1
+    stats.written["busy.log"] += 50
+    line = stats.summary()
+    assert len(line) < 3000
+    assert "busy.log:50" in line
+    assert "more_files=8981" in line
