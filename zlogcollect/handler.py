@@ -26,6 +26,7 @@ from zlogcollect.wire import (
     TOPIC_DELIM,
     build_topic,
     encode_extension,
+    level_word,
 )
 
 __all__ = ["DEFAULT_ENDPOINT", "ZLogHandler", "default_app_name", "setup"]
@@ -325,14 +326,15 @@ class ZLogHandler(PUBHandler):
         return fmt.format(record)
 
     def _topic(self, levelname: str, subtopic: str) -> bytes:
+        # A level name a collector would not accept from the extension is sent as one
+        # it does (one word); a topic over the collector's limit is cut to fit.
+        level = level_word(levelname)
         if not subtopic:
             topic = self._topics.get(levelname)
             if topic is None:
-                topic = self._topics[levelname] = build_topic(self.root_topic, levelname).encode(
-                    "utf-8", "replace"
-                )
+                topic = self._topics[levelname] = _fit_topic(self.root_topic, level, "")
             return topic
-        topic = build_topic(self.root_topic, levelname, subtopic).encode("utf-8", "replace")
+        topic = _fit_topic(self.root_topic, level, subtopic)
         if len(self._sub_topics) >= 1000:  # subtopics with variable parts must not grow it forever
             self._sub_topics.clear()
         self._sub_topics[(levelname, subtopic)] = topic
@@ -342,7 +344,7 @@ class ZLogHandler(PUBHandler):
         fields: dict[str, Any] = {"created": record.created, "levelno": record.levelno}
         levelname = record.levelname
         if levelname not in STANDARD_LEVELS:  # a custom level: the collector learns its name here
-            fields["levelname"] = levelname
+            fields["levelname"] = level_word(levelname)
         fields.update(
             {
                 "host": self._host,
@@ -403,7 +405,7 @@ class ZLogHandler(PUBHandler):
             # nothing per call once its fragment is cached.
             fields: dict[str, Any] = {"levelno": key[0]}
             if key[1] not in STANDARD_LEVELS:
-                fields["levelname"] = key[1]
+                fields["levelname"] = level_word(key[1])
             fields.update(
                 host=self._host,
                 pid=key[2],
@@ -737,6 +739,19 @@ class ZLogHandler(PUBHandler):
     def publisher_id(self) -> str:
         """The ``pub`` id the collector sees; a new one after fork."""
         return self._pub
+
+
+def _fit_topic(root: str, level: str, subtopic: str) -> bytes:
+    """The topic, its subtopic (then its root) cut so it stays within the collector's limit."""
+    topic = build_topic(root, level, subtopic).encode("utf-8", "replace")
+    if len(topic) <= MAX_TOPIC_BYTES:
+        return topic
+    room = MAX_TOPIC_BYTES - len(level.encode()) - 2
+    root_bytes = root.encode("utf-8", "replace")[: max(room // 2, room - len(subtopic.encode()))]
+    root = root_bytes.decode("utf-8", "ignore")
+    sub_room = room - len(root.encode())
+    subtopic = subtopic.encode("utf-8", "replace")[: max(sub_room, 0)].decode("utf-8", "ignore")
+    return build_topic(root.rstrip("."), level, subtopic.strip(".")).encode("utf-8", "replace")
 
 
 def _cut(text: bytes, limit: int) -> bytes:

@@ -48,6 +48,23 @@ MIN_LEVELNO, MAX_LEVELNO = -(2**31), 2**31 - 1
 _PUB_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # handlers send 16 hex digits
 _pub_ok = _PUB_TOKEN.fullmatch
 _LEVEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")  # one word, no dots, at most 32 characters
+
+
+def level_word(name: str) -> str:
+    """*name* as a level name a collector accepts from the extension (see docs/WIRE.md).
+
+    Standard names, ``Level N`` and one-word names of at most 32 characters stay
+    as they are; anything else (a space, a ``|``, a dot, 40 characters) has
+    each other character replaced by ``_`` and is cut to 32.
+    """
+    if name in STANDARD_LEVELS or _LEVEL_NAME.fullmatch(name) or _NUMBERED_LEVEL.fullmatch(name):
+        return name
+    word = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    if not word or not (word[0].isalpha() or word[0] == "_"):
+        word = "_" + word
+    return word[:32]
+
+
 _LEVEL_LIKE = re.compile(r"[A-Z][A-Z0-9_]{1,31}")  # what an unknown level in a topic usually looks like
 
 _MAX_MARK_EXTENSION: Final = 64 * 1024  # largest extension still read from a too_large record
@@ -434,6 +451,14 @@ class Parser:
                 index = parts.index(name)
                 topic = Topic(".".join(parts[:index]), name, ".".join(parts[index + 1 :]))
                 return _info(topic, number)
+            if isinstance(name, str) and isinstance(number, int) and name in parts:
+                # Named, numbered, but not one word: say so (once per name, on stderr) rather
+                # than quarantine it as if nobody had named the level.
+                raise UnknownLevel(
+                    name,
+                    f"level name {name!r} is not one word of at most 32 letters, digits, _ or - "
+                    f"(zlogcollect's handler sends it as {level_word(name)!r})",
+                )
         candidates = [part for part in parts if part in self._learned] or [
             part for part in parts if _LEVEL_LIKE.fullmatch(part)
         ]

@@ -547,3 +547,38 @@ def test_oversized_records_are_cut_to_fit_not_refused(
     assert small["message"] == "small one after"
     assert counter(summary, "malformed") == 0
     assert counter(summary, "lost") == 0
+
+
+def test_odd_level_names_and_long_subtopics_from_the_handler_are_written(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    """Level names that are not one word, and a topic over the collector's limit, still land in the app's file."""
+    endpoint = short_ipc_endpoint()
+    proc = start_collector(collectors, endpoint, logdir)
+    app = run_app(
+        """
+        import logging, sys, zlogcollect
+        for number, name in ((27, "L" * 40), (28, "A|B"), (29, "ERROR x")):
+            logging.addLevelName(number, name)
+        zlogcollect.setup(sys.argv[1], app="zh", level=logging.DEBUG)
+        log = logging.getLogger("zh")
+        for number in (27, 28, 29):
+            log.log(number, "level %d", number)
+        log.info("s" * 2000 + "::long subtopic")
+        """,
+        endpoint,
+        cwd=tmp_path,
+    )
+    assert app.returncode == 0, app.stderr
+    wait_until(lambda: len(json_lines(logdir / "zh.log")) == 4, what="four records in zh.log")
+    summary = stop_collector(proc)
+    lines = json_lines(logdir / "zh.log")
+    assert [(r["levelname"], r["levelno"]) for r in lines[:3]] == [
+        ("L" * 32, 27),
+        ("A_B", 28),
+        ("ERROR_x", 29),
+    ]
+    assert lines[3]["message"] == "long subtopic" and lines[3]["subtopic"].startswith("sss")
+    assert len(lines[3]["topic"].encode()) <= 1024
+    assert counter(summary, "malformed") == 0
+    assert counter(summary, "lost") == 0

@@ -21,6 +21,7 @@ from zlogcollect.wire import (
     encode_extension,
     escape_frames,
     escape_text,
+    level_word,
     parse_frames,
     parse_topic,
 )
@@ -269,3 +270,13 @@ def test_control_characters_from_the_wire_are_escaped() -> None:
     assert parse_frames([b"app.INFO", b"plain text", b'{"v":1}'], 0.0).message == "plain text"
     weird = parse_frames([b"ap\x1bp.INFO", b"x"], 0.0)
     assert weird.source == "ap\\x1bp"
+
+
+def test_a_level_name_that_is_not_one_word_is_named_in_the_quarantine_reason() -> None:
+    """Another sender's 'A|B' with its number: quarantined, and the reason says why (warned once by name)."""
+    ext = encode_extension({"levelname": "A|B", "levelno": 28})
+    with pytest.raises(UnknownLevel) as caught:
+        parse_frames([b"app.A|B", b"x", ext], 0.0)
+    assert caught.value.level == "A|B" and "not one word" in caught.value.detail
+    assert level_word("A|B") == "A_B" and level_word("Level 25") == "Level 25"
+    assert level_word("L" * 40) == "L" * 32 and level_word("9x") == "_9x" and level_word("NOTICE") == "NOTICE"
