@@ -381,7 +381,8 @@ def test_sink_failures_name_the_source_escaped_on_one_line(caplog: pytest.LogCap
     assert stats.dropped["sink_error"] == 2
     (message,) = [r.getMessage() for r in caplog.records]
     assert "\n" not in message and "\x1b" not in message
-    assert "evil\\n2026 zlogcollect ERROR: forged\\x1b[2J" in message and "RuntimeError" in message
+    # The ESC was escaped on receive (the source holds "\\x1b"), and again for stderr.
+    assert "evil\\n2026 zlogcollect ERROR: forged\\\\x1b[2J" in message and "RuntimeError" in message
 
 
 def test_throttle_holds_back_and_summarises() -> None:
