@@ -240,29 +240,42 @@ def test_sigterm_as_soon_as_it_can_be_caught_is_a_clean_stop(
     _assert_clean_stop(proc)
 
 
-def test_sigterm_while_reading_the_config_is_a_clean_stop(
+def _start_reading_fifo_config(
     logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
-) -> None:
-    """SIGTERM while the collector is blocked reading --config (a FIFO): exit 0 and a stopped: line."""
+) -> tuple[CollectorProcess, int]:
+    """A collector whose --config is a FIFO, held in start-up until the returned descriptor is written."""
     fifo = tmp_path / "collector.toml"
     os.mkfifo(fifo)
     proc = CollectorProcess(["--config", str(fifo), "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
     collectors.append(proc)
-
-    def reading() -> int | None:
-        try:  # a FIFO opens for writing without blocking only once a reader has it open
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return None
-
     holder: list[int] = []
-    wait_until(lambda: (fd := reading()) is not None and not holder.append(fd), what="the config read")
+
+    def reader_open() -> bool:
+        try:  # a FIFO opens for writing without blocking only once a reader has it open
+            holder.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return False
+        return True
+
+    wait_until(reader_open, what="the config read")
+    return proc, holder[0]
+
+
+def _finish_config(fd: int) -> None:
+    os.write(fd, b'log_level = "INFO"\n')
+    os.close(fd)
+
+
+def test_sigterm_while_reading_the_config_is_a_clean_stop(
+    logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """SIGTERM while the collector is blocked reading --config (a FIFO): exit 0 and a stopped: line."""
+    proc, fd = _start_reading_fifo_config(logdir, tmp_path, collectors)
     proc.send(signal.SIGTERM)
     # Give the signal time to be delivered before the config arrives (not for synchronisation
     # of the result: the assertion below holds whenever the signal lands before `ready:`).
     wait_until(lambda: proc.proc.poll() is not None or _signal_delivered(proc.proc.pid), what="delivery")
-    os.write(holder[0], b'log_level = "INFO"\n')
-    os.close(holder[0])
+    _finish_config(fd)
     _assert_clean_stop(proc)
     assert "ready:" not in proc.stderr
     assert "SIGTERM during start-up" in proc.stderr
@@ -272,25 +285,11 @@ def test_sighup_and_sigusr1_during_start_up_do_not_kill_it(
     logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
 ) -> None:
     """A logrotate HUP (or a USR1) while the collector reads its config: it starts anyway."""
-    fifo = tmp_path / "collector.toml"
-    os.mkfifo(fifo)
-    proc = CollectorProcess(["--config", str(fifo), "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
-    collectors.append(proc)
-    holder: list[int] = []
-
-    def reader_open() -> bool:
-        try:
-            holder.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            return False
-        return True
-
-    wait_until(reader_open, what="the config read")
+    proc, fd = _start_reading_fifo_config(logdir, tmp_path, collectors)
     proc.send(signal.SIGHUP)
     proc.send(signal.SIGUSR1)
     wait_until(lambda: proc.proc.poll() is not None or _signal_delivered(proc.proc.pid, signal.SIGUSR1))
-    os.write(holder[0], b'log_level = "INFO"\n')
-    os.close(holder[0])
+    _finish_config(fd)
     proc.wait_ready()
     assert proc.stop() == 0
 
