@@ -18,6 +18,7 @@ LIGHT_MODULES = [
     "zlogcollect._version",
     "zlogcollect.cli",
     "zlogcollect.wire",
+    "zlogcollect.helpers",
     "zlogcollect.routing",
     "zlogcollect.formatting",
     "zlogcollect.config",
