@@ -11,8 +11,7 @@ from typing import Any, NoReturn
 import click
 
 from zlogcollect._version import __version__
-
-EXIT_CONFIG = 78
+from zlogcollect.exits import ExitStatus
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -306,12 +305,13 @@ def _run(
                 " (or amqp_url / amqp_url_file in the config file)"
             )
     except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG, traceback)
+        _fail(str(exc), ExitStatus.CONFIG, traceback)
 
     # gevent, zmq and pika are imported only here, so `--help` and `config` stay instant.
     from zlogcollect import daemon
+    from zlogcollect.terminal import setup_diagnostics
 
-    diagnostics = daemon.setup_diagnostics(config.log_level)
+    diagnostics = setup_diagnostics(config.log_level)
     try:
         status = daemon.run(
             config,

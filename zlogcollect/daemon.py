@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import resource
-import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,10 +16,12 @@ import gevent
 
 from zlogcollect import formatting
 from zlogcollect.collector import Collector, Sink, StartupError
-from zlogcollect.config import CollectorConfig, log_level_number, parse_queue, redact
+from zlogcollect.config import CollectorConfig, parse_queue, redact
+from zlogcollect.exits import ExitStatus
 from zlogcollect.routing import PUBLISHERS_FILE, Router
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
+from zlogcollect.terminal import DiagnosticsHandler, Progress, announce
 
 if TYPE_CHECKING:
     from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
@@ -31,17 +30,6 @@ log = logging.getLogger("zlogcollect")
 
 LOW_FD_LIMIT = 4096
 """Below this many descriptors a few thousand publishers (each one a connection) cannot all connect."""
-
-
-class ExitStatus(enum.IntEnum):
-    """Exit codes, after sysexits.h where one fits."""
-
-    SUCCESS = 0
-    ERROR = 1
-    USAGE = 2
-    UNAVAILABLE = 69  # an endpoint cannot be bound
-    CANTCREAT = 73  # the log directory cannot be written
-    CONFIG = 78  # a setting is wrong
 
 
 class DaemonStartupError(Exception):
@@ -59,88 +47,6 @@ class SignalState:
     stop: str | None = None
     reopen: bool = False
     report: bool = False
-
-
-class DiagnosticsHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """stderr for the collector's own log; on a terminal it also keeps a live status line.
-
-    The status line is redrawn in place (``\\r``) and erased before each log
-    line, so log lines never end up glued to it.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-        self.tty = sys.stderr.isatty()
-        self._status = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._status:
-            self.stream.write("\r\x1b[K")
-        super().emit(record)
-        if self._status:
-            self.stream.write(self._status)
-            self.stream.flush()
-
-    def show_status(self, text: str) -> None:
-        """Draw *text* as the status line (terminal only)."""
-        if not self.tty:
-            return
-        self._status = text[: shutil.get_terminal_size().columns - 1]
-        self.stream.write("\r\x1b[K" + self._status)
-        self.stream.flush()
-
-    def clear_status(self) -> None:
-        if self._status:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._status = ""
-
-
-def announce(message: str, *args: object) -> None:
-    """An INFO line printed whatever --log-level says: counters asked for by a signal or at exit."""
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, message, args, None))
-
-
-def setup_diagnostics(level: str) -> DiagnosticsHandler:
-    """Send the collector's own log to stderr, never anywhere near a zlogcollect handler."""
-    handler = DiagnosticsHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s zlogcollect[%(process)d] %(levelname)s: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(log_level_number(level))
-    log.propagate = False
-    return handler
-
-
-class Progress:
-    """Received/written rates for the terminal status line, at most once a second."""
-
-    def __init__(self, stats: Stats, handler: DiagnosticsHandler | None) -> None:
-        self._stats = stats
-        self._handler = handler if handler is not None and handler.tty else None
-        self._last = time.monotonic()
-        self._last_received = 0
-
-    def tick(self) -> None:
-        if self._handler is None:
-            return
-        now = time.monotonic()
-        if now - self._last < 1.0:
-            return
-        stats = self._stats
-        rate = (stats.received - self._last_received) / (now - self._last)
-        self._last, self._last_received = now, stats.received
-        parts = [f"received {stats.received:,} ({rate:,.0f}/s)", f"written {sum(stats.written.values()):,}"]
-        if stats.malformed:
-            parts.append(f"malformed {sum(stats.malformed.values()):,}")
-        if stats.amqp:
-            parts.append(f"amqp delivered {stats.amqp['delivered']:,}")
-        if stats.dropped:
-            parts.append(f"dropped {sum(stats.dropped.values()):,}")
-        self._handler.show_status("zlogcollect: " + ", ".join(parts))
-
-    def done(self) -> None:
-        if self._handler is not None:
-            self._handler.clear_status()
 
 
 def raise_fd_limit() -> int:

@@ -22,6 +22,8 @@ LIGHT_MODULES = [
     "zlogcollect.routing",
     "zlogcollect.formatting",
     "zlogcollect.config",
+    "zlogcollect.exits",
+    "zlogcollect.terminal",
     "zlogcollect.stats",
     "zlogcollect.sinks",
     "zlogcollect.sinks.files",

@@ -1,0 +1,16 @@
+"""Exit statuses of the `zlogcollect` command; light, so the CLI uses them without loading zmq or gevent."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit codes, after sysexits.h where one fits."""
+
+    SUCCESS = 0
+    ERROR = 1
+    USAGE = 2
+    UNAVAILABLE = 69  # an endpoint cannot be bound
+    CANTCREAT = 73  # the log directory cannot be written
+    CONFIG = 78  # a setting is wrong
