@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from zlogcollect import formatting
+from zlogcollect.options import AMQP, FILES, RECEIVE, Option, at_least, render_example, setting, table
 from zlogcollect.routing import (
     ERRORS_FILE,
     Route,
@@ -36,58 +36,267 @@ _ENDPOINT = re.compile(r"(tcp|ipc|inproc|pgm|epgm|vmci)://.+")
 # libzmq's own "Invalid argument" at bind time says nothing about which part is wrong.
 _TCP_ENDPOINT = re.compile(r"tcp://(?:[^\s;:/\[\]]+|\[[0-9A-Fa-f:.%\w]+\]|\*):(?:\d+|\*)")
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_FILE_WORD = re.compile(r"[A-Za-z0-9._@+-]+")
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming the setting and value."""
 
 
+def _check_when(value: str) -> str | None:
+    return None if _WHEN.fullmatch(value) else "expected S, M, H, D, midnight or W0-W6"
+
+
+def _check_time_of_day(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        datetime.time.fromisoformat(value)
+    except ValueError:
+        return "expected HH:MM or HH:MM:SS"
+    return None
+
+
+def _check_flush_interval(value: float) -> str | None:
+    return None if 0 < value <= 60 else "expected more than 0 and at most 60 s"
+
+
+def _check_file_word(value: str) -> str | None:
+    if value and _FILE_WORD.fullmatch(value) and not value.startswith("."):
+        return None
+    return "expected a plain file-name word"
+
+
 @dataclass(frozen=True)
 class CollectorConfig:
-    """Everything ``zlogcollect collect`` can be told, by flag or by TOML key of the same name."""
+    """Everything ``zlogcollect collect`` can be told, by flag or by TOML key of the same name.
 
-    bind: tuple[str, ...] = (DEFAULT_ENDPOINT,)
-    subscribe: tuple[str, ...] = ()
-    dir: str = "logs"
-    route: tuple[str, ...] = ()
-    default_routes: bool = True
-    errors_file: str = ERRORS_FILE
-    default_source: str = "default"
-    when: str = "midnight"
-    interval: int = 1
-    backup_count: int = 0
-    utc: bool = False
-    at_time: str | None = None
-    compress: bool = False
-    format: str = formatting.DEFAULT_FORMAT
-    json: bool = False
-    multiline: str = "prefix"
-    flush_interval: float = 1.0
-    max_files: int = 10_000
-    max_record_bytes: int = MAX_RECORD_BYTES
-    levels: Mapping[str, int] = field(default_factory=dict)
-    drain_timeout: float = 5.0
-    rcvhwm: int = 20_000
-    log_level: str = "INFO"
-    stats_interval: float = 0.0
+    Each field is declared once with its :class:`Option`: adding a setting is adding a field here.
+    """
+
+    # Receive side (collect and bridge).
+    bind: tuple[str, ...] = setting(
+        (DEFAULT_ENDPOINT,),
+        "Endpoint the SUB socket binds; apps connect their PUB handler here,"
+        " e.g. tcp://*:5558 or ipc:///run/zlogcollect/log.sock.",
+        RECEIVE,
+        metavar="ENDPOINT",
+    )
+    subscribe: tuple[str, ...] = setting(
+        (), "Accept only topics with this prefix; none given = everything.", RECEIVE, metavar="PREFIX"
+    )
+    max_record_bytes: int = setting(
+        MAX_RECORD_BYTES,
+        "Records larger than this (topic + text + extension) are quarantined in _malformed.log.",
+        RECEIVE,
+        metavar="N",
+        check=at_least(64),
+    )
+    rcvhwm: int = setting(
+        20_000,
+        "Records the SUB socket may queue per sender before ZeroMQ drops; 0 = no limit.",
+        RECEIVE,
+        metavar="N",
+        check=at_least(0),
+    )
+    drain_timeout: float = setting(
+        5.0,
+        "Seconds to keep receiving (and confirming) after SIGTERM before exiting.",
+        RECEIVE,
+        metavar="SECONDS",
+        check=at_least(0),
+    )
+    log_level: str = setting(
+        "INFO",
+        "The collector's own diagnostics on stderr.",
+        RECEIVE,
+        choices=_LOG_LEVELS,
+        case_sensitive=False,
+    )
+    stats_interval: float = setting(
+        0.0,
+        "Print the counters line to stderr every this many seconds; 0 = only on SIGUSR1 and at exit.",
+        RECEIVE,
+        metavar="SECONDS",
+        check=at_least(0, "0 = off"),
+    )
+    levels: Mapping[str, int] = setting(
+        {},
+        "A custom level name senders use in topics, with its number (NAME=NUMBER, e.g. TRACE=5).",
+        RECEIVE,
+        flag="--level",
+        metavar="NAME=NUMBER",
+        samples=(("TRACE", 5), ("SUCCESS", 25)),
+    )
+    # The file sink (collect only).
+    dir: str = setting(
+        "logs",
+        "Directory for the log files, created if missing.",
+        FILES,
+        metavar="DIR",
+        heading="Files: `zlogcollect collect` writes them; `zlogcollect bridge` ignores these keys.",
+    )
+    default_source: str = setting(
+        "default",
+        "Records without a root topic are written as if sent by this source.",
+        FILES,
+        metavar="NAME",
+        check=_check_file_word,
+    )
+    default_routes: bool = setting(
+        True, "Keep the built-in routes: one file per source ({source}.log) and errors_file.", FILES
+    )
+    errors_file: str = setting(
+        ERRORS_FILE,
+        "ERROR and worse from every source also go here; '' switches it off.",
+        FILES,
+        metavar="FILE",
+    )
+    route: tuple[str, ...] = setting(
+        (),
+        "Also write records whose topic matches PATTERN to FILE, as PATTERN=FILE. PATTERN uses AMQP"
+        " wildcards against the topic (* = one word, # = zero or more); FILE may use {source},"
+        " {level}, {host}, {pid}.",
+        FILES,
+        metavar="PATTERN=FILE",
+        samples=("app1.ERROR.#=app1-errors.log", "*.*.db.#=db/{source}-{level}.log"),
+    )
+    when: str = setting(
+        "midnight",
+        "Rotate on S, M, H, D, midnight or W0-W6 (Monday-Sunday), as TimedRotatingFileHandler.",
+        FILES,
+        metavar="WHEN",
+        heading="Rotation, exactly as logging.handlers.TimedRotatingFileHandler.",
+        check=_check_when,
+    )
+    interval: int = setting(1, "Rotate every INTERVAL units of when.", FILES, check=at_least(1))
+    backup_count: int = setting(
+        0, "Rotated files to keep per log; 0 keeps every rotated file.", FILES, check=at_least(0)
+    )
+    utc: bool = setting(
+        False, "Rotate and stamp in UTC rather than local time.", FILES, flag="--utc/--local-time"
+    )
+    at_time: str | None = setting(
+        None,
+        "Time of day for midnight/W* rotation.",
+        FILES,
+        metavar="HH:MM[:SS]",
+        samples=("00:00:00",),
+        check=_check_time_of_day,
+    )
+    compress: bool = setting(False, "Gzip rotated files.", FILES)
+    format: str = setting(
+        formatting.DEFAULT_FORMAT,
+        "%-style line format; a name that is no known field is an extra= field of the record.",
+        FILES,
+        metavar="FMT",
+        heading="Line format (%-style) or one JSON object per line.",
+    )
+    json: bool = setting(
+        False, "Write one JSON object per line instead of text.", FILES, flag="--json/--text"
+    )
+    multiline: str = setting(
+        "prefix",
+        "Continuation lines of a record (tracebacks): prefix starts them with 'TIME | SOURCE + ',"
+        " plain writes them as sent.",
+        FILES,
+        choices=formatting.MULTILINE_MODES,
+    )
+    flush_interval: float = setting(
+        1.0,
+        "Batched writes: seconds a line may wait in memory before it is written.",
+        FILES,
+        metavar="SECONDS",
+        check=_check_flush_interval,
+    )
+    max_files: int = setting(
+        10_000,
+        "Most distinct files; records for further ones go to _overflow.log (a peer inventing sources"
+        " must not exhaust inodes or memory).",
+        FILES,
+        metavar="N",
+        check=at_least(3, "two are the collector's own"),
+    )
     # The AMQP bridge (needs the `amqp` extra: pika).
-    amqp_url: str = ""
-    amqp_url_file: str = ""
-    exchange: str = "amq.topic"
-    exchange_type: str = "topic"
-    declare_exchange: bool = False
-    routing_key: str = ""
-    only: tuple[str, ...] = ()
-    declare_queue: tuple[str, ...] = ()
-    queue_type: str = "classic"
-    dead_letter_exchange: str = ""
-    message_ttl: int = 0
-    max_length: int = 0
-    buffer: int = 100_000
-    overflow: str = "drop-oldest"
-    refresh: float = 0.0
-    heartbeat: int = 30
-    mandatory: bool = True
+    amqp_url: str = setting(
+        "",
+        "Forward every record to RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/%2F; '' = off.",
+        AMQP,
+        metavar="URL",
+        envvar="ZLOGCOLLECT_AMQP_URL",
+        heading="The AMQP bridge (install with the amqp extra, pip install '.[amqp]'): forward every"
+        " record to RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.",
+    )
+    amqp_url_file: str = setting(
+        "",
+        "Or read the AMQP URL (with its password) from the first line of FILE, e.g. a systemd"
+        " credential: it stays out of ps and the unit.",
+        AMQP,
+        metavar="FILE",
+    )
+    exchange: str = setting("amq.topic", "Exchange to publish to.", AMQP, metavar="NAME")
+    exchange_type: str = setting(
+        "topic",
+        "Type used when declaring the exchange.",
+        AMQP,
+        choices=("topic", "direct", "fanout", "headers"),
+    )
+    declare_exchange: bool = setting(
+        False, "Declare the exchange (durable); otherwise it must already exist (amq.* always do).", AMQP
+    )
+    routing_key: str = setting(
+        "",
+        "Routing key template from {source} {level} {subtopic} {topic} {name}; '{topic}' for the"
+        " whole topic; '' = {source}.{level}.",
+        AMQP,
+        metavar="TEMPLATE",
+    )
+    only: tuple[str, ...] = setting(
+        (), "Forward only topics matching PATTERN; none given = all.", AMQP, metavar="PATTERN"
+    )
+    declare_queue: tuple[str, ...] = setting(
+        (),
+        "Declare a durable queue and bind it: NAME=BINDING[,BINDING], e.g. app1-error=app1.ERROR.#.",
+        AMQP,
+        metavar="NAME=BINDING[,BINDING]",
+        samples=("app1-error=app1.ERROR.#",),
+    )
+    queue_type: str = setting(
+        "classic", "Type of declared queues.", AMQP, choices=("classic", "quorum", "stream")
+    )
+    dead_letter_exchange: str = setting(
+        "", "x-dead-letter-exchange for declared queues; '' = none.", AMQP, metavar="NAME"
+    )
+    message_ttl: int = setting(
+        0, "x-message-ttl for declared queues, in ms; 0 = none.", AMQP, metavar="MS", check=at_least(0)
+    )
+    max_length: int = setting(
+        0,
+        "x-max-length for declared queues, in messages; 0 = unlimited.",
+        AMQP,
+        metavar="N",
+        check=at_least(0),
+    )
+    buffer: int = setting(
+        100_000, "Records held while the broker is unreachable.", AMQP, metavar="N", check=at_least(1)
+    )
+    overflow: str = setting(
+        "drop-oldest",
+        "What a full buffer drops (and counts).",
+        AMQP,
+        choices=("drop-oldest", "drop-newest"),
+    )
+    refresh: float = setting(
+        0.0,
+        "Reconnect this often (seconds), for load balancers; 0 = never.",
+        AMQP,
+        metavar="SECONDS",
+        check=at_least(0),
+    )
+    heartbeat: int = setting(30, "AMQP heartbeat, seconds.", AMQP, metavar="SECONDS", check=at_least(0))
+    mandatory: bool = setting(
+        True, "Publish as mandatory and count records no queue was bound for as unroutable.", AMQP
+    )
 
     @property
     def routes(self) -> list[Route]:
@@ -118,12 +327,9 @@ class CollectorConfig:
         return Levels(self.levels)
 
 
-_FIELDS: Final = {f.name: f for f in dataclasses.fields(CollectorConfig)}
-
-
-_QUEUE_TYPES: Final = ("classic", "quorum", "stream")
-_EXCHANGE_TYPES: Final = ("topic", "direct", "fanout", "headers")
-_OVERFLOW: Final = ("drop-oldest", "drop-newest")
+OPTIONS: Final = table(CollectorConfig)
+"""Every setting, in the order of ``--help`` and of the TOML example."""
+_BY_NAME: Final = {option.name: option for option in OPTIONS}
 
 
 def parse_queue(spec: str) -> tuple[str, tuple[str, ...]]:
@@ -187,25 +393,25 @@ def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> 
     return value
 
 
-def _coerce(name: str, value: Any) -> Any:
-    default = _FIELDS[name].default
-    if name == "levels":
+def _coerce(option: Option, value: Any) -> Any:
+    name, kind = option.name, option.kind
+    if kind is dict:
         _expect(name, value, dict, "a table of NAME = number")
         for key, number in value.items():
-            _expect(f"levels.{key}", number, int, "a whole number")
+            _expect(f"{name}.{key}", number, int, "a whole number")
         return dict(value)
-    if isinstance(default, tuple):
+    if kind is tuple:
         if isinstance(value, str):
             value = [value]
         _expect(name, value, (list, tuple), "a list of strings")
         for item in value:
             _expect(name, item, str, "a list of strings")
         return tuple(value)
-    if isinstance(default, bool):
+    if kind is bool:
         return _expect(name, value, bool, "true or false")
-    if isinstance(default, int):
+    if kind is int:
         return _expect(name, value, int, "a whole number")
-    if isinstance(default, float):
+    if kind is float:
         return float(_expect(name, value, (int, float), "a number"))
     return _expect(name, value, str, "a string")
 
@@ -214,12 +420,12 @@ def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:
     """Build and validate a config; unknown keys and bad values raise :class:`ConfigError`."""
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        key = name.replace("-", "_")
-        if key not in _FIELDS:
+        option = _BY_NAME.get(name.replace("-", "_"))
+        if option is None:
             raise ConfigError(f"unknown setting {name!r}; run 'zlogcollect config' for the list")
-        if value is None and key == "at_time":
+        if value is None and option.default is None:
             continue
-        kwargs[key] = _coerce(key, value)
+        kwargs[option.name] = _coerce(option, value)
     if kwargs.get("amqp_url_file"):
         if kwargs.get("amqp_url"):
             raise ConfigError("amqp_url_file: give either amqp_url or amqp_url_file, not both")
@@ -231,9 +437,16 @@ def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:
 
 def validate(config: CollectorConfig) -> None:
     """Check every value that can be checked before binding anything."""
-    if not config.bind:
+    _check_endpoints(config.bind)
+    _check_each_setting(config)
+    _check_routes_and_format(config)
+    _check_amqp(config)
+
+
+def _check_endpoints(endpoints: tuple[str, ...]) -> None:
+    if not endpoints:
         raise ConfigError("bind: at least one endpoint is needed")
-    for endpoint in config.bind:
+    for endpoint in endpoints:
         port = endpoint.rsplit(":", 1)[-1] if endpoint.startswith("tcp://") else ""
         if port.isdigit() and not 0 < int(port) < 65536:
             raise ConfigError(f"bind = {endpoint!r}: port {port} is out of range (1-65535)")
@@ -246,37 +459,18 @@ def validate(config: CollectorConfig) -> None:
                 f"bind = {endpoint!r}: expected tcp://HOST:PORT (an address, interface or * and a port"
                 " number or *), e.g. tcp://127.0.0.1:5558 or tcp://*:5558"
             )
-    if not _WHEN.fullmatch(config.when):
-        raise ConfigError(f"when = {config.when!r}: expected S, M, H, D, midnight or W0-W6")
-    if config.interval < 1:
-        raise ConfigError(f"interval = {config.interval}: must be at least 1")
-    if config.backup_count < 0:
-        raise ConfigError(f"backup_count = {config.backup_count}: must not be negative")
-    if not 0 < config.flush_interval <= 60:
-        raise ConfigError(f"flush_interval = {config.flush_interval}: expected more than 0 and at most 60 s")
-    if config.drain_timeout < 0:
-        raise ConfigError(f"drain_timeout = {config.drain_timeout}: must not be negative")
-    if config.max_record_bytes < 64:
-        raise ConfigError(f"max_record_bytes = {config.max_record_bytes}: must be at least 64")
-    if config.max_files < 3:
-        raise ConfigError(f"max_files = {config.max_files}: must be at least 3 (two are the collector's own)")
-    if config.stats_interval < 0:
-        raise ConfigError(f"stats_interval = {config.stats_interval}: must not be negative (0 = off)")
-    if config.rcvhwm < 0:
-        raise ConfigError(f"rcvhwm = {config.rcvhwm}: must not be negative")
-    if config.at_time:
-        try:
-            datetime.time.fromisoformat(config.at_time)
-        except ValueError:
-            raise ConfigError(f"at_time = {config.at_time!r}: expected HH:MM or HH:MM:SS") from None
-    if config.log_level.upper() not in _LOG_LEVELS:
-        raise ConfigError(f"log_level = {config.log_level!r}: expected one of {', '.join(_LOG_LEVELS)}")
-    if (
-        not config.default_source
-        or not re.fullmatch(r"[A-Za-z0-9._@+-]+", config.default_source)
-        or (config.default_source.startswith("."))
-    ):
-        raise ConfigError(f"default_source = {config.default_source!r}: expected a plain file-name word")
+
+
+def _check_each_setting(config: CollectorConfig) -> None:
+    """The checks one value decides alone, as declared in the table: choices, limits, shapes."""
+    for option in OPTIONS:
+        value = getattr(config, option.name)
+        complaint = option.complaint(value)
+        if complaint is not None:
+            raise ConfigError(f"{option.name} = {value!r}: {complaint}")
+
+
+def _check_routes_and_format(config: CollectorConfig) -> None:
     try:
         config.level_table  # noqa: B018 - builds the table to validate it
     except ValueError as exc:
@@ -289,23 +483,16 @@ def validate(config: CollectorConfig) -> None:
         raise ConfigError(f"route: {exc}") from None
     if not config.default_routes and not config.route:
         raise ConfigError("route: default routes are off and no route is given, so nothing would be written")
+    if not config.json:
+        try:
+            formatting.text_formatter(config.format)
+        except formatting.FormatError as exc:
+            raise ConfigError(f"format: {exc}") from None
+
+
+def _check_amqp(config: CollectorConfig) -> None:
     if config.amqp_url:
         validate_amqp_url(config.amqp_url)
-    if config.queue_type not in _QUEUE_TYPES:
-        raise ConfigError(f"queue_type = {config.queue_type!r}: expected one of {', '.join(_QUEUE_TYPES)}")
-    if config.exchange_type not in _EXCHANGE_TYPES:
-        raise ConfigError(
-            f"exchange_type = {config.exchange_type!r}: expected one of {', '.join(_EXCHANGE_TYPES)}"
-        )
-    if config.overflow not in _OVERFLOW:
-        raise ConfigError(f"overflow = {config.overflow!r}: expected one of {', '.join(_OVERFLOW)}")
-    if config.buffer < 1:
-        raise ConfigError(f"buffer = {config.buffer}: must be at least 1")
-    for name in ("message_ttl", "max_length", "heartbeat"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"{name} = {getattr(config, name)}: must not be negative")
-    if config.refresh < 0:
-        raise ConfigError(f"refresh = {config.refresh}: must not be negative")
     if not config.exchange:
         raise ConfigError("exchange: must not be empty")
     for spec in config.declare_queue:
@@ -320,15 +507,6 @@ def validate(config: CollectorConfig) -> None:
             validate_routing_key(config.routing_key)
         except RouteError as exc:
             raise ConfigError(f"routing_key: {exc}") from None
-    if config.multiline not in formatting.MULTILINE_MODES:
-        raise ConfigError(
-            f"multiline = {config.multiline!r}: expected one of {', '.join(formatting.MULTILINE_MODES)}"
-        )
-    if not config.json:
-        try:
-            formatting.text_formatter(config.format)
-        except formatting.FormatError as exc:
-            raise ConfigError(f"format: {exc}") from None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -352,86 +530,12 @@ def log_level_number(name: str) -> int:
     return int(logging.getLevelName(name.upper()))
 
 
-EXAMPLE: Final = f'''\
+_EXAMPLE_HEADER: Final = """\
 # zlogcollect collector configuration (TOML). Every key mirrors a
-# `zlogcollect collect` flag (dashes become underscores); flags given on the
-# command line win over this file. Values shown are the defaults.
+# `zlogcollect collect` flag (dashes become underscores; levels is --level);
+# flags given on the command line win over this file. Values shown are the defaults.
+"""
 
-# Endpoints the SUB socket binds; apps connect their PUB handler here.
-bind = ["{DEFAULT_ENDPOINT}"]
-# Topic prefixes to accept; empty means everything.
-subscribe = []
 
-# Directory for the log files (created if missing).
-dir = "logs"
-# Records without a root topic are written as if sent by this source.
-default_source = "default"
-# Built-in routes: one file per source ("{{source}}.log") and errors_file.
-default_routes = true
-# ERROR and worse from every source also go here; "" switches it off.
-errors_file = "errors.log"
-# Extra routes: "PATTERN=FILE". PATTERN uses AMQP wildcards against the topic
-# (* = one word, # = zero or more); FILE may use {{source}}, {{level}}, {{host}}, {{pid}}.
-route = [
-  # "app1.ERROR.#=app1-errors.log",
-  # "*.*.db.#=db/{{source}}-{{level}}.log",
-]
-
-# Rotation, exactly as logging.handlers.TimedRotatingFileHandler.
-when = "midnight"          # S, M, H, D, midnight, W0-W6
-interval = 1
-backup_count = 0           # 0 keeps every rotated file
-utc = false
-# at_time = "00:00:00"     # time of day for midnight/W* rotation
-compress = false           # gzip rotated files
-
-# Line format (%-style) or one JSON object per line.
-format = "{formatting.DEFAULT_FORMAT}"
-json = false
-multiline = "prefix"       # lines after a record's first start "TIME | SOURCE + "; "plain": as sent
-
-# Batched writes: lines reach the file at most this many seconds after arrival.
-flush_interval = 1.0
-# Most distinct files; records for further ones go to _overflow.log (a peer
-# inventing sources must not exhaust inodes or memory).
-max_files = 10000
-# Records larger than this (topic + text + extension) go to _malformed.log.
-max_record_bytes = {MAX_RECORD_BYTES}
-# Records the SUB socket may queue per sender before ZeroMQ drops (0 = unlimited).
-rcvhwm = 20000
-# Seconds to keep receiving after SIGTERM before exiting.
-drain_timeout = 5.0
-# The collector's own diagnostics on stderr.
-log_level = "INFO"
-# Print the counters line to stderr every this many seconds (0 = only on SIGUSR1 and at exit).
-stats_interval = 0.0
-
-# The AMQP bridge (install with the amqp extra, pip install '.[amqp]'): forward every record to
-# RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.
-amqp_url = ""              # e.g. "amqp://guest:guest@127.0.0.1:5672/%2F"
-# Or read the URL (with its password) from the first line of a file, e.g. a
-# systemd credential; the environment variable ZLOGCOLLECT_AMQP_URL works too.
-amqp_url_file = ""
-exchange = "amq.topic"
-exchange_type = "topic"
-declare_exchange = false   # declare it (durable); else it must exist (amq.* always do)
-routing_key = ""           # "" = "{{source}}.{{level}}"; "{{topic}}" for the whole topic
-only = []                  # forward only topics matching these patterns; [] = all
-declare_queue = [          # durable queues to declare and bind: "NAME=BINDING[,BINDING]"
-  # "app1-error=app1.ERROR.#",
-]
-queue_type = "classic"     # classic, quorum or stream
-dead_letter_exchange = ""
-message_ttl = 0            # ms, 0 = none
-max_length = 0             # messages, 0 = unlimited
-buffer = 100000            # records held while the broker is unreachable
-overflow = "drop-oldest"   # or "drop-newest", when the buffer is full
-refresh = 0.0              # seconds between reconnects for load balancers; 0 = never
-heartbeat = 30             # AMQP heartbeat, seconds
-mandatory = true           # count records no queue was bound for as unroutable
-
-# Custom level names senders use in topics, with their numbers.
-[levels]
-# TRACE = 5
-# SUCCESS = 25
-'''
+EXAMPLE: Final = render_example(OPTIONS, _EXAMPLE_HEADER)
+"""What `zlogcollect config` prints: every setting with its help and its default."""

@@ -23,6 +23,7 @@ LIGHT_MODULES = [
     "zlogcollect.formatting",
     "zlogcollect.config",
     "zlogcollect.exits",
+    "zlogcollect.options",
     "zlogcollect.terminal",
     "zlogcollect.stats",
     "zlogcollect.sinks",
