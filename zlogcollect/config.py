@@ -43,6 +43,9 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line naming the setting and value."""
 
 
+# The checks the table names: each says what is wrong with one value (after "NAME = VALUE: "), or None.
+
+
 def _check_when(value: str) -> str | None:
     return None if _WHEN.fullmatch(value) else "expected S, M, H, D, midnight or W0-W6"
 
@@ -393,6 +396,14 @@ def _expect(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> 
     return value
 
 
+_SCALARS: Final[dict[type, tuple[type | tuple[type, ...], str]]] = {
+    bool: (bool, "true or false"),
+    int: (int, "a whole number"),
+    float: ((int, float), "a number"),
+    str: (str, "a string"),
+}
+
+
 def _coerce(option: Option, value: Any) -> Any:
     name, kind = option.name, option.kind
     if kind is dict:
@@ -407,13 +418,9 @@ def _coerce(option: Option, value: Any) -> Any:
         for item in value:
             _expect(name, item, str, "a list of strings")
         return tuple(value)
-    if kind is bool:
-        return _expect(name, value, bool, "true or false")
-    if kind is int:
-        return _expect(name, value, int, "a whole number")
-    if kind is float:
-        return float(_expect(name, value, (int, float), "a number"))
-    return _expect(name, value, str, "a string")
+    accepted, what = _SCALARS[kind]
+    value = _expect(name, value, accepted, what)
+    return float(value) if kind is float else value
 
 
 def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:

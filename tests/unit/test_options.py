@@ -11,7 +11,7 @@ import pytest
 
 from zlogcollect.cli import _given, cli
 from zlogcollect.config import EXAMPLE, OPTIONS, CollectorConfig, ConfigError, from_mapping
-from zlogcollect.options import AMQP, FILES, RECEIVE, Option
+from zlogcollect.options import AMQP, FILES, RECEIVE, Option, at_least, render_example, setting, table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,3 +133,24 @@ def test_only_what_the_command_line_gives_overrides_the_file() -> None:
         "bind": ("ipc://@x",),
         "json": False,
     }
+
+
+def test_a_new_setting_is_one_field() -> None:
+    """One setting() field is all a new option needs: its name, kind and default come from the field."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        stats_file: str = setting("", "Write the counters as JSON to FILE at exit.", RECEIVE, metavar="FILE")
+        at_time: str | None = setting(None, "A time.", FILES, samples=("00:00",))
+        retries: int = setting(3, "Tries.", AMQP, check=at_least(1))
+
+    stats_file, at_time, retries = table(Settings)
+    assert (stats_file.name, stats_file.kind, stats_file.default) == ("stats_file", str, "")
+    assert stats_file.flags == ("--stats-file",)
+    assert (at_time.kind, at_time.default) == (str, None)
+    assert retries.complaint(0) == "must be at least 1"
+    assert retries.complaint(1) is None
+    text = render_example(table(Settings), "# header\n")
+    assert '# Write the counters as JSON to FILE at exit.\nstats_file = ""\n' in text
+    assert '# at_time = "00:00"' in text
+    assert tomllib.loads(text) == {"stats_file": "", "retries": 3}
