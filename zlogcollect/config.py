@@ -284,10 +284,7 @@ class CollectorConfig:
         100_000, "Records held while the broker is unreachable.", AMQP, metavar="N", check=at_least(1)
     )
     overflow: str = setting(
-        "drop-oldest",
-        "What a full buffer drops (and counts).",
-        AMQP,
-        choices=("drop-oldest", "drop-newest"),
+        "drop-oldest", "What a full buffer drops (and counts).", AMQP, choices=("drop-oldest", "drop-newest")
     )
     refresh: float = setting(
         0.0,
