@@ -158,6 +158,7 @@ class AmqpSink:
                 gevent.sleep(1.0)
 
     def _publish_loop(self) -> None:
+        self._backoff.reset()
         refresh_at = self._refresh_time()
         while not (self._closing and (not self.pending or time.monotonic() >= self._close_deadline)):
             link = self._link
@@ -189,9 +190,9 @@ class AmqpSink:
 
         False if the sink is closing and the next try would come after its deadline.
         """
-        failures = self._stats.amqp["connect_failures"] = self._stats.amqp["connect_failures"] + 1
+        self._stats.amqp["connect_failures"] += 1
         self._disconnect()
-        if failures == 1 or self._backoff.current >= self._backoff.cap:
+        if self._stats.amqp["connect_failures"] == 1 or self._backoff.current >= self._backoff.cap:
             log.warning(
                 "AMQP: cannot connect to %s: %s; %d records buffered, retrying",
                 redact(self.settings.url),
@@ -209,13 +210,17 @@ class AmqpSink:
 
     def _refresh(self) -> None:
         """Close and reopen the connection for load balancers that cut long sessions."""
-        deadline = time.monotonic() + 5.0
-        while self._outbox.in_flight and time.monotonic() < deadline and self._link is not None:
-            self._wake.clear()
-            self._wake.wait(0.05)
+        self._wait_for_confirms(5.0)
         log.debug("AMQP: refreshing the connection")
         self._stats.amqp["refreshes"] += 1
         self._disconnect(graceful=True)
+
+    def _wait_for_confirms(self, timeout: float) -> None:
+        """Wait up to *timeout* s for the broker to confirm what is in flight (or the link to go)."""
+        deadline = time.monotonic() + timeout
+        while self._outbox.in_flight and time.monotonic() < deadline and self._link is not None:
+            self._wake.clear()
+            self._wake.wait(0.05)
 
     def _publish_some(self, link: Link) -> None:
         """Publish from the head of the outbox while the window has room and the link lasts."""
@@ -242,9 +247,7 @@ class AmqpSink:
         # A lost link may still be closing: what it left unconfirmed goes back to the
         # outbox now, and its late events are ignored.
         self._disconnect()
-        link = self._link = Link(
-            self.settings, self._params, self._on_confirm, self._on_return, self._on_lost
-        )
+        link = self._link = Link(self.settings, self._params, self._on_confirm, self._on_return, self._lost)
         link.open(timeout)
         return link
 
@@ -267,13 +270,10 @@ class AmqpSink:
                 self.settings.exchange,
             )
 
-    def _on_lost(self, reason: BaseException | None) -> None:
+    def _lost(self, reason: BaseException | None = None) -> None:
+        """Put every unconfirmed message back at the head of the outbox, oldest first."""
         if reason is not None:
             log.warning("AMQP: connection lost: %s; %d records to re-send", describe(reason), self.pending)
-        self._lost()
-
-    def _lost(self) -> None:
-        """Put every unconfirmed message back at the head of the outbox, oldest first."""
         self._outbox.requeue()
         self._wake.set()
 
