@@ -86,9 +86,11 @@ class Link:
     :meth:`open` goes through the steps in order (connect, open a channel,
     turn on confirms, declare the topology), each waiting for its broker reply
     until one deadline; then :meth:`publish` sends on the channel. The owner
-    hears of confirms, returns and the loss of the link through the callbacks
-    it passes in. A link is used once: after :meth:`close` its late events are
-    ignored and the owner opens a new one.
+    hears of the broker through three callbacks: ``on_confirm(tag, multiple,
+    ok)`` (``ok`` false for a nack), ``on_return(message_id, routing_key)``
+    and ``on_lost(reason)`` when the link can no longer publish (``reason``
+    None when there is nothing more to report). A link is used once: after
+    :meth:`close` its late events are ignored and the owner opens a new one.
     """
 
     def __init__(
