@@ -301,7 +301,7 @@ def latency_app(endpoint: str, root: str, rate: float, seconds: float, max_secon
 
 def _amqp_message(i: int) -> tuple[str, bytes]:
     """Routing key and JSON body exactly as the bridge builds them for a stock record."""
-    from zlogcollect.formatting import amqp_body
+    from zlogcollect.sinks.amqp_message import amqp_body
     from zlogcollect.wire import parse_frames
 
     record = parse_frames([b"bench.INFO.db.query", (MESSAGE % i + "\n").encode()], time.time())

@@ -19,9 +19,9 @@ from zlogcollect.routing import (
     RouteError,
     default_routes,
     parse_route,
-    validate_routing_key,
     validate_target,
 )
+from zlogcollect.sinks.amqp_message import validate_routing_key
 from zlogcollect.wire import MAX_RECORD_BYTES, Levels
 
 if sys.version_info >= (3, 11):

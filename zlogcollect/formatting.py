@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import time
@@ -465,82 +464,3 @@ def json_formatter(utc: bool = False) -> Callable[[Record], str]:
         return strict_json(json_fields(record, utc, time_text(record.time))) + "\n"
 
     return render
-
-
-LOGRECORD_ATTRIBUTES: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-"""What ``logging`` itself puts on a record; an app's ``extra`` can never use these names."""
-
-
-def _number(value: Any) -> int:
-    return value if value.__class__ is int else 0
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if value.__class__ is str else str(value)
-
-
-def amqp_body(record: Record) -> dict[str, Any]:
-    """The AMQP JSON body, as python-logging-rabbitmq's ``JSONFormatter`` builds it.
-
-    That formatter sends the ``LogRecord``'s ``__dict__`` with ``msg`` merged with
-    its args, ``args`` null, the traceback text in ``exc_info``, ``host`` and the
-    app's ``extra`` fields at the top level. A consumer that does
-    ``logging.makeLogRecord(json.loads(body))`` and formats it with any standard
-    field must not fail for any record, so every standard field is present with
-    logging's type: numbers are ``0`` and texts ``""`` when the sender did not
-    say (stock senders send no extension at all), ``relativeCreated`` is always
-    ``0.0`` (no sender sends it), and the traceback is also in ``exc_text``,
-    which stops ``logging.Formatter`` from trying to re-format ``exc_info``.
-
-    zlogcollect adds ``source``, ``subtopic``, ``topic`` and ``received``; an
-    ``extra`` field of the app with one of those names (or ``host``) wins, and
-    the value is still in the message headers (see docs/AMQP.md).
-    """
-    meta = record.meta
-    created = record.time
-    path = _text(meta.get("path"))
-    filename = path.rsplit("/", 1)[-1]
-    exc = meta.get("exc")
-    exc_text = exc if exc and exc.__class__ is str else None
-    body: dict[str, Any] = {
-        "name": _text(meta.get("logger")) or record.source or "root",
-        "msg": bare_message(record),
-        "args": None,
-        "levelname": record.levelname,
-        "levelno": record.levelno,
-        "pathname": path,
-        "filename": filename,
-        "module": filename.rsplit(".", 1)[0],
-        "exc_info": exc_text,
-        "exc_text": exc_text,
-        "stack_info": None,
-        "lineno": _number(meta.get("line")),
-        "funcName": _text(meta.get("func")),
-        "created": created,
-        "msecs": (created - int(created)) * 1000,
-        "relativeCreated": 0.0,
-        "thread": _number(meta.get("thread_id")),
-        "threadName": _text(meta.get("thread")),
-        "processName": _text(meta.get("process")),
-        "process": _number(meta.get("pid")),
-        "taskName": None,
-        "host": _text(meta.get("host")),
-        "source": record.source,
-        "subtopic": record.subtopic,
-        "topic": record.topic,
-        "received": record.received,
-    }
-    extra = meta.get("extra")
-    if isinstance(extra, dict):
-        for key, value in extra.items():
-            # logging refuses extra keys that clash with its own attributes, so
-            # such a key can only come from a hand-made sender: ours stay.
-            if key not in LOGRECORD_ATTRIBUTES:
-                body[key] = value
-    return body

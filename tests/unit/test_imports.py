@@ -28,6 +28,8 @@ LIGHT_MODULES = [
     "zlogcollect.stats",
     "zlogcollect.sinks",
     "zlogcollect.sinks.files",
+    "zlogcollect.sinks.amqp_message",
+    "zlogcollect.sinks.outbox",
 ]
 
 

@@ -170,26 +170,3 @@ def test_router_cache_key_follows_host_and_pid_only_when_routes_use_them() -> No
     assert by_host.route(a) == ["web01/app1.log"] and by_host.route(b) == ["web02/app1.log"]
     big = Record("app1", "INFO", 20, "", "m", 0.0, meta={"host": "h" * 1_000_000})
     assert len(repr(by_host.cache_key(big))) < 300  # a peer's huge host is not kept as a key
-
-
-@pytest.mark.parametrize(
-    ("template", "record_", "key"),
-    [
-        (None, Record("app1", "ERROR", 40, "db.query", "m", 0.0), "app1.ERROR"),
-        (None, Record("", "ERROR", 40, "db", "m", 0.0), "ERROR"),
-        (None, Record("svc/web", "INFO", 20, "", "m", 0.0), "svc.web.INFO"),
-        ("{topic}", Record("app1", "ERROR", 40, "db.query", "m", 0.0), "app1.ERROR.db.query"),
-        ("{source}.{level}.{subtopic}", Record("a", "INFO", 20, "x", "m", 0.0), "a.INFO.x"),
-        (
-            "{name}.{level}",
-            Record("a", "INFO", 20, "x", "m", 0.0, meta={"logger": "db.pool"}),
-            "db.pool.INFO",
-        ),
-        (None, Record("é" * 200, "INFO", 20, "", "m", 0.0), "é" * 127),
-    ],
-)
-def test_routing_key_defaults_to_source_and_level(template: str | None, record_: Record, key: str) -> None:
-    """The default key is what python-logging-rabbitmq consumers bind (app1.ERROR); '{topic}' is the old one."""
-    from zlogcollect.routing import routing_key
-
-    assert routing_key(template, record_) == key
