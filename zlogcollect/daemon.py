@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import gevent
 
 from zlogcollect import formatting
-from zlogcollect.collector import Collector, Sink, StartupError
+from zlogcollect.collector import Collector, StartupError
 from zlogcollect.config import CollectorConfig, log_level_number, parse_queue, redact
 from zlogcollect.routing import PUBLISHERS_FILE, Router
+from zlogcollect.sinks import Sink
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
 
@@ -315,11 +316,15 @@ def run(
     file_sink = build_file_sink(config, stats) if files else None
     sinks: list[Sink] = [file_sink] if file_sink is not None else []
     collector = Collector(
-        sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
+        sinks,
+        stats,
+        levels=config.level_table,
+        max_bytes=config.max_record_bytes,
+        rcvhwm=config.rcvhwm,
+        state_path=os.path.join(file_sink.directory, PUBLISHERS_FILE) if file_sink is not None else None,
     )
     try:
-        if file_sink is not None and not stopping():
-            collector.state_path = os.path.join(file_sink.directory, PUBLISHERS_FILE)
+        if not stopping():
             collector.load_state()
         if not stopping():
             check_ipc_directories(config.bind)

@@ -148,7 +148,7 @@ MALFORMED_FILE: Final = "_malformed.log"
 OVERFLOW_FILE: Final = "_overflow.log"
 """Where records go whose file would exceed the collector's limit on distinct files."""
 PUBLISHERS_FILE: Final = "_publishers.json"
-"""Per-publisher sequence numbers kept between runs (see Collector.load_state)."""
+"""Per-publisher sequence numbers kept between runs (see ledger.StateFile)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
 
 

@@ -385,21 +385,6 @@ def test_sink_failures_name_the_source_escaped_on_one_line(caplog: pytest.LogCap
     assert "evil\\n2026 zlogcollect ERROR: forged\\\\x1b[2J" in message and "RuntimeError" in message
 
 
-def test_throttle_holds_back_and_summarises() -> None:
-    """Ten lines per kind per period; what is held back is handed over once the period is over."""
-    from zlogcollect.collector import Throttle
-
-    now = [0.0]
-    throttle = Throttle(burst=10, period=10.0, clock=lambda: now[0])
-    assert sum(throttle.allow("loss", 1) for _ in range(100)) == 10
-    assert throttle.allow("other")
-    assert throttle.held("loss") == (0, 0)  # not before the period is over
-    now[0] = 10.5
-    assert throttle.held("loss") == (90, 90)
-    assert throttle.held("loss") == (0, 0)
-    assert sum(throttle.allow("loss") for _ in range(20)) == 9  # the summary line used one
-
-
 def received(proc: CollectorProcess) -> int:
     """The collector's `received` counter now (SIGUSR1, then its counters line)."""
     before = len(lines_with(proc, "counters:"))
