@@ -128,8 +128,6 @@ class AmqpSink:
         self._greenlet: gevent.Greenlet | None = None
         self._instance = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self._counter = 0
-        self.connected = gevent.event.Event()
-        self.peak_buffer = 0
 
     # -- the receive loop's side -------------------------------------------------
 
@@ -167,7 +165,6 @@ class AmqpSink:
                 return
             self._buffer.popleft()
         self._buffer.append(message)
-        self.peak_buffer = max(self.peak_buffer, len(self._buffer))
         self._wake.set()
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
@@ -468,7 +465,6 @@ class AmqpSink:
             raise AmqpSetupError(f"the broker refused the topology: {exc.reply_text}") from exc
         self._next_tag = 0
         self._channel = channel
-        self.connected.set()
 
     def _on_open(self, waiter: gevent.event.AsyncResult, connection: Any) -> None:
         if connection is not self._connection:
@@ -512,7 +508,6 @@ class AmqpSink:
     def _lost(self) -> None:
         """Put every unconfirmed message back at the head of the FIFO, oldest first."""
         self._channel = None
-        self.connected.clear()
         if self._unconfirmed:
             self._stats.amqp["resent"] += len(self._unconfirmed)
             self._buffer.extendleft(reversed(self._unconfirmed.values()))
