@@ -61,6 +61,11 @@ RECEIVE_OPTIONS: list[Decorator] = [
         metavar="SECONDS",
         help="Print the counters line to stderr this often; 0 = only on SIGUSR1 and at exit. [default: 0]",
     ),
+    click.option(
+        "--stats-file",
+        metavar="PATH",
+        help="Write the counters as JSON here whenever the line is printed. [default: DIR/_stats.json]",
+    ),
     click.option("--traceback", is_flag=True, help="Show the Python traceback on start-up errors."),
     click.version_option(__version__, "-V", "--version", prog_name="zlogcollect"),
 ]

@@ -70,6 +70,7 @@ class CollectorConfig:
     rcvhwm: int = 20_000
     log_level: str = "INFO"
     stats_interval: float = 0.0
+    stats_file: str = ""
     # The AMQP bridge (needs the `amqp` extra: pika).
     amqp_url: str = ""
     amqp_url_file: str = ""
@@ -405,6 +406,9 @@ drain_timeout = 5.0
 log_level = "INFO"
 # Print the counters line to stderr every this many seconds (0 = only on SIGUSR1 and at exit).
 stats_interval = 0.0
+# Also write the counters as JSON to this file, atomically, whenever the line is printed;
+# "" = "_stats.json" in dir (collect; the bridge writes none unless told).
+stats_file = ""
 
 # The AMQP bridge (install with the amqp extra, pip install '.[amqp]'): forward every record to
 # RabbitMQ as JSON with publisher confirms. Off while amqp_url is empty.
