@@ -82,7 +82,7 @@ class Collector:
         self.ledger = LossLedger(stats)
         self._observe_meta = self.ledger.observe_meta
         self.state = StateFile(state_path, self.ledger, self._lines_pending) if state_path else None
-        self._written_changes = 0
+        self._after_record = self.state.after_record if self.state is not None else _nothing
         self.endpoints: list[str] = []
 
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
@@ -126,7 +126,7 @@ class Collector:
             if isinstance(bad, UnknownLevel):
                 self._warn_unknown_level(bad)
             self._quarantine(bad.reason, bad.detail, frames)
-            self._saved_if_written()
+            self._after_record()
             return
         except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the receive loop
             self._quarantine("parse_error", escape_text(f"{type(exc).__name__}: {exc}", 200), frames)
@@ -146,25 +146,7 @@ class Collector:
                 self._complain(
                     "sink_error", f"a sink failed on a record from {escape_text(record.source or '-', 100)}"
                 )
-        self._saved_if_written()
-
-    def _saved_if_written(self) -> None:
-        """Save the sequence state right after a sink wrote a batch (the file sink flushes early
-        from inside write()), so a collector killed now is not blamed for lines it did write,
-        and as soon as a new publisher shows up (see :class:`LossLedger`)."""
-        state = self.state
-        if state is None:
-            return
-        if self.ledger.fresh and time.monotonic() >= state.next_save:
-            state.save()
-        changes = self.stats.written.changes
-        if changes != self._written_changes:
-            self._written_changes = changes
-            if self.ledger.dirty:
-                if time.monotonic() >= state.next_save:
-                    state.save()
-                else:
-                    state.owed = True  # serve() flushes and saves once the pause is over
+        self._after_record()
 
     def _warn_unknown_level(self, bad: UnknownLevel) -> None:
         """Say once per level name, when it first happens, that a record was quarantined for it."""
@@ -373,6 +355,10 @@ class AcceptWatch:
         self._greenlet.kill()
         self._socket.disable_monitor()
         self._monitor.close(linger=0)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _ipc_in_use(path: str) -> bool:

@@ -157,6 +157,23 @@ class StateFile:
         self.owed = False
         """A save was put off while lines were pending; the loop flushes and saves once it may."""
         self._complaints = Throttle(1, 10.0)
+        self._written_changes = 0
+
+    def after_record(self) -> None:
+        """Save right after a sink wrote a batch (the file sink flushes early from inside
+        write()), so a collector killed now is not blamed for lines it did write, and as
+        soon as a new publisher shows up (see :class:`LossLedger`). Called per record."""
+        ledger = self.ledger
+        if ledger.fresh and time.monotonic() >= self.next_save:
+            self.save()
+        changes = ledger.stats.written.changes
+        if changes != self._written_changes:
+            self._written_changes = changes
+            if ledger.dirty:
+                if time.monotonic() >= self.next_save:
+                    self.save()
+                else:
+                    self.owed = True  # the loop flushes and saves once the pause is over
 
     def load(self) -> None:
         """Resume the sequence numbers a previous run saved; a missing or bad file is no error.
