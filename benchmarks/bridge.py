@@ -15,7 +15,6 @@ from benchmarks.common import (
     Outcome,
     Proc,
     Settings,
-    counter_value,
     counters,
     progress,
     scratch,
@@ -97,7 +96,7 @@ def bridge_once(broker: Broker, n: int) -> tuple[float, float]:
                 nonlocal probes
                 seen = counters(proc)
                 probes = int(seen["received"])
-                return counter_value(seen.get("amqp", ""), "delivered") == probes
+                return int(seen["amqp"].get("delivered", 0)) == probes
 
             wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
             proc.signal(signal.SIGSTOP)
@@ -109,7 +108,7 @@ def bridge_once(broker: Broker, n: int) -> tuple[float, float]:
             t1 = broker.wait_depth(n, 300, f"{n} records from the bridge")
 
             def confirmed() -> bool:
-                return counter_value(counters(proc).get("amqp", ""), "delivered") >= n + probes
+                return int(counters(proc)["amqp"].get("delivered", 0)) >= n + probes
 
             t2 = wait_until(confirmed, 60, "the bridge's confirms", interval=0.02)
             return n / (t1 - t0), n / (t2 - t0)

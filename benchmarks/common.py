@@ -121,6 +121,8 @@ class Proc:
             start_new_session=True,
         )
         self.pid = self.popen.pid
+        self.stats_file: Path | None = None
+        """Where a zlogcollect process writes its counters as JSON (see :func:`counters`)."""
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []
         self._readers = [
@@ -247,8 +249,11 @@ def kill_leftovers() -> None:
 
 
 def zlogcollect(command: str, args: Sequence[str], cwd: Path, name: str = "") -> Proc:
-    """Start ``python -m zlogcollect COMMAND ARGS`` and wait for its ready line."""
+    """Start ``python -m zlogcollect COMMAND ARGS`` (counters as JSON into CWD) and wait for its ready line."""
+    stats_file = cwd / "_stats.json"
+    args = [*args, "--stats-file", str(stats_file)]
     proc = Proc([sys.executable, "-m", "zlogcollect", command, *args], name or f"zlogcollect {command}", cwd)
+    proc.stats_file = stats_file
     try:
         proc.wait_stderr("ready:", timeout=30)
     except BaseException:
@@ -264,26 +269,18 @@ def worker(_name: str, *, stdin: bool = False, cwd: Path | None = None, **params
     )
 
 
-_COUNTERS = re.compile(r"counters: (.*)$")
+def counters(proc: Proc, timeout: float = 10.0) -> dict[str, Any]:
+    """Ask a collector for its counters (SIGUSR1) and return them as data (``received``, ``amqp``, ...).
 
-
-def counters(proc: Proc, timeout: float = 10.0) -> dict[str, str]:
-    """Ask a collector for its counters line (SIGUSR1) and return it as ``{key: value}``."""
+    The collector writes its stats file before it prints the counters line, so
+    once the line is there, the file holds these counters or newer ones.
+    """
+    assert proc.stats_file is not None, f"{proc.name} was not started by zlogcollect()"
     start = len(proc.stderr_lines)
     proc.signal(signal.SIGUSR1)
-    line = proc.wait_stderr("counters:", timeout, start=start)
-    match = _COUNTERS.search(line)
-    assert match is not None
-    return dict(part.split("=", 1) for part in match.group(1).split() if "=" in part)
-
-
-def counter_value(value: str, key: str) -> int:
-    """One ``key:N`` entry of a counters field such as ``amqp=delivered:5,received:7``."""
-    for part in value.split(","):
-        name, _, number = part.partition(":")
-        if name == key:
-            return int(number)
-    return 0
+    proc.wait_stderr("counters:", timeout, start=start)
+    data: dict[str, Any] = json.loads(proc.stats_file.read_text(encoding="utf-8"))
+    return data
 
 
 # -- files --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import zmq
 
@@ -13,7 +14,6 @@ from benchmarks.common import (
     Outcome,
     Proc,
     Settings,
-    counter_value,
     counters,
     free_port,
     progress,
@@ -102,7 +102,7 @@ def buffer_once(buffer: int, send: int) -> dict[str, float]:
             baseline = proc.status("VmRSS")
             for frames in records:
                 sock.send_multipart(frames)
-            state: dict[str, str] = {}
+            state: dict[str, Any] = {}
 
             def all_received() -> bool:
                 state.update(counters(proc))
@@ -111,7 +111,7 @@ def buffer_once(buffer: int, send: int) -> dict[str, float]:
             wait_until(all_received, 300, f"the bridge to take {send:,} records", interval=0.2)
             peak = proc.status("VmHWM")
             settled = proc.status("VmRSS")
-            dropped = counter_value(state.get("amqp", ""), "dropped")
+            dropped = int(state["amqp"].get("dropped", 0))
             return {
                 "baseline": baseline / MB,
                 "peak": peak / MB,

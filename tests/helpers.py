@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import zmq
@@ -67,6 +68,7 @@ class CollectorProcess:
         command: str = "collect",
     ) -> None:
         self.args = [sys.executable, "-m", "zlogcollect", command, *args]
+        self.cwd = cwd
         self.proc = subprocess.Popen(
             self.args,
             stdout=subprocess.DEVNULL,
@@ -130,14 +132,40 @@ class CollectorProcess:
         assert lines, f"no counters line in:\n{self.stderr}"
         return lines[-1]
 
+    def option(self, name: str) -> str | None:
+        """The value given to ``--name`` on the command line (``--name V`` or ``--name=V``), if any."""
+        for i, arg in enumerate(self.args):
+            if arg == name and i + 1 < len(self.args):
+                return self.args[i + 1]
+            if arg.startswith(name + "="):
+                return arg[len(name) + 1 :]
+        return None
 
-def counter(summary: str, name: str) -> int:
-    """Read ``name=N`` from a counters line."""
-    for part in summary.split():
-        key, _, value = part.partition("=")
-        if key == name:
-            return int(value)
-    raise AssertionError(f"{name} not in {summary!r}")
+    @property
+    def stats_path(self) -> Path:
+        """Where the collector writes its counters as JSON: --stats-file, else DIR/_stats.json."""
+        given = self.option("--stats-file")
+        path = Path(given) if given else Path(self.option("--dir") or "logs") / "_stats.json"
+        return path if path.is_absolute() or self.cwd is None else self.cwd / path
+
+    def counters(self) -> dict[str, Any]:
+        """The counters the collector last wrote as JSON (at exit, on SIGUSR1, every --stats-interval).
+
+        The file is written before the counters line is printed: once a line is
+        seen, the file is at least as new.
+        """
+        try:
+            data: dict[str, Any] = json.loads(self.stats_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise AssertionError(f"no counters in {self.stats_path} ({exc}):\n{self.stderr}") from None
+        return data
+
+
+def counter(proc: CollectorProcess, name: str) -> int:
+    """One counter from *proc*'s JSON counters (``received``, ``lost``, ``publishers``, ...)."""
+    value = proc.counters()[name]
+    assert isinstance(value, int), (name, value)
+    return value
 
 
 def run_collector(

@@ -123,6 +123,13 @@ class CollectorConfig:
         metavar="SECONDS",
         check=at_least(0, "0 = off"),
     )
+    stats_file: str = setting(
+        "",
+        "Also write the counters as JSON to this file, atomically, whenever the line is printed;"
+        " '' = _stats.json in --dir (collect; the bridge writes none unless told).",
+        RECEIVE,
+        metavar="PATH",
+    )
     levels: Mapping[str, int] = setting(
         {},
         "A custom level name senders use in topics, with its number (NAME=NUMBER, e.g. TRACE=5).",

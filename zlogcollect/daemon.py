@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING
 import gevent
 
 from zlogcollect import formatting
-from zlogcollect.collector import Collector, Sink, StartupError
+from zlogcollect.collector import Collector, StartupError
 from zlogcollect.config import CollectorConfig, parse_queue, redact
 from zlogcollect.exits import ExitStatus
-from zlogcollect.routing import PUBLISHERS_FILE, Router
+from zlogcollect.helpers import JSON_ENCODER, atomic_write
+from zlogcollect.routing import PUBLISHERS_FILE, STATS_FILE, Router
+from zlogcollect.sinks import Sink
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
 from zlogcollect.terminal import DiagnosticsHandler, Progress, announce
+from zlogcollect.wire import escape_text
 
 if TYPE_CHECKING:
     from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
@@ -194,6 +197,15 @@ def connect_amqp(amqp_sink: AmqpSinkType, stopping: Callable[[], bool]) -> None:
         watcher.kill()
 
 
+def save_counters(path: str, stats: Stats, files: bool) -> None:
+    """Write the counters as JSON (``--stats-file``), whole or not at all; a failure is only logged."""
+    try:
+        atomic_write(path, JSON_ENCODER.encode(stats.as_dict(files)) + "\n")
+    except (OSError, ValueError) as exc:
+        stats.errors["stats_file"] += 1
+        log.warning("cannot write the counters to %s: %s", path, escape_text(str(exc)))
+
+
 def run(
     config: CollectorConfig,
     files: bool = True,
@@ -221,11 +233,15 @@ def run(
     file_sink = build_file_sink(config, stats) if files else None
     sinks: list[Sink] = [file_sink] if file_sink is not None else []
     collector = Collector(
-        sinks, stats, levels=config.level_table, max_bytes=config.max_record_bytes, rcvhwm=config.rcvhwm
+        sinks,
+        stats,
+        levels=config.level_table,
+        max_bytes=config.max_record_bytes,
+        rcvhwm=config.rcvhwm,
+        state_path=os.path.join(file_sink.directory, PUBLISHERS_FILE) if file_sink is not None else None,
     )
     try:
-        if file_sink is not None and not stopping():
-            collector.state_path = os.path.join(file_sink.directory, PUBLISHERS_FILE)
+        if not stopping():
             collector.load_state()
         if not stopping():
             check_ipc_directories(config.bind)
@@ -258,8 +274,16 @@ def run(
 
     progress = Progress(stats, diagnostics)
 
+    stats_path = config.stats_file
+    if not stats_path and file_sink is not None:
+        stats_path = os.path.join(file_sink.directory, STATS_FILE)
+
     def summary() -> str:
+        """The counters line, after writing the same counters as JSON (so a reader of the
+        line finds the file already up to date)."""
         # A bridge writes no files: file counters would only be noise on its line.
+        if stats_path:
+            save_counters(stats_path, stats, files)
         return stats.summary(files=files)
 
     next_stats = time.monotonic() + config.stats_interval

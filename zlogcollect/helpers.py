@@ -1,5 +1,5 @@
 """Small mechanisms used in several places, written once: throttled complaints,
-bounded caches, backoff, the JSON encoder.
+bounded caches, backoff, the JSON encoder, atomic file writes.
 
 Pure: imports only the standard library, so the app-side handler and the
 collector share it without pulling in zmq or gevent.
@@ -7,11 +7,13 @@ collector share it without pulling in zmq or gevent.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import time
-from collections.abc import Callable, Hashable
-from typing import Final, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import BinaryIO, Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -128,3 +130,35 @@ class Backoff:
 
     def reset(self) -> None:
         self.current = self.first
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, *, dir_fd: int | None = None, sync: bool = True) -> Iterator[BinaryIO]:
+    """Write *path* whole or not at all: into ``path + ".tmp"``, then fsync (if *sync*) and rename.
+
+    A stale temp file (or a link planted in its place) is removed, not followed:
+    unlink acts on the link itself, and ``O_EXCL|O_NOFOLLOW`` refuse one made
+    meanwhile. On failure the temp file is removed and *path* is left as it was.
+    """
+    tmp = path + ".tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=dir_fd)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    try:
+        with open(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def atomic_write(path: str, text: str, *, sync: bool = True) -> None:
+    """Replace *path* with *text* (UTF-8) atomically; see :func:`atomic_file`."""
+    with atomic_file(path, sync=sync) as handle:
+        handle.write(text.encode("utf-8"))

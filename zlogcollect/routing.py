@@ -148,7 +148,9 @@ MALFORMED_FILE: Final = "_malformed.log"
 OVERFLOW_FILE: Final = "_overflow.log"
 """Where records go whose file would exceed the collector's limit on distinct files."""
 PUBLISHERS_FILE: Final = "_publishers.json"
-"""Per-publisher sequence numbers kept between runs (see Collector.load_state)."""
+"""Per-publisher sequence numbers kept between runs (see ledger.StateFile)."""
+STATS_FILE: Final = "_stats.json"
+"""The counters as JSON (``--stats-file``'s default in collect mode)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
 
 
@@ -182,6 +184,7 @@ class Router:
             MALFORMED_FILE,
             OVERFLOW_FILE,
             PUBLISHERS_FILE,
+            STATS_FILE,
         }
         self.per_topic = not any(r.per_record for r in self._routes)
         """True when the paths depend only on the topic, so a caller may cache them per topic."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -53,14 +54,9 @@ class WriteCounter(Counter[str]):
 
 @dataclass
 class Stats:
-    """Every counter the collector keeps.
-
-    The invariant the tests check: ``received == accepted + sum(malformed)``, and for
-    each file, ``routed == written + dropped + pending``.
-    """
+    """Every counter the collector keeps; :meth:`as_dict` gives them as data."""
 
     received: int = 0
-    accepted: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
     unrouted: int = 0
     written: WriteCounter = field(default_factory=WriteCounter)
@@ -150,45 +146,68 @@ class Stats:
         """Records publishers sent or meant to send that never arrived."""
         return self.forgotten_lost + sum(p.gaps for p in self.publishers.values())
 
+    def as_dict(self, files: bool = True) -> dict[str, Any]:
+        """The counters as JSON-ready data: totals, and per-reason / per-file dicts.
+
+        With *files* off (the bridge) the file counters are left out. ``files``
+        names the SUMMARY_FILES most written files; ``more_files`` counts the rest.
+        """
+        data: dict[str, Any] = {"received": self.received}
+        if files:
+            data["written"] = sum(self.written.values())
+        data["malformed"] = sum(self.malformed.values())
+        data["unrouted"] = self.unrouted
+        data["dropped"] = dict(sorted(self.dropped.items()))
+        data["errors"] = dict(sorted(self.errors.items()))
+        data["amqp"] = dict(sorted(self.amqp.items()))
+        data["publishers"] = len(self.publishers)
+        data["lost"] = self.lost_by_publishers
+        data["unseen_before_start"] = sum(p.unseen for p in self.publishers.values())
+        data["malformed_by"] = dict(sorted(self.malformed.items()))
+        if files:
+            items = self.written.items()
+            # A peer inventing sources must not turn the counters into megabytes.
+            data["files"] = dict(sorted(heapq.nlargest(SUMMARY_FILES, items, key=lambda item: item[1])))
+            data["more_files"] = len(items) - len(data["files"])
+        return data
+
     def summary(self, files: bool = True) -> str:
         """One line with the counters an operator looks at first; never raises.
 
         With *files* off (the bridge) the file counters are left out.
         """
         try:
-            return self._summary(files)
+            return render_summary(self.as_dict(files))
         except Exception as exc:  # noqa: BLE001 - the counters line is how an operator sees trouble
             return f"received={self.received} (counters unavailable: {type(exc).__name__})"
 
-    def _summary(self, files: bool) -> str:
-        parts = [f"received={self.received}"]
-        if files:
-            parts.append(f"written={sum(self.written.values())}")
-        parts.append(f"malformed={sum(self.malformed.values())}")
-        if self.unrouted:
-            parts.append(f"unrouted={self.unrouted}")
-        if self.dropped:
-            parts.append("dropped=" + ",".join(f"{k}:{v}" for k, v in sorted(self.dropped.items())))
-        if self.errors:
-            parts.append("errors=" + ",".join(f"{k}:{v}" for k, v in sorted(self.errors.items())))
-        if self.amqp:
-            parts.append("amqp=" + ",".join(f"{k}:{v}" for k, v in sorted(self.amqp.items())))
-        if self.publishers:
-            parts.append(f"publishers={len(self.publishers)} lost={self.lost_by_publishers}")
-            unseen = sum(p.unseen for p in self.publishers.values())
-            if unseen:
-                parts.append(f"unseen_before_start={unseen}")
-        if self.malformed:
-            parts.append("malformed_by=" + ",".join(f"{k}:{v}" for k, v in sorted(self.malformed.items())))
-        if files:
-            items = self.written.items()
-            shown = sorted(heapq.nlargest(SUMMARY_FILES, items, key=lambda item: item[1]))
-            written = ",".join(f"{k}:{v}" for k, v in shown)
-            parts.append(f"files={written or '-'}")
-            if len(items) > len(shown):
-                # A peer inventing sources must not turn the counters line into megabytes.
-                parts.append(f"more_files={len(items) - len(shown)}")
-        return " ".join(parts)
+
+def render_summary(data: dict[str, Any]) -> str:
+    """The counters line from :meth:`Stats.as_dict`: zeros and empty groups left out."""
+
+    def pairs(group: dict[str, int]) -> str:
+        return ",".join(f"{k}:{v}" for k, v in group.items())
+
+    parts = [f"received={data['received']}"]
+    if "written" in data:
+        parts.append(f"written={data['written']}")
+    parts.append(f"malformed={data['malformed']}")
+    if data["unrouted"]:
+        parts.append(f"unrouted={data['unrouted']}")
+    for group in ("dropped", "errors", "amqp"):
+        if data[group]:
+            parts.append(f"{group}={pairs(data[group])}")
+    if data["publishers"]:
+        parts.append(f"publishers={data['publishers']} lost={data['lost']}")
+        if data["unseen_before_start"]:
+            parts.append(f"unseen_before_start={data['unseen_before_start']}")
+    if data["malformed_by"]:
+        parts.append(f"malformed_by={pairs(data['malformed_by'])}")
+    if "files" in data:
+        parts.append(f"files={pairs(data['files']) or '-'}")
+        if data["more_files"]:
+            parts.append(f"more_files={data['more_files']}")
+    return " ".join(parts)
 
 
 def _valid_entry(name: object, entry: object) -> bool:

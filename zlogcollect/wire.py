@@ -118,13 +118,6 @@ class Levels:
             return token, int(match.group(1))
         return None
 
-    def number(self, name: str) -> int:
-        """The number for a level name (as accepted by :meth:`lookup`); ValueError if unknown."""
-        found = self.lookup(name)
-        if found is None:
-            raise ValueError(f"unknown level {name!r}")
-        return found[1]
-
     @property
     def names(self) -> list[str]:
         """Every configured level name, standard ones included."""

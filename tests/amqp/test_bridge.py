@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +61,11 @@ def queue_length(url: str, queue: str) -> int:
 
 
 def launch(collectors: list[CollectorProcess], command: str, *args: str) -> CollectorProcess:
+    """Start *command* and wait for its ready line; a bridge gets a --stats-file to read counters from."""
+    if command == "bridge" and "--stats-file" not in args:
+        where = tempfile.mkdtemp(prefix="zlstats-")
+        atexit.register(shutil.rmtree, where, True)
+        args = (*args, "--stats-file", os.path.join(where, "stats.json"))
     proc = CollectorProcess([*args], command=command)
     collectors.append(proc)
     proc.wait_ready()
@@ -103,10 +112,10 @@ class SteadySender(threading.Thread):
                 time.sleep(ahead)
 
 
-def amqp_counters(summary: str) -> dict[str, int]:
-    """The amqp=key:N,... part of a counters line."""
-    part = next(p for p in summary.split() if p.startswith("amqp="))
-    return {k: int(v) for k, v in (item.split(":") for item in part[5:].split(","))}
+def amqp_counters(proc: CollectorProcess) -> dict[str, int]:
+    """The bridge's counters (received, delivered, ...) from the JSON it last wrote."""
+    amqp: dict[str, int] = proc.counters()["amqp"]
+    return amqp
 
 
 def numbers(messages: list[Message]) -> list[int]:
@@ -165,7 +174,7 @@ def test_records_reach_declared_queues_with_routing_keys_and_json(
         assert field in body
     app3_keys = [key for key, _, _ in drain(rabbit_url, "app3-all")]
     assert app3_keys[-2:] == ["app3.DEBUG", "app3.ERROR"]
-    amqp = amqp_counters(proc.summary())
+    amqp = amqp_counters(proc)
     assert amqp["delivered"] + amqp.get("unroutable", 0) == amqp["received"]
 
 
@@ -265,7 +274,7 @@ def test_broker_outage_loses_nothing(
     assert unique == list(range(n))
     duplicates = len(got) - len(unique)
     summary = proc.summary()
-    amqp = amqp_counters(summary)
+    amqp = amqp_counters(proc)
     assert duplicates <= amqp.get("resent", 0)
     assert amqp["delivered"] == amqp["received"]  # the probe records included
     assert "dropped" not in summary
@@ -365,7 +374,7 @@ def test_sigterm_waits_for_confirms_and_a_restart_is_clean(
             assert proc.stop() == 0
         finally:
             sender.close()
-        amqp = amqp_counters(proc.summary())
+        amqp = amqp_counters(proc)
         assert amqp["delivered"] == amqp["received"] >= 5000
         assert "unconfirmed" not in proc.summary()
     assert numbers(drain(rabbit_url, "burst")) == list(range(10_000))
@@ -398,7 +407,7 @@ def test_unroutable_records_are_counted(rabbit_url: str, collectors: list[Collec
     finally:
         sender.close()
     assert proc.stop() == 0
-    amqp = amqp_counters(proc.summary())
+    amqp = amqp_counters(proc)
     assert amqp["unroutable"] == amqp["received"] >= 3
     assert "delivered" not in amqp
     assert "amqp_unroutable:" in proc.summary()
@@ -481,4 +490,4 @@ def test_refresh_reconnects_without_loss(rabbit_url: str, collectors: list[Colle
         sender.close()
     assert proc.stop() == 0
     assert numbers(drain(rabbit_url, "refreshed")) == list(range(2000))
-    assert amqp_counters(proc.summary())["refreshes"] >= 2
+    assert amqp_counters(proc)["refreshes"] >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
@@ -13,6 +14,7 @@ import pytest
 
 from tests.helpers import (
     CollectorProcess,
+    StockSender,
     free_tcp_endpoint,
     read_lines,
     run_collector,
@@ -354,7 +356,37 @@ def test_stats_interval_prints_the_counters_line_periodically(
     collectors.append(proc)
     proc.wait_ready()
     wait_until(lambda: sum("counters: received=" in line for line in proc.stderr_lines) >= 2, what="counters")
+    assert (logdir / "_stats.json").exists()  # written with each line, by default in --dir
     assert proc.stop() == 0
+
+
+def test_stats_file_holds_the_counters_as_json(
+    logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """--stats-file gets the counters line's numbers as JSON on SIGUSR1 and at exit, written whole."""
+    endpoint = short_ipc_endpoint()
+    stats_file = tmp_path / "stats" / "counters.json"
+    stats_file.parent.mkdir()
+    proc = CollectorProcess(["--bind", endpoint, "--dir", str(logdir), "--stats-file", str(stats_file)])
+    collectors.append(proc)
+    proc.wait_ready()
+    sender = StockSender(endpoint, "js")
+    try:
+        sender.wait_connected(logdir)
+        proc.send(signal.SIGUSR1)
+        wait_until(lambda: "counters:" in proc.stderr, what="counters on SIGUSR1")
+        on_signal = json.loads(stats_file.read_text())
+        assert on_signal["received"] >= 1 and on_signal["files"]["zlprobe.log"] >= 1
+    finally:
+        sender.close()
+    assert proc.stop() == 0
+    final = proc.counters()
+    assert proc.stats_path == stats_file
+    assert final["received"] >= on_signal["received"]
+    assert final["written"] == sum(final["files"].values()) and final["lost"] == 0
+    assert f"received={final['received']} written={final['written']} malformed=0" in proc.summary()
+    assert not (logdir / "_stats.json").exists()
+    assert sorted(p.name for p in stats_file.parent.iterdir()) == ["counters.json"]
 
 
 @pytest.mark.parametrize("content", [None, "", "\n  \n"])

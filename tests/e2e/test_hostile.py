@@ -53,16 +53,14 @@ class RawSender:
         self.socket.send_multipart(list(frames))
 
     def wait_connected(self, proc: CollectorProcess) -> None:
-        """Send stock probe records until the collector counts more (SIGUSR1, counters line)."""
-        lines = [line for line in proc.stderr_lines if "counters:" in line]
-        baseline = counter(lines[-1], "received") if lines else 0
+        """Send stock probe records until the collector counts more (SIGUSR1, JSON counters)."""
+        baseline = counter(proc, "received") if lines_with(proc, "counters:") else 0
 
         def seen() -> bool:
             self.send(b"zlprobe.INFO", b"probe")
             proc.send(signal.SIGUSR1)
             wait_until(lambda: any("counters:" in line for line in proc.stderr_lines), 20)
-            lines = [line for line in proc.stderr_lines if "counters:" in line]
-            return counter(lines[-1], "received") > baseline
+            return counter(proc, "received") > baseline
 
         wait_until(seen, 30, interval=0.05, what="the collector to receive a probe")
 
@@ -108,7 +106,7 @@ def test_custom_level_from_the_handler_lands_in_the_app_file(
     warnings = lines_with(proc, "unknown level 'NOTICE'")
     assert len(warnings) == 1, proc.stderr
     summary = proc.summary()
-    assert counter(summary, "lost") == 0, summary
+    assert counter(proc, "lost") == 0, summary
     assert "unseen_before_start" not in summary
     assert not lines_with(proc, "lost 1 records")
 
@@ -131,8 +129,8 @@ def test_many_publishers_with_announced_loss_and_a_forged_host(
     finally:
         sender.close()
     assert proc.stop() == 0, proc.stderr
-    summary = proc.summary()
-    assert counter(summary, "lost") == count
+    proc.summary()
+    assert counter(proc, "lost") == count
     assert not lines_with(proc, "Traceback")
     assert not any(line.startswith("2026-01-01") for line in proc.stderr_lines)
     assert "\x1b" not in proc.stderr
@@ -167,7 +165,7 @@ def test_huge_numbers_on_the_wire_are_malformed_and_counters_still_print(
     assert proc.stop() == 0, proc.stderr
     summary = proc.summary()
     assert "bad_extension:5" in summary, summary
-    assert counter(summary, "lost") == 0
+    assert counter(proc, "lost") == 0
     malformed = read_lines(logdir / "_malformed.log")
     assert (
         "seq must be an integer in 0..9223372036854775807, got an integer of over 100 digits" in malformed[0]
@@ -196,7 +194,7 @@ def test_a_frame_over_the_record_limit_is_refused_by_libzmq(
         again.close()
     assert proc.stop() == 0
     summary = proc.summary()
-    assert counter(summary, "malformed") == 0, summary  # it was never received, so never buffered
+    assert counter(proc, "malformed") == 0, summary  # it was never received, so never buffered
 
 
 def test_long_topics_and_oversized_fields_are_malformed_and_not_kept(
@@ -224,7 +222,7 @@ def test_long_topics_and_oversized_fields_are_malformed_and_not_kept(
     assert len(state) < 10_000
     saved = json.loads(state)["publishers"]
     assert all(len(name) <= 64 and len(entry["host"]) <= 255 for name, entry in saved.items())
-    assert counter(summary, "lost") == 0
+    assert counter(proc, "lost") == 0
 
 
 class LimitedCollector(CollectorProcess):
@@ -316,7 +314,7 @@ def test_state_is_saved_with_every_batch_so_a_kill_does_not_over_report(
         sender.close()
     assert second.stop() == 0
     missing = end - written
-    lost = counter(second.summary(), "lost")
+    lost = counter(second, "lost")
     assert missing <= lost <= missing + 1000, (missing, lost)
 
 
@@ -385,33 +383,18 @@ def test_sink_failures_name_the_source_escaped_on_one_line(caplog: pytest.LogCap
     assert "evil\\n2026 zlogcollect ERROR: forged\\\\x1b[2J" in message and "RuntimeError" in message
 
 
-def test_throttle_holds_back_and_summarises() -> None:
-    """Ten lines per kind per period; what is held back is handed over once the period is over."""
-    from zlogcollect.collector import Throttle
-
-    now = [0.0]
-    throttle = Throttle(burst=10, period=10.0, clock=lambda: now[0])
-    assert sum(throttle.allow("loss", 1) for _ in range(100)) == 10
-    assert throttle.allow("other")
-    assert throttle.held("loss") == (0, 0)  # not before the period is over
-    now[0] = 10.5
-    assert throttle.held("loss") == (90, 90)
-    assert throttle.held("loss") == (0, 0)
-    assert sum(throttle.allow("loss") for _ in range(20)) == 9  # the summary line used one
-
-
 def received(proc: CollectorProcess) -> int:
-    """The collector's `received` counter now (SIGUSR1, then its counters line)."""
+    """The collector's `received` counter now (SIGUSR1; the JSON is written before the line)."""
     before = len(lines_with(proc, "counters:"))
     proc.send(signal.SIGUSR1)
     wait_until(lambda: len(lines_with(proc, "counters:")) > before, 20, what="a counters line")
-    return counter(lines_with(proc, "counters:")[-1], "received")
+    return counter(proc, "received")
 
 
 def kill_and_count_loss(
     collectors: list[CollectorProcess], first: CollectorProcess, args: list[str], logdir: Path, next_seq: int
-) -> tuple[int, str]:
-    """SIGKILL *first*, restart on the same directory, send seq *next_seq*: (records missing, summary)."""
+) -> tuple[int, CollectorProcess]:
+    """SIGKILL *first*, restart on the same directory, send seq *next_seq*: (records missing, the restart)."""
     first.kill()
     on_disk = {int(line.rsplit(" ", 1)[1]) for line in read_lines(logdir / "app.log") if " seq " in line}
     second = start(collectors, *args)
@@ -425,7 +408,7 @@ def kill_and_count_loss(
     finally:
         sender.close()
     assert second.stop() == 0
-    return next_seq - len(on_disk), second.summary()
+    return next_seq - len(on_disk), second
 
 
 def test_a_kill_right_after_a_timer_flush_counts_the_pending_record_lost(
@@ -445,8 +428,8 @@ def test_a_kill_right_after_a_timer_flush_counts_the_pending_record_lost(
         wait_until(lambda: received(first) > count, what="seq 10 received")
     finally:
         sender.close()
-    missing, summary = kill_and_count_loss(collectors, first, args, logdir, 11)
-    assert counter(summary, "lost") == missing, summary
+    missing, second = kill_and_count_loss(collectors, first, args, logdir, 11)
+    assert counter(second, "lost") == missing, second.summary()
 
 
 def test_records_of_a_publisher_new_to_a_killed_run_count_as_lost_not_unseen(
@@ -464,7 +447,7 @@ def test_records_of_a_publisher_new_to_a_killed_run_count_as_lost_not_unseen(
         wait_until(lambda: received(first) >= count + 500, what="500 records received")
     finally:
         sender.close()
-    missing, summary = kill_and_count_loss(collectors, first, args, logdir, 500)
+    missing, second = kill_and_count_loss(collectors, first, args, logdir, 500)
     assert missing == 500
-    assert counter(summary, "lost") == 500, summary
-    assert "unseen_before_start" not in summary
+    assert counter(second, "lost") == 500, second.summary()
+    assert counter(second, "unseen_before_start") == 0

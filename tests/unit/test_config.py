@@ -31,7 +31,7 @@ def test_collect_section_and_dashes(tmp_path: Path) -> None:
     config = from_mapping(load_file(str(path)))
     assert config.backup_count == 3
     assert config.route == ("a.#=a.log",)
-    assert config.level_table.number("TRACE") == 5
+    assert config.level_table.lookup("TRACE") == ("TRACE", 5)
 
 
 @pytest.mark.parametrize(

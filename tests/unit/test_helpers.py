@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from zlogcollect.helpers import JSON_ENCODER, Backoff, BoundedCache, Throttle
+from pathlib import Path
+
+import pytest
+
+from zlogcollect.helpers import JSON_ENCODER, Backoff, BoundedCache, Throttle, atomic_file, atomic_write
 
 
 class Clock:
@@ -70,3 +74,29 @@ def test_json_encoder_is_strict_and_keeps_non_ascii() -> None:
         pass
     else:
         raise AssertionError("NaN must not be encoded")
+
+
+def test_atomic_write_replaces_whole_and_never_follows_a_planted_link(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "state.json.tmp").symlink_to(victim)  # a leftover or planted temp file
+    atomic_write(str(target), '{"a": "é"}')
+    assert target.read_text(encoding="utf-8") == '{"a": "é"}'
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "state.json.tmp").exists()
+
+
+def test_atomic_file_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.write_text("old")
+
+    def fail() -> None:
+        with atomic_file(str(target)) as handle:
+            handle.write(b"half")
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        fail()
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

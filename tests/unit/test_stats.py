@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from zlogcollect.stats import MAX_PUBLISHERS, Stats
+from zlogcollect.stats import MAX_PUBLISHERS, Stats, render_summary
 
 
 def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
@@ -66,7 +68,7 @@ def test_sequence_going_back_is_a_restart_not_loss() -> None:
 
 def test_summary_is_one_line_with_the_main_counters() -> None:
     """The summary names received, written, malformed, drops and per-file counts."""
-    stats = Stats(received=5, accepted=4)
+    stats = Stats(received=5)
     stats.malformed["no_level"] += 1
     stats.written["a.log"] += 4
     stats.dropped["disk_error"] += 2
@@ -133,3 +135,41 @@ def test_counters_line_names_only_the_busiest_files() -> None:
     assert len(line) < 3000
     assert "busy.log:50" in line
     assert "more_files=8981" in line
+
+
+def test_counters_as_data_are_json_and_the_line_is_rendered_from_them() -> None:
+    """as_dict() holds every counter the line shows, nested per reason and per file, JSON-ready."""
+    stats = Stats(received=9, unrouted=1)
+    stats.malformed["no_level"] += 2
+    stats.written["a.log"] += 6
+    stats.dropped["disk_error"] += 1
+    stats.errors["reopened"] += 1
+    stats.observe_sequence("p", "h", 1, 3, 1)
+    data = json.loads(json.dumps(stats.as_dict()))
+    assert data == {
+        "received": 9,
+        "written": 6,
+        "malformed": 2,
+        "unrouted": 1,
+        "dropped": {"disk_error": 1},
+        "errors": {"reopened": 1},
+        "amqp": {},
+        "publishers": 1,
+        "lost": 1,
+        "unseen_before_start": 2,
+        "malformed_by": {"no_level": 2},
+        "files": {"a.log": 6},
+        "more_files": 0,
+    }
+    assert (
+        render_summary(data)
+        == stats.summary()
+        == (
+            "received=9 written=6 malformed=2 unrouted=1 dropped=disk_error:1 errors=reopened:1"
+            " publishers=1 lost=1 unseen_before_start=2 malformed_by=no_level:2 files=a.log:6"
+        )
+    )
+    bridge = stats.as_dict(files=False)
+    assert "written" not in bridge and "files" not in bridge
+    assert stats.summary(files=False).startswith("received=9 malformed=2 ")
+    assert Stats().summary() == "received=0 written=0 malformed=0 files=-"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from zlogcollect.helpers import atomic_file
 from zlogcollect.routing import MALFORMED_FILE, OVERFLOW_FILE, Router
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record, escape_frames
@@ -403,21 +404,15 @@ def _backup_index(names: list[str]) -> dict[str, list[str]]:
 
 
 def _gzip_file(root: str, subdir: str, plain: str) -> None:
-    dest, tmp = plain + ".gz", plain + ".gz.tmp"
     dfd = open_dir(root, subdir, create=False)
     try:
         src = os.open(plain, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-        with open(src, "rb") as source:
-            try:
-                os.unlink(tmp, dir_fd=dfd)  # a leftover, or a planted link: never written through
-            except FileNotFoundError:
-                pass
-            out_fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd
-            )
-            with open(out_fd, "wb") as raw, gzip.GzipFile(filename=plain, mode="wb", fileobj=raw) as out:
-                shutil.copyfileobj(source, out, 1024 * 1024)
-        os.replace(tmp, dest, src_dir_fd=dfd, dst_dir_fd=dfd)
+        with (
+            open(src, "rb") as source,
+            atomic_file(plain + ".gz", dir_fd=dfd) as raw,
+            gzip.GzipFile(filename=plain, mode="wb", fileobj=raw) as out,
+        ):
+            shutil.copyfileobj(source, out, 1024 * 1024)
         os.unlink(plain, dir_fd=dfd)
     finally:
         os.close(dfd)

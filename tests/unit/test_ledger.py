@@ -1,0 +1,175 @@
+"""The loss ledger and its saved state, without sockets: gaps, order, restarts, bounds, bad files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from zlogcollect import ledger as ledger_module
+from zlogcollect.helpers import Throttle
+from zlogcollect.ledger import LossLedger, StateFile
+from zlogcollect.stats import Stats
+from zlogcollect.wire import SequenceMark
+
+
+def meta(seq: int, pub: str = "p1", dropped: int = 0) -> dict[str, object]:
+    return {"pub": pub, "seq": seq, "dropped": dropped, "host": "h", "pid": 7}
+
+
+def observe_all(ledger: LossLedger, seqs: list[int], pub: str = "p1", now: float = 100.0) -> None:
+    for seq in seqs:
+        ledger.observe_meta(pub, seq, meta(seq, pub), now)
+
+
+def test_gaps_are_loss_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1, 5, 6, 9])
+    assert stats.lost_by_publishers == 5
+    with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        ledger.report()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert (
+        line == "lost 5 records from host h pid 7 (publisher p1), 5 in all, 0 of them dropped by the sender"
+    )
+
+
+def test_out_of_order_is_a_restart_not_negative_loss() -> None:
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1, 2, 1, 2, 3])
+    assert stats.lost_by_publishers == 0
+    assert stats.publishers["p1"].restarts == 1
+
+
+def test_a_quarantined_record_is_no_gap() -> None:
+    stats = Stats()
+    ledger = LossLedger(stats)
+    ledger.observe_meta("p1", 0, meta(0), 1.0)
+    ledger.observe(SequenceMark("p1", 1, 0, "h", 7), 1.0)  # malformed, but its number arrived
+    ledger.observe_meta("p1", 2, meta(2), 1.0)
+    assert stats.lost_by_publishers == 0
+
+
+def test_new_publishers_are_saved_at_their_first_seq_minus_one() -> None:
+    """While lines are pending, only new publishers go into the state, at seq - 1: nothing vouched for."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1, 2])
+    assert ledger.fresh["p1"]["seq"] == -1
+    partial = json.loads(ledger.to_json(complete=False))
+    assert partial == {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}}}
+    ledger.commit(complete=False)
+    assert not ledger.fresh and ledger.dirty
+    assert json.loads(ledger.to_json(complete=True))["publishers"]["p1"]["seq"] == 2
+    ledger.commit(complete=True)
+    assert not ledger.dirty
+
+
+def test_a_restart_with_saved_state_counts_what_was_in_flight() -> None:
+    before = LossLedger(Stats())
+    observe_all(before, list(range(500)))
+    text = before.to_json()
+    after_stats = Stats()
+    after = LossLedger(after_stats)
+    assert after.from_json(text, now=200.0) == 1
+    assert after.saved == after_stats.publisher_state()
+    observe_all(after, [507], now=200.0)
+    assert after_stats.lost_by_publishers == 7
+    assert after_stats.publishers["p1"].unseen == 0
+
+
+def test_a_seq_minus_one_entry_makes_everything_from_zero_loss() -> None:
+    """Saved at -1 (seen, nothing written): the next run counts records 0..N-1 as lost, not unseen."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    state = {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}}}
+    assert ledger.from_json(json.dumps(state), now=150.0) == 1
+    observe_all(ledger, [4], now=150.0)
+    assert stats.lost_by_publishers == 4
+    assert stats.publishers["p1"].unseen == 0
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "5", '"x"', '{"publishers": []}', "[" * 100_000])
+def test_bad_json_raises_value_error(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - JSON, shape and depth errors all say so
+        LossLedger(Stats()).from_json(text, now=1.0)
+
+
+def test_entries_of_the_wrong_shape_are_skipped_and_counted() -> None:
+    stats = Stats()
+    ledger = LossLedger(stats)
+    good = {"host": "h", "pid": 1, "seq": 3, "seen": 10.0}
+    state = {"publishers": {"ok": good, "bad": {"seq": "3", "seen": 10.0}, "x" * 65: good}}
+    assert ledger.from_json(json.dumps(state), now=11.0) == 1
+    assert stats.errors["bad_state_entry"] == 2
+
+
+def test_unreported_loss_is_bounded_and_summed_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past MAX_PUBLISHERS losing at once, the rest are only in the summary line; warnings are throttled."""
+    monkeypatch.setattr(ledger_module, "MAX_PUBLISHERS", 5)
+    clock = [0.0]
+    ledger = LossLedger(Stats(), Throttle(2, 10.0, lambda: clock[0]))
+    for n in range(8):
+        ledger.observe(SequenceMark(f"p{n}", 0, 0, "h", n), 1.0)
+        ledger.observe(SequenceMark(f"p{n}", 3, 0, "h", n), 1.0)
+    assert len(ledger._unreported) == 5  # the bound is the point
+    with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        clock[0] = 11.0
+        ledger.report()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line.startswith("lost 2 records") for line in lines) == 2
+    assert lines[-1].startswith("... and 6 more publishers lost records (12 records")
+
+
+def test_state_file_round_trip_and_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "_publishers.json"
+    pending = [False]
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: pending[0])
+    state.save()
+    assert not path.exists()  # nothing observed, nothing to save
+    observe_all(ledger, [0, 1, 2], now=time.time())  # load() drops entries silent for a week
+    pending[0] = True
+    state.save()
+    assert json.loads(path.read_text())["publishers"]["p1"]["seq"] == -1
+    observe_all(ledger, [3], now=time.time())
+    state.save()  # nothing new, lines pending: put off
+    assert state.owed
+    pending[0] = False
+    state.next_save = 0.0
+    state.save()
+    assert json.loads(path.read_text())["publishers"]["p1"]["seq"] == 3 and not state.owed
+    assert not (tmp_path / "_publishers.json.tmp").exists()
+
+    resumed = LossLedger(Stats())
+    StateFile(str(path), resumed, lambda: False).load()
+    assert resumed.stats.publishers["p1"].last_seq == 3
+
+    path.write_bytes(b"\xff{not json")
+    with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        StateFile(str(path), LossLedger(Stats()), lambda: False).load()
+    assert "ignoring" in caplog.text
+    StateFile(str(tmp_path / "missing.json"), LossLedger(Stats()), lambda: False).load()
+
+
+def test_a_failed_save_is_counted_and_leaves_the_old_file(tmp_path: Path) -> None:
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0])
+    state = StateFile(str(tmp_path / "gone" / "_publishers.json"), ledger, lambda: False)
+    logging.getLogger("zlogcollect.ledger").disabled = True
+    try:
+        state.save()
+    finally:
+        logging.getLogger("zlogcollect.ledger").disabled = False
+    assert stats.errors["state_file"] == 1
+    assert ledger.dirty and ledger.fresh
