@@ -27,7 +27,9 @@ from zlogcollect.publisher import Publisher
 
 __all__ = ["LIVE", "RECHECK_EVERY", "Delivery", "State"]
 
-RECHECK_EVERY: Final = 256  # sends between looks for unsubscriptions (only bind mode sees them)
+RECHECK_EVERY: Final = (
+    256  # records between looks for unsubscriptions (only bind mode sees them); a power of 2
+)
 _NOBLOCK: Final = zmq.NOBLOCK
 _MORE: Final = zmq.SNDMORE | zmq.NOBLOCK
 _CHUNK: Final = 500  # held records flushed per lock hold, so emit() in other threads waits little
@@ -66,7 +68,7 @@ class Delivery:
     """Numbering, holding and sending for one handler, under the handler's *lock*.
 
     ``seq``, ``dropped`` (since the last record that got out: it travels with
-    the next one), ``recheck``, ``state``, ``socket`` and ``send_frame`` are
+    the next one), ``state``, ``socket`` and ``send_frame`` are
     plain attributes because ``emit``'s hot path reads and writes them inline.
     *opened* is called whenever the publisher's socket is (re)opened.
     """
@@ -94,7 +96,6 @@ class Delivery:
         self.dropped = 0
         self.dropped_total = 0
         self.held: HoldBuffer[_Held] = HoldBuffer(*self._hold_bounds)
-        self.recheck = RECHECK_EVERY
         self.flusher: threading.Thread | None = None
         self.encoder.restart(os.urandom(8).hex())
 

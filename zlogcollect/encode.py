@@ -175,10 +175,14 @@ class Encoder:
         per-call-site part is encoded once by the same JSON settings and cached.
         """
         created = record.created
-        # Not NaN or infinite (1e309 is inf): repr() would write those as JSON cannot.
-        if created.__class__ is not float or not -1e309 < created < 1e309:
-            return None
-        if record.exc_info or record.exc_text or record.stack_info:
+        # created * 0.0 is 0.0 unless created is NaN or infinite, which repr() writes as JSON cannot.
+        if (
+            created.__class__ is not float
+            or created * 0.0 != 0.0
+            or record.exc_info
+            or record.exc_text
+            or record.stack_info
+        ):
             return None
         attrs = record.__dict__
         added = len(attrs) - _BASE_ATTRS

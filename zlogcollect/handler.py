@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from copy import copy
+from functools import partial
 from typing import Any, Final, cast
 
 import zmq
@@ -37,6 +38,7 @@ DEFAULT_ENDPOINT: Final = "tcp://127.0.0.1:5558"
 _NOBLOCK: Final = zmq.NOBLOCK
 _MORE: Final = zmq.SNDMORE | zmq.NOBLOCK
 _SENDING: Final = State.SENDING
+_RECHECK_MASK: Final = RECHECK_EVERY - 1
 _ERROR_QUIET_SECONDS: Final = 60.0
 _CLOSE_MARGIN: Final = 1.0  # seconds beyond the shared exit deadline that exit waits for its threads
 _CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent after the exit deadline
@@ -157,19 +159,11 @@ class ZLogHandler(PUBHandler):
         target = (endpoint,) if isinstance(endpoint, str) else endpoint
         publisher = Publisher(target, context, bind=bind, sndhwm=sndhwm)
         lock = cast("threading.RLock", self.lock)  # created by Handler.__init__
-        self._delivery = Delivery(publisher, self._encoder, lock, hold, hold_timeout, self._opened)
+        # A weak reference: the delivery must not keep the handler alive (nor its flush thread).
+        opened = partial(_opened, weakref.ref(self))
+        self._delivery = Delivery(publisher, self._encoder, lock, hold, hold_timeout, opened)
         self._delivery.opened()
         _HANDLERS.add(self)
-
-    def _opened(self) -> None:
-        # PUBHandler's public attributes follow the socket (a fork child opens its own).
-        self.socket, self.ctx = self._delivery.socket, self._delivery.publisher.ctx
-        # multiprocessing children end with os._exit(): atexit and logging.shutdown()
-        # never run there, but multiprocessing's own finalizers do. Registering one
-        # only when the app already imported multiprocessing keeps imports light.
-        util = sys.modules.get("multiprocessing.util")
-        if self._delivery.publisher.owns_socket and util is not None:
-            self._finalizer = util.Finalize(None, _close_handler, args=(weakref.ref(self),), exitpriority=5)
 
     def _after_fork(self) -> None:
         self._finalizer = None
@@ -240,9 +234,7 @@ class ZLogHandler(PUBHandler):
             # a message argument's __str__ goes out first and must not get a lower seq.
             seq = out.seq
             out.seq = seq + 1
-            out.recheck -= 1
-            if out.recheck <= 0:
-                out.recheck = RECHECK_EVERY
+            if not seq & _RECHECK_MASK:  # now and then, look for unsubscriptions
                 out.poll()
             if out.state is not _SENDING:
                 out.emit_slow(record, seq, topic, body, self.structured)
@@ -323,6 +315,21 @@ class ZLogHandler(PUBHandler):
     def publisher_id(self) -> str:
         """The ``pub`` id the collector sees; a new one after fork."""
         return self._encoder.pub
+
+
+def _opened(ref: weakref.ref[ZLogHandler]) -> None:
+    """The handler's socket is (re)opened: follow it, and register for a multiprocessing exit."""
+    handler = ref()
+    if handler is None:
+        return
+    # PUBHandler's public attributes follow the socket (a fork child opens its own).
+    handler.socket, handler.ctx = handler._delivery.socket, handler._delivery.publisher.ctx
+    # multiprocessing children end with os._exit(): atexit and logging.shutdown()
+    # never run there, but multiprocessing's own finalizers do. Registering one
+    # only when the app already imported multiprocessing keeps imports light.
+    util = sys.modules.get("multiprocessing.util")
+    if handler._delivery.publisher.owns_socket and util is not None:
+        handler._finalizer = util.Finalize(None, _close_handler, args=(ref,), exitpriority=5)
 
 
 def _warn_linger_ran_out(root: str, linger: float) -> None:
