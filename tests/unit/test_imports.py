@@ -19,6 +19,8 @@ LIGHT_MODULES = [
     "zlogcollect.cli",
     "zlogcollect.wire",
     "zlogcollect.helpers",
+    "zlogcollect.encode",
+    "zlogcollect.hold",
     "zlogcollect.routing",
     "zlogcollect.formatting",
     "zlogcollect.config",
