@@ -25,6 +25,7 @@ LIGHT_MODULES = [
     "zlogcollect.stats",
     "zlogcollect.sinks",
     "zlogcollect.sinks.files",
+    "zlogcollect.sinks.rotating",
 ]
 
 
