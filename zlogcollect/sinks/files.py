@@ -112,6 +112,53 @@ class FileQueue:
         return True
 
 
+class FileTable:
+    """Every file admitted so far, at most *max_files*, and which of them each record key is routed to.
+
+    Every distinct source makes a file, so a peer inventing sources could
+    otherwise exhaust inodes and memory; past the limit its records are kept in
+    one file instead, with their source in each line.
+    """
+
+    def __init__(self, router: Router, stats: Stats, max_files: int, clock: Callable[[], float]) -> None:
+        self._router = router
+        self._stats = stats
+        self._max_files = max_files
+        self._complaints = Throttle(1, 10.0, clock)
+        self.queues = {path: FileQueue(path) for path in (MALFORMED_FILE, OVERFLOW_FILE)}
+        # Routes depend only on the topic (source, level, subtopic), plus host and
+        # pid when a template uses them, so each distinct key is routed once; the
+        # cache starts over when it is full, by entries or by bytes (a peer may
+        # send long distinct topics).
+        self.routes: BoundedCache[object, tuple[FileQueue, ...]] = BoundedCache(10_000, _ROUTE_CACHE_BYTES)
+
+    def route(self, record: Record, key: object) -> tuple[FileQueue, ...]:
+        """The queues for *record* (whose cache key is *key*), remembered for the next record."""
+        queues = tuple(self.admit(path) for path in self._router.route(record))
+        size = len(record.topic) + sum(len(q.path) for q in queues) + 64
+        if size <= _ROUTE_CACHE_BYTES // 16:
+            self.routes.put(key, queues, size)
+        return queues
+
+    def admit(self, path: str) -> FileQueue:
+        """The queue for *path*, or the overflow file's once max_files distinct files exist."""
+        queue = self.queues.get(path)
+        if queue is not None:
+            return queue
+        if len(self.queues) >= self._max_files:
+            self._stats.errors["too_many_files"] += 1
+            if self._complaints.allow():
+                log.error(
+                    "more than %d files: records for %r and other new files go to %s",
+                    self._max_files,
+                    path,
+                    OVERFLOW_FILE,
+                )
+            return self.queues[OVERFLOW_FILE]
+        queue = self.queues[path] = FileQueue(path)
+        return queue
+
+
 class OpenFiles:
     """The files with an open descriptor, least recently written first, at most *limit* of them."""
 
@@ -235,20 +282,18 @@ class FileSink:
         self._clock = clock
         self._batch_bytes = batch_bytes
         self._max_pending = max_pending_bytes
-        self._max_files = max_files
         self._background = Background()
         self._rotator = Rotator(open_budget=max_open_files // 2)
         self._closing = False
         self._open = OpenFiles(max_open_files)
-        # Every file admitted so far (at most max_files), and those with lines or a carry waiting.
-        self._queues = {path: FileQueue(path) for path in (MALFORMED_FILE, OVERFLOW_FILE)}
-        self._waiting: dict[str, FileQueue] = {}
-        self._routes: BoundedCache[object, tuple[FileQueue, ...]] = BoundedCache(10_000, _ROUTE_CACHE_BYTES)
+        self._table = FileTable(router, stats, max_files, clock)
+        self._queues = self._table.queues
+        self._routes = self._table.routes  # looked up here: only a miss costs a call
+        self._waiting: dict[str, FileQueue] = {}  # the queues with lines or a carry
         self._pending_bytes = 0
         self._fresh_bytes = 0  # queued since the last flush: what triggers an early one
-        # One line per file every 10 s: a full disk must not flood stderr; nor a flood of sources.
+        # One line per file every 10 s: a full disk must not flood stderr.
         self._complaints = Throttle(1, 10.0, clock)
-        self._overflow_complaints = Throttle(1, 10.0, clock)
 
     @property
     def pending_lines(self) -> int:
@@ -261,17 +306,10 @@ class FileSink:
 
     def write(self, record: Record) -> None:
         """Queue *record* for every file its routes name; flush early if the batch is large."""
-        # Routes depend only on the topic (source, level, subtopic), plus host and
-        # pid when a template uses them, so each distinct key is routed once; the
-        # cache starts over when it is full, by entries or by bytes (a peer may
-        # send long distinct topics).
         key = record.topic if self._router.per_topic else self._router.cache_key(record)
         queues = self._routes.get(key)
         if queues is None:
-            queues = tuple(self._admit(path) for path in self._router.route(record))
-            size = len(record.topic) + sum(len(q.path) for q in queues) + 64
-            if size <= _ROUTE_CACHE_BYTES // 16:
-                self._routes.put(key, queues, size)
+            queues = self._table.route(record, key)
         if not queues:
             self._stats.unrouted += 1
             return
@@ -287,29 +325,6 @@ class FileSink:
         self._fresh_bytes += size
         if self._fresh_bytes >= self._batch_bytes:
             self.flush()
-
-    def _admit(self, path: str) -> FileQueue:
-        """The queue for *path*, or the overflow file's once max_files distinct files exist.
-
-        Every distinct source makes a file, so a peer inventing sources could
-        otherwise exhaust inodes and memory; past the limit its records are
-        kept in one file instead, with their source in each line.
-        """
-        queue = self._queues.get(path)
-        if queue is not None:
-            return queue
-        if len(self._queues) >= self._max_files:
-            self._stats.errors["too_many_files"] += 1
-            if self._overflow_complaints.allow():
-                log.error(
-                    "more than %d files: records for %r and other new files go to %s",
-                    self._max_files,
-                    path,
-                    OVERFLOW_FILE,
-                )
-            return self._queues[OVERFLOW_FILE]
-        queue = self._queues[path] = FileQueue(path)
-        return queue
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
         """Keep a safe copy of a frame set that could not be parsed, with the reason."""
