@@ -15,7 +15,8 @@ import pytest
 import zlogcollect.sinks.rotating as rotating_module
 from zlogcollect.formatting import text_formatter
 from zlogcollect.routing import Router, default_routes, parse_route
-from zlogcollect.sinks.files import FileSink, RotatingFile, Rotation
+from zlogcollect.sinks.files import FileQueue, FileSink, Rotation
+from zlogcollect.sinks.rotating import RotatingFile
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record
 
@@ -543,3 +544,45 @@ def test_stamp_patterns_cover_the_stdlib_suffixes() -> None:
         stdlib.close()
     with pytest.raises(ValueError, match="W7"):
         rotating_module.stamp_pattern("W7")
+
+
+def test_a_queue_settles_whole_lines_and_keeps_the_end_of_a_cut_one() -> None:
+    """settle(): lines wholly written are done; the unwritten end of a cut line becomes the carry."""
+    queue = FileQueue("a.log")
+    queue.lines = ["one\n", "two\n", "three\n"]
+    assert queue.settle(b"", 5, complete=False) == (1, 8)  # "one\n" done, "two\n" cut after "t"
+    assert (queue.carry, queue.lines) == (b"wo\n", ["three\n"])
+    assert queue.settle(queue.carry, 1, complete=False) == (0, 0)  # the carry itself cut again
+    assert queue.carry == b"o\n"
+    assert queue.settle(queue.carry, 2 + 6, complete=True) == (2, 6)  # carry finished, then "three\n"
+    assert (queue.carry, queue.lines) == (b"", [])
+
+
+def test_a_queue_stops_at_a_line_boundary_without_a_carry() -> None:
+    queue = FileQueue("a.log")
+    queue.lines = ["ab\n", "cd\n"]
+    assert queue.settle(b"", 3, complete=False) == (1, 3)
+    assert (queue.carry, queue.lines) == (b"", ["cd\n"])
+
+
+def test_a_queue_sheds_its_oldest_lines_first() -> None:
+    queue = FileQueue("a.log")
+    queue.lines = ["aaaa\n", "bb\n", "c\n"]
+    assert queue.drop_oldest(6) == (2, 8)
+    assert queue.lines == ["c\n"]
+    assert queue.drop_oldest(0) == (0, 0)
+
+
+def test_a_failing_queue_backs_off_from_half_a_second_to_ten_and_starts_over_after_a_success() -> None:
+    queue = FileQueue("a.log")
+    assert not queue.recovered()
+    delays = []
+    for _ in range(7):
+        queue.failed(100.0)
+        assert queue.retry_at is not None
+        delays.append(queue.retry_at - 100.0)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert queue.recovered()
+    assert queue.retry_at is None
+    queue.failed(100.0)
+    assert queue.retry_at == 100.5
