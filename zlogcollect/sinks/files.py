@@ -6,11 +6,9 @@ import datetime
 import errno
 import logging
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from zlogcollect.helpers import Backoff, BoundedCache, Throttle
 from zlogcollect.routing import MALFORMED_FILE, OVERFLOW_FILE, Router
@@ -19,6 +17,7 @@ from zlogcollect.sinks.rotating import (
     RefusedFile,
     RotatingFile,
     Rotation,
+    Rotator,
     WriteFailed,
 )
 from zlogcollect.stats import Stats
@@ -194,64 +193,6 @@ class OpenFiles:
         self._open.clear()
 
 
-class Rotator:
-    """One thread that rolls files over, so thousands of renames at midnight never stall the receive loop.
-
-    The loop hands over the files that are due (their lines wait in memory)
-    and takes them back, with any error, at its next flush.
-    """
-
-    def __init__(self, open_budget: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zlogcollect-rotate")
-        self._open_budget = open_budget
-        self._done: list[tuple[FileQueue, Exception | None]] = []
-        self._lock = threading.Lock()
-        self.running = 0  # files handed over and not taken back
-
-    def submit(self, due: list[FileQueue], now: float) -> None:
-        for queue in due:
-            queue.rotating = True
-        self.running += len(due)
-        self._pool.submit(self._rotate, due, now)
-
-    def _rotate(self, due: list[FileQueue], now: float) -> None:
-        # Opening the new files here saves the receive loop the work, but only
-        # up to a share of max_open_files: descriptors are a shared budget.
-        budget = self._open_budget
-        for queue in due:
-            handle = queue.handle
-            assert handle is not None
-            error: Exception | None = None
-            try:
-                if handle.due(now):  # checks it is still a regular file
-                    handle.doRollover()
-                    if budget > 0:
-                        budget -= 1
-                        try:
-                            handle.ensure_open()
-                        except OSError:
-                            pass  # the next write opens it again and counts what fails
-            except Exception as exc:  # noqa: BLE001 - reported to the receive loop, which counts it
-                error = exc
-            with self._lock:
-                self._done.append((queue, error))
-
-    def collect(self) -> list[tuple[FileQueue, Exception | None]]:
-        """The files the thread is done with since the last call, and what went wrong with each."""
-        if not self._done:
-            return []
-        with self._lock:
-            done, self._done = self._done, []
-        for queue, _ in done:
-            queue.rotating = False
-        self.running -= len(done)
-        return done
-
-    def shutdown(self) -> None:
-        """Wait for the rotations handed over so far."""
-        self._pool.shutdown(wait=True)
-
-
 class FileSink:
     """Formats records, routes them to files under one directory and writes them in batches.
 
@@ -283,7 +224,7 @@ class FileSink:
         self._batch_bytes = batch_bytes
         self._max_pending = max_pending_bytes
         self._background = Background()
-        self._rotator = Rotator(open_budget=max_open_files // 2)
+        self._rotator: Rotator[FileQueue] = Rotator(open_budget=max_open_files // 2)
         self._closing = False
         self._open = OpenFiles(max_open_files)
         self._table = FileTable(router, stats, max_files, clock)
@@ -361,7 +302,9 @@ class FileSink:
             self._flush_one(queue, now)
         if due:
             # One job for the whole pass: the thread starts once the loop is done with it.
-            self._rotator.submit(due, now)
+            for queue in due:
+                queue.rotating = True
+            self._rotator.submit([(queue, queue.handle) for queue in due if queue.handle is not None], now)
         if self._pending_bytes > self._max_pending:
             self._shed()
 
@@ -399,6 +342,7 @@ class FileSink:
         """Take back the files the rotation thread is done with; a failed one is retried later."""
         done = self._rotator.collect()
         for queue, error in done:
+            queue.rotating = False
             handle = queue.handle
             assert handle is not None
             if handle.fd is not None:

@@ -1,5 +1,5 @@
-"""One rotating log file (the stdlib's schedule and names, written by descriptor, never through a link),
-its backups pruned and compressed off the receive path."""
+"""Rotating log files (the stdlib's schedule and names, written by descriptor, never through a link):
+rollovers, pruning and compression run on threads, off the receive path."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
 
 log = logging.getLogger(__name__)
 
@@ -384,6 +387,59 @@ class Background:
             exc = future.exception()
             if exc is not None:
                 log.error("could not compress a rotated file: %s", exc)
+
+
+class Rotator(Generic[K]):
+    """One thread that rolls files over, so thousands of renames at midnight never stall the receive loop.
+
+    The loop hands over the files that are due, each with its key (their lines
+    wait in memory), and takes the keys back, with any error, at its next flush.
+    """
+
+    def __init__(self, open_budget: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zlogcollect-rotate")
+        self._open_budget = open_budget
+        self._done: list[tuple[K, Exception | None]] = []
+        self._lock = threading.Lock()
+        self.running = 0  # files handed over and not taken back
+
+    def submit(self, due: list[tuple[K, RotatingFile]], now: float) -> None:
+        """Roll *due* over in the thread (one job for the whole pass)."""
+        self.running += len(due)
+        self._pool.submit(self._rotate, due, now)
+
+    def _rotate(self, due: list[tuple[K, RotatingFile]], now: float) -> None:
+        # Opening the new files here saves the receive loop the work, but only
+        # up to a share of max_open_files: descriptors are a shared budget.
+        budget = self._open_budget
+        for key, handle in due:
+            error: Exception | None = None
+            try:
+                if handle.due(now):  # checks it is still a regular file
+                    handle.doRollover()
+                    if budget > 0:
+                        budget -= 1
+                        try:
+                            handle.ensure_open()
+                        except OSError:
+                            pass  # the next write opens it again and counts what fails
+            except Exception as exc:  # noqa: BLE001 - reported to the receive loop, which counts it
+                error = exc
+            with self._lock:
+                self._done.append((key, error))
+
+    def collect(self) -> list[tuple[K, Exception | None]]:
+        """The keys of the files the thread is done with since the last call, and what went wrong with each."""
+        if not self._done:
+            return []
+        with self._lock:
+            done, self._done = self._done, []
+        self.running -= len(done)
+        return done
+
+    def shutdown(self) -> None:
+        """Wait for the rotations handed over so far."""
+        self._pool.shutdown(wait=True)
 
 
 def _backup_index(names: list[str]) -> dict[str, list[str]]:
