@@ -49,7 +49,7 @@ def one_pass(sources: int) -> tuple[float, float, int]:
         for record in records:
             sink.write(record)
         sink.flush()
-        for handle in sink._files.values():
+        for handle in sink.handles().values():
             handle.rolloverAt = int(time.time()) - 1  # due now; the next one is computed from the real clock
         for record in records:
             sink.write(record)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from zlogcollect.helpers import JSON_ENCODER, BoundedCache
 from zlogcollect.wire import Record
 
 DEFAULT_FORMAT: Final = "%(asctime)s | %(levelname)s | %(source)s | %(origin)s | %(subtopic)s | %(message)s"
@@ -238,11 +238,12 @@ class TextFormatter:
         # from per-topic pieces: %-formatting a dict costs about three times as much.
         per_record = [m.group(0) for m in _TOKEN.finditer(fmt) if m.group(1) in _PER_RECORD]
         self._split_default = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
-        self._parts: dict[str, tuple[str, str, str, str]] = {}
-        self._templates: dict[str, str] = {}
-        self._template_chars = 0
-        self._cache_bytes = cache_bytes
-        self._origins: dict[tuple[Any, Any], str] = {}
+        # Per topic (only one of the two is used, by the format): bounded, as topics come from the network.
+        self._parts: BoundedCache[str, tuple[str, str, str, str]] = BoundedCache(
+            TEMPLATE_CACHE_ENTRIES, cache_bytes
+        )
+        self._templates: BoundedCache[str, str] = BoundedCache(TEMPLATE_CACHE_ENTRIES, cache_bytes)
+        self._origins: BoundedCache[tuple[Any, Any], str] = BoundedCache(10_000)
         self._last_host: Any = None
         self._last_pid: Any = None
         self._last_origin = "-"
@@ -268,23 +269,10 @@ class TextFormatter:
             return None  # a topic with a newline: the general path puts the prefix in
         return template + "\n"
 
-    def _remember(self, topic: str, size: int) -> bool:
-        """Make room for *size* more characters in the caches; False if one entry is too big."""
-        if len(self._templates) + len(self._parts) >= TEMPLATE_CACHE_ENTRIES or (
-            self._template_chars + size > self._cache_bytes
-        ):
-            self._templates.clear()
-            self._parts.clear()
-            self._template_chars = 0
-        if size > self._cache_bytes:
-            return False
-        self._template_chars += size
-        return True
-
     def _template(self, record: Record) -> str | None:
         template = self._filled(record)
-        if template is not None and self._remember(record.topic, len(record.topic) + len(template)):
-            self._templates[record.topic] = template
+        if template is not None:
+            self._templates.put(record.topic, template, len(record.topic) + len(template))
         return template
 
     def _split(self, record: Record) -> tuple[str, str, str, str] | None:
@@ -306,9 +294,7 @@ class TextFormatter:
         pieces.append(template[pos:])
         parts.append("".join(pieces))
         split = (parts[0], parts[1], parts[2], parts[3])
-        if self._remember(record.topic, len(record.topic) + len(template)):
-            self._parts[record.topic] = split
-        return split
+        return self._parts.put(record.topic, split, len(record.topic) + len(template))
 
     def _origin(self, meta: dict[str, Any]) -> str:
         host = meta.get("host")
@@ -323,9 +309,7 @@ class TextFormatter:
             text = origin(meta)
             # Cache only what is small and plain, so a peer cannot grow it (10,000 x ~300 B at most).
             if host.__class__ is str and len(host) <= _MAX_ORIGIN_PART and pid.__class__ in (int, type(None)):
-                if len(self._origins) >= 10_000:
-                    self._origins.clear()
-                self._origins[key] = text
+                self._origins.put(key, text)
             else:
                 return text
         self._last_host, self._last_pid, self._last_origin = host, pid, text
@@ -422,9 +406,6 @@ def json_fields(record: Record, utc: bool = False, time_text: str | None = None)
     return data
 
 
-_STRICT_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=str).encode
-"""One encoder for every line: ``json.dumps`` with options builds a new one per call."""
-
 _NON_FINITE: Final = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
@@ -443,17 +424,17 @@ def strict_json(data: Mapping[str, Any]) -> str:
     ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, so every parser reads the line and
     the value is not lost; a value nested too deeply to encode becomes a short note."""
     try:
-        return _STRICT_JSON(data)
+        return JSON_ENCODER.encode(data)
     except (ValueError, RecursionError):
         pass
     clean: dict[str, Any] = {}
     for key, value in data.items():
         try:
             clean[key] = _finite(value)
-            _STRICT_JSON(clean[key])
+            JSON_ENCODER.encode(clean[key])
         except (ValueError, RecursionError):
             clean[key] = "<not encodable: nested too deeply>"
-    return _STRICT_JSON(clean)
+    return JSON_ENCODER.encode(clean)
 
 
 def json_formatter(utc: bool = False) -> Callable[[Record], str]:

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
+from zlogcollect.helpers import BoundedCache
+
 TOPIC_DELIM: Final = "::"
 """Separates a subtopic from the message in a log call: ``log.error("db::timeout")``."""
 
@@ -379,12 +381,9 @@ class Parser:
 
     __slots__ = (
         "_cache",
-        "_cache_bytes",
-        "_cache_size",
         "_learned",
         "_levels",
         "_max_bytes",
-        "_max_cache_bytes",
     )
 
     def __init__(
@@ -396,29 +395,20 @@ class Parser:
     ) -> None:
         self._levels = levels
         self._max_bytes = max_bytes
-        self._cache: dict[bytes, _TopicInfo] = {}
-        self._cache_size = cache_size
-        self._cache_bytes = 0
-        self._max_cache_bytes = cache_bytes
+        self._cache: BoundedCache[bytes, _TopicInfo] = BoundedCache(cache_size, cache_bytes)
         self._learned: dict[str, int] = {}
         """Custom level names seen with their numbers in extensions: the hint for stock senders."""
 
     @property
     def cache_bytes(self) -> int:
         """Roughly what the topic cache holds (the raw topic and its parts)."""
-        return self._cache_bytes
+        return self._cache.cost
 
     def _learn(self, raw: bytes) -> _TopicInfo:
         topic, number = parse_topic(_decode(raw, "the topic"), self._levels)
         info = _info(topic, number)
         # Each entry keeps the raw topic and about three copies of it as text.
-        cost = 4 * len(raw) + 200
-        if len(self._cache) >= self._cache_size or self._cache_bytes + cost > self._max_cache_bytes:
-            self._cache.clear()
-            self._cache_bytes = 0
-        self._cache[raw] = info
-        self._cache_bytes += cost
-        return info
+        return self._cache.put(raw, info, 4 * len(raw) + 200)
 
     def _custom_level(self, raw: bytes, meta: Mapping[str, Any] | None) -> _TopicInfo:
         """A topic with no configured level: use the level the extension names, if the topic has it.

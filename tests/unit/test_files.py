@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import zlogcollect.sinks.files as files_module
+import zlogcollect.sinks.rotating as rotating_module
 from zlogcollect.formatting import text_formatter
 from zlogcollect.routing import Router, default_routes, parse_route
-from zlogcollect.sinks.files import FileSink, RotatingFile, Rotation
+from zlogcollect.sinks.files import FileQueue, FileSink, Rotation
+from zlogcollect.sinks.rotating import RotatingFile
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record
 
@@ -59,7 +60,7 @@ class FullDisk:
 def disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
     """A disk that is full until the test gives it room (``disk.room = N``)."""
     full = FullDisk(0)
-    monkeypatch.setattr(files_module, "_os_write", full)
+    monkeypatch.setattr(rotating_module, "_os_write", full)
     return full
 
 
@@ -192,7 +193,7 @@ def test_open_files_are_capped(tmp_path: Path) -> None:
         for i in range(10):
             files.write(rec(f"s{i}", f"r{round_}"))
         files.flush()
-    assert sum(1 for h in files._files.values() if h.fd is not None) <= 3
+    assert sum(1 for h in files.handles().values() if h.fd is not None) <= 3
     files.close()
     assert (tmp_path / "s0.log").read_text() == "r0\nr1\n"
     assert sum(stats.written.values()) == 20
@@ -216,7 +217,7 @@ def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
     files, _ = sink(tmp_path, Rotation(when="S", compress=compress), clock=clock)
     files.write(rec("a", "old"))
     files.flush()
-    files._files["a.log"].rolloverAt = 1_001
+    files.handles()["a.log"].rolloverAt = 1_001
     clock.now = 1_002.0
     files.write(rec("a", "new"))
     files.close()
@@ -373,7 +374,7 @@ def test_rotation_prunes_old_backups_in_the_background(tmp_path: Path) -> None:
     files, _ = sink(tmp_path, Rotation(when="D", backup_count=2, compress=True), clock=clock)
     files.write(rec("a", "old"))
     files.flush()
-    files._files["a.log"].rolloverAt = int(noon) + 1
+    files.handles()["a.log"].rolloverAt = int(noon) + 1
     clock.now = noon + 2
     files.write(rec("a", "new"))
     files.close()
@@ -433,7 +434,7 @@ def test_a_rotation_pass_lists_the_directory_once(tmp_path: Path, monkeypatch: p
         return real_listdir(path)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "listdir", listdir)
-    for handle in files._files.values():
+    for handle in files.handles().values():
         handle.rolloverAt = int(noon) + 1
     clock.now = noon + 2
     for i in range(50):
@@ -461,7 +462,7 @@ def test_compression_never_writes_through_a_planted_temp_link(tmp_path: Path) ->
     files, _ = sink(logs, Rotation(when="D", compress=True), clock=clock)
     files.write(rec("a", "old"))
     files.flush()
-    files._files["a.log"].rolloverAt = int(noon) + 1
+    files.handles()["a.log"].rolloverAt = int(noon) + 1
     clock.now = noon + 2
     files.write(rec("a", "new"))
     files.close()
@@ -478,11 +479,11 @@ def test_a_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> 
     files, stats = sink(tmp_path, Rotation(when="D"), clock=clock)
     files.write(rec("a", "old"))
     files.flush()
-    files._files["a.log"].rolloverAt = int(noon) + 1
+    files.handles()["a.log"].rolloverAt = int(noon) + 1
     clock.now = noon + 2
     files.write(rec("a", "new"))
     files.flush()
-    files._rotator.shutdown(wait=True)  # let the rotation thread finish its attempt
+    files._rotator.shutdown()  # let the rotation thread finish its attempt
     clock.now += 1
     files.flush()
     assert (tmp_path / "a.log").read_text() == "old\nnew\n"
@@ -513,7 +514,7 @@ def test_stdlib_rotated_names_are_backups(tmp_path: Path, when: str, compress: b
         time.mktime((2026, 11, 25, 23, 59, 59, 0, 0, -1)),
     ):
         stamp = time.strftime(stdlib.suffix, time.localtime(moment))
-        assert files_module.stamp_pattern(when).fullmatch(stamp), (when, stamp)
+        assert rotating_module.stamp_pattern(when).fullmatch(stamp), (when, stamp)
         names.append(os.path.basename(stdlib.rotation_filename(f"{base}.{stamp}")))
         # A source named "web" or "log.<stamp>" is another file's business.
         names.append(f"app.web.log.{stamp}")
@@ -521,11 +522,11 @@ def test_stdlib_rotated_names_are_backups(tmp_path: Path, when: str, compress: b
     assert names[0].startswith("app.log.2026-01-02")
     assert names[0].endswith(".gz") == compress
     # keep=0 reports every backup of app.log, and nothing else.
-    assert sorted(files_module.backups_to_delete(names, "app.log", ours.stamp, 0)) == sorted(
+    assert sorted(rotating_module.backups_to_delete(names, "app.log", ours.stamp, 0)) == sorted(
         [names[0], names[3]]
     )
-    assert files_module.backups_to_delete(names, "app.log", ours.stamp, 2) == []
-    assert files_module.backups_to_delete(names, "app.log", ours.stamp, 1) == [names[0]]
+    assert rotating_module.backups_to_delete(names, "app.log", ours.stamp, 2) == []
+    assert rotating_module.backups_to_delete(names, "app.log", ours.stamp, 1) == [names[0]]
     ours.close()
     stdlib.close()
 
@@ -535,11 +536,53 @@ def test_stamp_patterns_cover_the_stdlib_suffixes() -> None:
     for when in ALL_WHEN:
         stdlib = logging.handlers.TimedRotatingFileHandler(os.devnull, when=when, delay=True)
         stamp = time.strftime(stdlib.suffix, time.localtime(1_800_000_000))
-        pattern = files_module.stamp_pattern(when)
+        pattern = rotating_module.stamp_pattern(when)
         assert pattern.fullmatch(stamp)
         assert not pattern.fullmatch(stamp + "0")
         assert not pattern.fullmatch(stamp[:-1])
         assert not pattern.fullmatch(stamp + ".log")
         stdlib.close()
     with pytest.raises(ValueError, match="W7"):
-        files_module.stamp_pattern("W7")
+        rotating_module.stamp_pattern("W7")
+
+
+def test_a_queue_settles_whole_lines_and_keeps_the_end_of_a_cut_one() -> None:
+    """settle(): lines wholly written are done; the unwritten end of a cut line becomes the carry."""
+    queue = FileQueue("a.log")
+    queue.lines = ["one\n", "two\n", "three\n"]
+    assert queue.settle(b"", 5, complete=False) == (1, 8)  # "one\n" done, "two\n" cut after "t"
+    assert (queue.carry, queue.lines) == (b"wo\n", ["three\n"])
+    assert queue.settle(queue.carry, 1, complete=False) == (0, 0)  # the carry itself cut again
+    assert queue.carry == b"o\n"
+    assert queue.settle(queue.carry, 2 + 6, complete=True) == (2, 6)  # carry finished, then "three\n"
+    assert (queue.carry, queue.lines) == (b"", [])
+
+
+def test_a_queue_stops_at_a_line_boundary_without_a_carry() -> None:
+    queue = FileQueue("a.log")
+    queue.lines = ["ab\n", "cd\n"]
+    assert queue.settle(b"", 3, complete=False) == (1, 3)
+    assert (queue.carry, queue.lines) == (b"", ["cd\n"])
+
+
+def test_a_queue_sheds_its_oldest_lines_first() -> None:
+    queue = FileQueue("a.log")
+    queue.lines = ["aaaa\n", "bb\n", "c\n"]
+    assert queue.drop_oldest(6) == (2, 8)
+    assert queue.lines == ["c\n"]
+    assert queue.drop_oldest(0) == (0, 0)
+
+
+def test_a_failing_queue_backs_off_from_half_a_second_to_ten_and_starts_over_after_a_success() -> None:
+    queue = FileQueue("a.log")
+    assert not queue.recovered()
+    delays = []
+    for _ in range(7):
+        queue.failed(100.0)
+        assert queue.retry_at is not None
+        delays.append(queue.retry_at - 100.0)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert queue.recovered()
+    assert queue.retry_at is None
+    queue.failed(100.0)
+    assert queue.retry_at == 100.5

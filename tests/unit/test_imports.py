@@ -32,6 +32,7 @@ LIGHT_MODULES = [
     "zlogcollect.sinks.files",
     "zlogcollect.sinks.amqp_message",
     "zlogcollect.sinks.outbox",
+    "zlogcollect.sinks.rotating",
 ]
 
 
