@@ -42,7 +42,7 @@ def one_pass(sources: int) -> tuple[float, float, int]:
             text_formatter("%(message)s"),
             Rotation(when="midnight", backup_count=BACKUPS),
             stats,
-            batch_bytes=1 << 40,  # flush only when told to: the pass is timed alone
+            batch_chars=1 << 40,  # flush only when told to: the pass is timed alone
             max_files=sources + 10,
         )
         records = [Record(f"s{i:05d}", "INFO", 20, "", "line", now) for i in range(sources)]

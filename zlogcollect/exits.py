@@ -9,8 +9,7 @@ class ExitStatus(enum.IntEnum):
     """Exit codes, after sysexits.h where one fits."""
 
     SUCCESS = 0
-    ERROR = 1
-    USAGE = 2
+    USAGE = 2  # click's own status for a usage error (unknown flag, malformed value)
     UNAVAILABLE = 69  # an endpoint cannot be bound
     CANTCREAT = 73  # the log directory cannot be written
     CONFIG = 78  # a setting is wrong

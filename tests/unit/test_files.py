@@ -84,8 +84,8 @@ def test_lines_wait_for_flush_then_land_together(tmp_path: Path) -> None:
 
 
 def test_a_large_batch_flushes_early(tmp_path: Path) -> None:
-    """Once a batch passes batch_bytes it is written without waiting for the timer."""
-    files, _ = sink(tmp_path, batch_bytes=100)
+    """Once a batch passes batch_chars it is written without waiting for the timer."""
+    files, _ = sink(tmp_path, batch_chars=100)
     for i in range(20):
         files.write(rec("a", f"line {i:04d}"))
     assert (tmp_path / "a.log").exists()
@@ -175,8 +175,8 @@ def test_write_errors_keep_lines_and_retry(tmp_path: Path, disk: FullDisk) -> No
 
 
 def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path, disk: FullDisk) -> None:
-    """Past max_pending_bytes the oldest lines are dropped and counted, never silently."""
-    files, stats = sink(tmp_path, max_pending_bytes=50)
+    """Past max_pending_chars the oldest lines are dropped and counted, never silently."""
+    files, stats = sink(tmp_path, max_pending_chars=50)
     for i in range(20):
         files.write(rec("a", f"line{i:02d}"))  # 7 bytes each
     files.flush()
@@ -232,7 +232,7 @@ def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
 def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path, disk: FullDisk) -> None:
     """While a file cannot be written, early flushes do not retry it: one attempt per backoff delay."""
     clock = Clock(1000.0)
-    files, stats = sink(tmp_path, clock=clock, batch_bytes=64)
+    files, stats = sink(tmp_path, clock=clock, batch_chars=64)
     for i in range(2000):
         files.write(rec("a", f"line {i:05d}"))
     assert stats.errors["disk_error"] == 1
@@ -299,7 +299,7 @@ def test_a_write_cut_by_a_full_disk_is_finished_not_repeated(tmp_path: Path, dis
 def test_a_cut_line_goes_to_its_own_file_even_after_a_reopen(tmp_path: Path, disk: FullDisk) -> None:
     """SIGHUP (reopen) while a line is cut: its end still follows its start, and the file stays whole."""
     clock = Clock(1000.0)
-    files, stats = sink(tmp_path, clock=clock, max_pending_bytes=10**6)
+    files, stats = sink(tmp_path, clock=clock, max_pending_chars=10**6)
     files.write(rec("a", "first line"))
     disk.room = 5
     files.flush()

@@ -200,6 +200,9 @@ class FileSink:
     ``stats.written[path]`` once it reached the OS, ``stats.dropped[reason]``
     if it had to be given up, or it is still pending in memory (a line cut
     short by a full disk stays pending as the rest of its bytes).
+
+    The batch and memory bounds (*batch_chars*, *max_pending_chars*) count
+    characters of the formatted lines, which are encoded only when written.
     """
 
     def __init__(
@@ -210,8 +213,8 @@ class FileSink:
         rotation: Rotation,
         stats: Stats,
         clock: Callable[[], float] = time.time,
-        batch_bytes: int = 256 * 1024,
-        max_pending_bytes: int = 64 * 1024 * 1024,
+        batch_chars: int = 256 * 1024,
+        max_pending_chars: int = 64 * 1024 * 1024,
         max_open_files: int = 256,
         max_files: int = 10_000,
     ) -> None:
@@ -221,8 +224,8 @@ class FileSink:
         self._rotation = rotation
         self._stats = stats
         self._clock = clock
-        self._batch_bytes = batch_bytes
-        self._max_pending = max_pending_bytes
+        self._batch_chars = batch_chars
+        self._max_pending = max_pending_chars
         self._background = Background()
         self._rotator: Rotator[FileQueue] = Rotator(open_budget=max_open_files // 2)
         self._closing = False
@@ -231,8 +234,8 @@ class FileSink:
         self._queues = self._table.queues
         self._routes = self._table.routes  # looked up here: only a miss costs a call
         self._waiting: dict[str, FileQueue] = {}  # the queues with lines or a carry
-        self._pending_bytes = 0
-        self._fresh_bytes = 0  # queued since the last flush: what triggers an early one
+        self._pending_chars = 0
+        self._fresh_chars = 0  # queued since the last flush: what triggers an early one
         # One line per file every 10 s: a full disk must not flood stderr.
         self._complaints = Throttle(1, 10.0, clock)
 
@@ -262,9 +265,9 @@ class FileSink:
                 waiting[queue.path] = queue
             lines.append(line)
         size = len(line) * len(queues)
-        self._pending_bytes += size
-        self._fresh_bytes += size
-        if self._fresh_bytes >= self._batch_bytes:
+        self._pending_chars += size
+        self._fresh_chars += size
+        if self._fresh_chars >= self._batch_chars:
             self.flush()
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
@@ -274,8 +277,8 @@ class FileSink:
         queue = self._queues[MALFORMED_FILE]
         queue.lines.append(line)
         self._waiting[MALFORMED_FILE] = queue
-        self._pending_bytes += len(line)
-        self._fresh_bytes += len(line)
+        self._pending_chars += len(line)
+        self._fresh_chars += len(line)
 
     def flush(self, force: bool = False) -> None:
         """Write every pending batch; on failure keep what did not reach the file and retry with backoff.
@@ -286,7 +289,7 @@ class FileSink:
         the file before the failure is counted written and never sent again.
         """
         now = self._clock()
-        self._fresh_bytes = 0
+        self._fresh_chars = 0
         self._collect_rotations(now)
         due: list[FileQueue] = []
         for queue in list(self._waiting.values()):
@@ -305,7 +308,7 @@ class FileSink:
             for queue in due:
                 queue.rotating = True
             self._rotator.submit([(queue, queue.handle) for queue in due if queue.handle is not None], now)
-        if self._pending_bytes > self._max_pending:
+        if self._pending_chars > self._max_pending:
             self._shed()
 
     def _flush_one(self, queue: FileQueue, now: float) -> None:
@@ -323,7 +326,7 @@ class FileSink:
             written, error = 0, exc
         done, released = queue.settle(carry, written, error is None)
         self._stats.written[queue.path] += done
-        self._pending_bytes -= released
+        self._pending_chars -= released
         if not queue.lines and not queue.carry:
             self._waiting.pop(queue.path, None)
         if error is None:
@@ -381,7 +384,7 @@ class FileSink:
     def _refuse(self, queue: FileQueue, exc: RefusedFile, count: int) -> None:
         """Drop (and count) the lines for a file that must not be written; say so once per file."""
         self._stats.dropped[exc.reason] += count
-        self._pending_bytes -= sum(len(line) for line in queue.lines)
+        self._pending_chars -= sum(len(line) for line in queue.lines)
         queue.lines = []
         queue.carry = b""
         self._waiting.pop(queue.path, None)
@@ -403,8 +406,8 @@ class FileSink:
         """Drop the oldest lines of the files that cannot be written until memory is under the limit."""
         waiting = list(self._waiting.values())
         for queue in [q for q in waiting if q.lines and q.retry_at is not None] or waiting:
-            dropped, size = queue.drop_oldest(self._pending_bytes - self._max_pending)
-            self._pending_bytes -= size
+            dropped, size = queue.drop_oldest(self._pending_chars - self._max_pending)
+            self._pending_chars -= size
             self._stats.dropped["disk_error"] += dropped
 
     def _complain(self, queue: FileQueue, exc: Exception) -> None:
@@ -452,4 +455,4 @@ class FileSink:
             queue.lines = []
             queue.carry = b""
         self._waiting.clear()
-        self._pending_bytes = 0
+        self._pending_chars = 0
