@@ -186,6 +186,27 @@ def drain_once(
             proc.stop()
 
 
+def wait_for_quiet(
+    tails: list[FileTail], last_total: int, last_change: float, pad_file: Path | None
+) -> float:
+    """Until the files stop growing for 0.5 s (and *pad_file* has all the padding), at most 30 s.
+
+    Returns when they last grew (``time.perf_counter()``), *last_change* if they did not.
+    """
+    quiet_since = time.perf_counter()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        total = sum(tail.count_new() for tail in tails)
+        now = time.perf_counter()
+        if total != last_total:
+            last_total, last_change, quiet_since = total, now, now
+        pad_done = pad_file is None or count_lines(pad_file, (PROBE.encode(),)) >= PADDING
+        if pad_done and now - quiet_since > 0.5:
+            break
+        time.sleep(POLL * 2)
+    return last_change
+
+
 def live_once(receiver: Receiver, senders: int, count: int) -> tuple[float, float, float]:
     """*senders* stock PUBHandler apps log *count* records each as fast as they can.
 
@@ -240,17 +261,8 @@ def live_once(receiver: Receiver, senders: int, count: int) -> tuple[float, floa
                 pad = [receiver.topic("pad", "pad"), b"padding after the senders\n"]
                 for _ in range(PADDING):
                     pad_sock.send_multipart(pad)
-            quiet_since = time.perf_counter()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                total = sum(tail.count_new() for tail in tails)
-                now = time.perf_counter()
-                if total != last_total:
-                    last_total, last_change, quiet_since = total, now, now
-                pad_done = not padded or count_lines(receiver.file(tmp, "pad"), (PROBE.encode(),)) >= PADDING
-                if pad_done and now - quiet_since > 0.5:
-                    break
-                time.sleep(POLL * 2)
+            pad_file = receiver.file(tmp, "pad") if padded else None
+            last_change = wait_for_quiet(tails, last_total, last_change, pad_file)
             delivered = sum(count_lines(path, (PROBE.encode(),)) for path in files)
             sent = senders * count
             sender_rate = sum(r["sent"] / r["seconds"] for r in results) / senders

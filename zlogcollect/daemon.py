@@ -51,6 +51,15 @@ class SignalState:
     reopen: bool = False
     report: bool = False
 
+    def request_stop(self, name: str) -> None:
+        self.stop = name
+
+    def request_reopen(self) -> None:
+        self.reopen = True
+
+    def request_report(self) -> None:
+        self.report = True
+
 
 def raise_fd_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit and return it.
@@ -206,6 +215,65 @@ def save_counters(path: str, stats: Stats, files: bool) -> None:
         log.warning("cannot write the counters to %s: %s", path, escape_text(str(exc)))
 
 
+def start(
+    collector: Collector,
+    config: CollectorConfig,
+    amqp_sink: AmqpSinkType | None,
+    stopping: Callable[[], bool],
+) -> None:
+    """Start-up in order: saved state, bind, then the broker; each step skipped once a stop came."""
+    if not stopping():
+        collector.load_state()
+    if not stopping():
+        check_ipc_directories(config.bind)
+        try:
+            collector.bind(config.bind, config.subscribe)
+        except StartupError as exc:
+            raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    if amqp_sink is not None and not stopping():
+        connect_amqp(amqp_sink, stopping)
+        collector.sinks.append(amqp_sink)
+
+
+def announce_ready(
+    collector: Collector,
+    config: CollectorConfig,
+    file_sink: FileSink | None,
+    amqp_sink: AmqpSinkType | None,
+) -> None:
+    """The ready line: where it listens, where records go, its pid."""
+    targets = []
+    if file_sink is not None:
+        targets.append(f"writing to {file_sink.directory}")
+    if amqp_sink is not None:
+        targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
+    announce(
+        "ready: listening on %s, %s (pid %d)",
+        " ".join(collector.endpoints),
+        ", ".join(targets),
+        os.getpid(),
+    )
+
+
+def counters_path(config: CollectorConfig, file_sink: FileSink | None) -> str:
+    """Where the counters JSON goes: ``--stats-file``, else beside the files (a bridge: nowhere)."""
+    stats_path = config.stats_file
+    if not stats_path and file_sink is not None:
+        stats_path = os.path.join(file_sink.directory, STATS_FILE)
+    return stats_path
+
+
+def act_on_requests(state: SignalState, collector: Collector, summary: Callable[[], str]) -> None:
+    """Between batches: SIGHUP reopens the files, SIGUSR1 announces the counters line."""
+    if state.reopen:
+        state.reopen = False
+        log.info("SIGHUP: reopening files")
+        collector.reopen()
+    if state.report:
+        state.report = False
+        announce("counters: %s", summary())
+
+
 def run(
     config: CollectorConfig,
     files: bool = True,
@@ -241,42 +309,21 @@ def run(
         state_path=os.path.join(file_sink.directory, PUBLISHERS_FILE) if file_sink is not None else None,
     )
     try:
-        if not stopping():
-            collector.load_state()
-        if not stopping():
-            check_ipc_directories(config.bind)
-            try:
-                collector.bind(config.bind, config.subscribe)
-            except StartupError as exc:
-                raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
-        if amqp_sink is not None and not stopping():
-            connect_amqp(amqp_sink, stopping)
-            collector.sinks.append(amqp_sink)
+        start(collector, config, amqp_sink, stopping)
     except DaemonStartupError:
         collector.close()
         raise
 
-    def request_stop(name: str) -> None:
-        state.stop = name
-
-    def request_reopen() -> None:
-        state.reopen = True
-
-    def request_report() -> None:
-        state.report = True
-
     handlers = [
-        gevent.signal_handler(signal.SIGTERM, request_stop, "SIGTERM"),
-        gevent.signal_handler(signal.SIGINT, request_stop, "SIGINT"),
-        gevent.signal_handler(signal.SIGHUP, request_reopen),
-        gevent.signal_handler(signal.SIGUSR1, request_report),
+        gevent.signal_handler(signal.SIGTERM, state.request_stop, "SIGTERM"),
+        gevent.signal_handler(signal.SIGINT, state.request_stop, "SIGINT"),
+        gevent.signal_handler(signal.SIGHUP, state.request_reopen),
+        gevent.signal_handler(signal.SIGUSR1, state.request_report),
     ]
 
     progress = Progress(stats, diagnostics)
 
-    stats_path = config.stats_file
-    if not stats_path and file_sink is not None:
-        stats_path = os.path.join(file_sink.directory, STATS_FILE)
+    stats_path = counters_path(config, file_sink)
 
     def summary() -> str:
         """The counters line, after writing the same counters as JSON (so a reader of the
@@ -291,13 +338,7 @@ def run(
     def act_on_signals() -> None:
         nonlocal next_stats
         progress.tick()
-        if state.reopen:
-            state.reopen = False
-            log.info("SIGHUP: reopening files")
-            collector.reopen()
-        if state.report:
-            state.report = False
-            announce("counters: %s", summary())
+        act_on_requests(state, collector, summary)
         if config.stats_interval and time.monotonic() >= next_stats:
             # A heartbeat for operators tailing the journal: the collector is alive and counting.
             next_stats = time.monotonic() + config.stats_interval
@@ -307,17 +348,7 @@ def run(
         if stopping():
             log.info("%s during start-up: stopping before accepting records", state.stop)
         else:
-            targets = []
-            if file_sink is not None:
-                targets.append(f"writing to {file_sink.directory}")
-            if amqp_sink is not None:
-                targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
-            announce(
-                "ready: listening on %s, %s (pid %d)",
-                " ".join(collector.endpoints),
-                ", ".join(targets),
-                os.getpid(),
-            )
+            announce_ready(collector, config, file_sink, amqp_sink)
             collector.serve(stopping, config.flush_interval, act_on_signals)
             log.info("%s: draining for up to %.1f s", state.stop, config.drain_timeout)
             collector.drain_until_quiet(time.monotonic() + config.drain_timeout)

@@ -338,7 +338,7 @@ class TextFormatter:
         prefix = f"\n{self._time(record.time)} | {record.source or '-'} {CONTINUATION} "
         return head + prefix + rest.replace("\n", prefix)
 
-    def __call__(self, record: Record) -> str:
+    def __call__(self, record: Record) -> str:  # noqa: C901 - the per-line hot path, kept in one frame on purpose
         meta = record.meta
         if self._split_default and not (meta and meta.get("exc")):
             parts = self._parts.get(record.topic) or self._split(record)

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from copy import copy
 from functools import partial
 from typing import Any, Final, cast
@@ -44,6 +44,8 @@ _CLOSE_MARGIN: Final = 1.0  # seconds beyond the shared exit deadline that exit 
 _CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent after the exit deadline
 
 _HANDLERS: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
+# The handlers setup() installed: a later call replaces them.
+_SET_UP: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 # Set at exit once every handler waited for its collector: close() waits no longer.
 _exit_deadline: float | None = None
 
@@ -52,7 +54,7 @@ def _after_fork_in_child() -> None:
     global _exit_deadline
     _exit_deadline = None
     for handler in list(_HANDLERS):
-        handler._after_fork()
+        handler._after_fork()  # noqa: SLF001 - the class's own hook; os.register_at_fork takes one function for all
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -160,10 +162,22 @@ class ZLogHandler(PUBHandler):
         publisher = Publisher(target, context, bind=bind, sndhwm=sndhwm)
         lock = cast("threading.RLock", self.lock)  # created by Handler.__init__
         # A weak reference: the delivery must not keep the handler alive (nor its flush thread).
-        opened = partial(_opened, weakref.ref(self))
+        opened = partial(_call_weakly, weakref.WeakMethod(self._opened))
         self._delivery = Delivery(publisher, self._encoder, lock, hold, hold_timeout, opened)
         self._delivery.opened()
         _HANDLERS.add(self)
+
+    def _opened(self) -> None:
+        """The socket is (re)opened: follow it, and register for a multiprocessing exit."""
+        # PUBHandler's public attributes follow the socket (a fork child opens its own).
+        self.socket, self.ctx = self._delivery.socket, self._delivery.publisher.ctx
+        # multiprocessing children end with os._exit(): atexit and logging.shutdown()
+        # never run there, but multiprocessing's own finalizers do. Registering one
+        # only when the app already imported multiprocessing keeps imports light.
+        util = sys.modules.get("multiprocessing.util")
+        if self._delivery.publisher.owns_socket and util is not None:
+            ref = weakref.ref(self)
+            self._finalizer = util.Finalize(None, _close_handler, args=(ref,), exitpriority=5)
 
     def _after_fork(self) -> None:
         self._finalizer = None
@@ -195,7 +209,7 @@ class ZLogHandler(PUBHandler):
             return text
         return fmt.format(record)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: C901 - the per-record hot path, kept in one frame on purpose
         """Publish one record; never blocks on the network and never raises."""
         out = self._delivery
         seq = -1
@@ -317,19 +331,11 @@ class ZLogHandler(PUBHandler):
         return self._encoder.pub
 
 
-def _opened(ref: weakref.ref[ZLogHandler]) -> None:
-    """The handler's socket is (re)opened: follow it, and register for a multiprocessing exit."""
-    handler = ref()
-    if handler is None:
-        return
-    # PUBHandler's public attributes follow the socket (a fork child opens its own).
-    handler.socket, handler.ctx = handler._delivery.socket, handler._delivery.publisher.ctx
-    # multiprocessing children end with os._exit(): atexit and logging.shutdown()
-    # never run there, but multiprocessing's own finalizers do. Registering one
-    # only when the app already imported multiprocessing keeps imports light.
-    util = sys.modules.get("multiprocessing.util")
-    if handler._delivery.publisher.owns_socket and util is not None:
-        handler._finalizer = util.Finalize(None, _close_handler, args=(ref,), exitpriority=5)
+def _call_weakly(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Call *method* unless its object is gone (a callback that does not keep it alive)."""
+    call = method()
+    if call is not None:
+        call()
 
 
 def _warn_linger_ran_out(root: str, linger: float) -> None:
@@ -376,24 +382,26 @@ def _settle_all() -> None:
     global _exit_deadline
     if _exit_deadline is not None:
         return
-    handlers = [h for h in list(_HANDLERS) if h._delivery.state is not State.CLOSED]
-    if not handlers:
+    # The handlers' own exit step, reached from here because atexit and multiprocessing's
+    # finalizers take one function for all of them: each open one's settle step and linger.
+    steps = [(h._settle, h._linger) for h in list(_HANDLERS) if h._delivery.state is not State.CLOSED]  # noqa: SLF001
+    if not steps:
         return
     start = time.monotonic()
-    deadline = _exit_deadline = start + max(h._linger for h in handlers)
+    deadline = _exit_deadline = start + max(linger for _, linger in steps)
     if _threads_are_greenlets():
         # In turn, but against deadlines fixed now: still one linger in all.
-        for handler in handlers:
-            handler._settle(start + handler._linger)
+        for settle, linger in steps:
+            settle(start + linger)
         return
     threads = []
-    for handler in handlers:
-        own = start + handler._linger
-        thread = threading.Thread(target=handler._settle, args=(own,), name="zlogcollect-exit", daemon=True)
+    for settle, linger in steps:
+        own = start + linger
+        thread = threading.Thread(target=settle, args=(own,), name="zlogcollect-exit", daemon=True)
         try:
             thread.start()
         except RuntimeError:  # no new threads this late: settle it here instead
-            handler._settle(own)
+            settle(own)
             continue
         threads.append(thread)
     for thread in threads:
@@ -437,10 +445,10 @@ def setup(
     """
     handler = ZLogHandler(endpoint, app=app, **options)
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_zlogcollect_setup", False)]:
+    for old in [h for h in root.handlers if h in _SET_UP]:
         root.removeHandler(old)
         old.close()
-    handler._zlogcollect_setup = True  # type: ignore[attr-defined]
+    _SET_UP.add(handler)
     root.addHandler(handler)
     root.setLevel(level)
     return handler

@@ -9,7 +9,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Hooks in a sub-directory conftest still see every collected item of the
     # session, so mark only the tests that live under this directory.
     for item in items:

@@ -115,8 +115,9 @@ def test_extension_bytes_equal_wire_encoding(
         logger.log(15, "unnamed")
         logger.log(25, "notice with extra", extra={"order": 8})
     finally:
-        del logging._levelToName[25]  # type: ignore[attr-defined]
-        del logging._nameToLevel["NOTICE"]  # type: ignore[attr-defined]
+        # logging has no public way to remove a level name again.
+        del logging._levelToName[25]  # noqa: SLF001
+        del logging._nameToLevel["NOTICE"]  # noqa: SLF001
     frames = ipc_receiver.wait_for(8)
     for seq, (record, (_, _, ext)) in enumerate(zip(capture.records, frames, strict=True)):
         fields: dict[str, Any] = {"created": record.created, "levelno": record.levelno}
@@ -253,8 +254,9 @@ def test_custom_levels_and_notset(ipc_receiver: Receiver, make_handler: Callable
         handler.handle(logging.makeLogRecord({"msg": "unset", "levelno": 0, "levelname": "NOTSET"}))
         frames = ipc_receiver.wait_for(3)
     finally:
-        del logging._levelToName[25]  # type: ignore[attr-defined]
-        del logging._nameToLevel["NOTICE"]  # type: ignore[attr-defined]
+        # logging has no public way to remove a level name again.
+        del logging._levelToName[25]  # noqa: SLF001
+        del logging._nameToLevel["NOTICE"]  # noqa: SLF001
     assert [f[:2] for f in frames] == [
         [b"lv.NOTICE", b"notice"],
         [b"lv.Level 7", b"seven"],

@@ -174,7 +174,8 @@ def test_write_errors_keep_lines_and_retry(tmp_path: Path, disk: FullDisk) -> No
     files.close()
 
 
-def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path, disk: FullDisk) -> None:
+@pytest.mark.usefixtures("disk")
+def test_memory_is_bounded_while_the_disk_fails(tmp_path: Path) -> None:
     """Past max_pending_chars the oldest lines are dropped and counted, never silently."""
     files, stats = sink(tmp_path, max_pending_chars=50)
     for i in range(20):
@@ -229,7 +230,8 @@ def test_rotation_with_compression(tmp_path: Path, compress: bool) -> None:
     assert (tmp_path / "a.log").read_text() == "new\n"
 
 
-def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path, disk: FullDisk) -> None:
+@pytest.mark.usefixtures("disk")
+def test_a_full_disk_is_retried_with_backoff_not_per_batch(tmp_path: Path) -> None:
     """While a file cannot be written, early flushes do not retry it: one attempt per backoff delay."""
     clock = Clock(1000.0)
     files, stats = sink(tmp_path, clock=clock, batch_chars=64)
@@ -389,7 +391,7 @@ def test_the_route_cache_is_bounded_by_bytes(tmp_path: Path) -> None:
     files, _ = sink(tmp_path, max_files=20)
     for i in range(200):
         files.write(rec(f"s{i:03d}" + "x" * 100_000, "m"))  # 20 MB of distinct topics
-    assert sum(len(topic) for topic in files._routes) <= 8 * 1024 * 1024
+    assert sum(len(topic) for topic in files._routes) <= 8 * 1024 * 1024  # noqa: SLF001 - the private cache's bound is the point
     files.close()
 
 
@@ -483,7 +485,7 @@ def test_a_failed_rotation_keeps_writing_to_the_current_file(tmp_path: Path) -> 
     clock.now = noon + 2
     files.write(rec("a", "new"))
     files.flush()
-    files._rotator.shutdown()  # let the rotation thread finish its attempt
+    files._rotator.shutdown()  # noqa: SLF001 - let the rotation thread finish its attempt (no public way to wait)
     clock.now += 1
     files.flush()
     assert (tmp_path / "a.log").read_text() == "old\nnew\n"

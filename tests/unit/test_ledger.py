@@ -120,7 +120,7 @@ def test_unreported_loss_is_bounded_and_summed_up(
     for n in range(8):
         ledger.observe(SequenceMark(f"p{n}", 0, 0, "h", n), 1.0)
         ledger.observe(SequenceMark(f"p{n}", 3, 0, "h", n), 1.0)
-    assert len(ledger._unreported) == 5  # the bound is the point
+    assert len(ledger._unreported) == 5  # noqa: SLF001 - the bound is the point
     with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
         ledger.report()
         clock[0] = 11.0

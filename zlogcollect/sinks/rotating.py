@@ -283,7 +283,7 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         if keep > 0 and self._background is not None:
             self._background.prune(self)
 
-    def rotate(self, source: str, dest: str) -> None:
+    def rotate(self, source: str, dest: str) -> None:  # noqa: ARG002 - logging's signature; source is always self.leaf
         """Rename within the file's directory, by descriptor, so no link below --dir is followed."""
         dfd = open_dir(self.root, self.subdir, create=False)
         try:
