@@ -63,7 +63,7 @@ def run(settings: Settings, outcome: Outcome) -> None:
                     progress(f"loss run {run_index + 1}: {label}: {delivered}/{COUNT} delivered")
         finally:
             proc.stop()
-    delivered = outcome.figure(f"ZLogHandler: delivered of {COUNT}", "records").values
+    zlog_delivered = outcome.figure(f"ZLogHandler: delivered of {COUNT}", "records").values
     outcome.checks.append(
         Check(
             f"ZLogHandler records lost of {COUNT} at start-up (median)",
@@ -71,6 +71,6 @@ def run(settings: Settings, outcome: Outcome) -> None:
             0.0,
             at_most=True,
             detail=f"stock PUBHandler lost {COUNT - outcome.get(f'stock PUBHandler: delivered of {COUNT}'):.0f}",
-            best=COUNT - max(delivered) if delivered else float("nan"),
+            best=COUNT - max(zlog_delivered) if zlog_delivered else float("nan"),
         )
     )

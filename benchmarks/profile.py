@@ -101,16 +101,15 @@ def pyinstrument_collector(receiver: Receiver, args: argparse.Namespace) -> str:
     """The same drain with the collector started under ``python -m pyinstrument`` (report written at exit)."""
     report = args.output.with_suffix(".pyinstrument.txt")
 
-    def launch(command: str, options: Sequence[str], cwd: Path, name: str = "") -> Proc:
+    def launch(command: str, args: Sequence[str], cwd: Path, name: str = "") -> Proc:
         prefix = [sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-o", str(report), "-r", "text"]
         prefix += ["--show-regex", ".*(/zmq/|enum|/json/).*"]
-        proc = Proc(
-            [*prefix, "-m", "zlogcollect", command, *options], name or "zlogcollect (pyinstrument)", cwd
-        )
+        proc = Proc([*prefix, "-m", "zlogcollect", command, *args], name or "zlogcollect (pyinstrument)", cwd)
         proc.wait_stderr("ready:", timeout=30)
         return proc
 
-    capacity.zlogcollect = launch  # the profiler's own business: capacity.py stays plain
+    # The profiler's own business: capacity.py stays plain (its zlogcollect is an import).
+    capacity.zlogcollect = launch  # type: ignore[attr-defined]
     rate = drain_once(receiver, args.n)
     progress(f"{receiver.label}: {rate:,.0f} records/s under pyinstrument (sampling slows it)")
     return report.read_text() if report.exists() else "pyinstrument wrote no report"

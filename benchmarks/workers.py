@@ -105,8 +105,8 @@ def seed(endpoint: str, path: str, max_seconds: float) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("ready", flush=True)
     while True:
-        topic, message = socket_fd.recv_multipart()
-        topic, message = topic.decode(), message.decode()
+        raw_topic, raw_message = socket_fd.recv_multipart()
+        topic, message = raw_topic.decode(), raw_message.decode()
         pos = topic.find(".")
         level = topic
         if pos > 0:
@@ -257,7 +257,7 @@ def startup(kind: str, endpoint: str, root: str, count: int, max_seconds: float)
         from zmq.log.handlers import PUBHandler
 
         # As the README's stock example: the global context, the socket never closed.
-        sock = zmq.Context.instance().socket(zmq.PUB)
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
         sock.connect(endpoint)
         stock = PUBHandler(sock)
         stock.setRootTopic(root)
@@ -400,7 +400,7 @@ def oneway(port: int, count: int, max_seconds: float) -> None:
 
     _bound(max_seconds)
 
-    class Deferred(RabbitMQHandlerOneWay):
+    class Deferred(RabbitMQHandlerOneWay):  # type: ignore[misc]  # the library has no type hints
         def start_message_worker(self) -> None:
             import threading
 

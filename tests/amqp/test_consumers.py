@@ -66,8 +66,9 @@ def test_seed_and_python_logging_rabbitmq_consumers_read_both_handlers(
     try:
         stock.logger.error("db.query::stock timeout after %d ms", 30)
         app.error("db.query::zlog timeout after %d ms", 30)
+        empty: dict[str, int] = {}
         try:
-            {}["k"]
+            empty["k"]
         except KeyError:
             app.exception("lookup failed")
         app.error("with extras", extra={"source": "app1-producer", "env": "dev", "ratio": math.nan})
