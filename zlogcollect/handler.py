@@ -45,7 +45,7 @@ _CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent
 
 _HANDLERS: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
 # The handlers setup() installed: a later call replaces them.
-_SET_UP: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+_SET_UP: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
 # Set at exit once every handler waited for its collector: close() waits no longer.
 _exit_deadline: float | None = None
 
@@ -384,7 +384,7 @@ def _settle_all() -> None:
         return
     # The handlers' own exit step, reached from here because atexit and multiprocessing's
     # finalizers take one function for all of them: each open one's settle step and linger.
-    steps = [(h._settle, h._linger) for h in list(_HANDLERS) if h._delivery.state is not State.CLOSED]  # noqa: SLF001
+    steps = [(h._settle, h._linger) for h in list(_HANDLERS) if h._delivery.state is not State.CLOSED]  # noqa: SLF001 - the handlers' own exit step
     if not steps:
         return
     start = time.monotonic()
@@ -445,7 +445,8 @@ def setup(
     """
     handler = ZLogHandler(endpoint, app=app, **options)
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h in _SET_UP]:
+    # isinstance first: an app's own handler may be unhashable, which a WeakSet lookup needs.
+    for old in [h for h in root.handlers if isinstance(h, ZLogHandler) and h in _SET_UP]:
         root.removeHandler(old)
         old.close()
     _SET_UP.add(handler)
