@@ -45,7 +45,10 @@ class DaemonStartupError(Exception):
 
 @dataclass
 class SignalState:
-    """What the signal handlers asked for; the receive loop acts on it between batches."""
+    """What the signal handlers asked for; the receive loop acts on it between batches.
+
+    The ``request_*`` methods are those handlers: they only set state.
+    """
 
     stop: str | None = None
     reopen: bool = False
