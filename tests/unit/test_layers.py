@@ -1,0 +1,104 @@
+"""The package's layers: every module imports only from layers below its own.
+
+The flow is wire -> encode -> handler on the app side, and wire -> routing /
+formatting -> collector -> sinks -> daemon -> cli on the collector side (see
+docs/ARCHITECTURE.md). A new module gets a layer here; an import that goes up
+or sideways fails this test, which is how the pure parts stay pure.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "zlogcollect"
+
+LAYERS: dict[str, int] = {
+    # 0: leaves, standard library only
+    "_version": 0,
+    "exits": 0,
+    "helpers": 0,
+    "options": 0,
+    "stats": 0,
+    "hold": 0,
+    "publisher": 0,  # plain zmq only: the app side's socket
+    # 1: the wire format
+    "wire": 1,
+    # 2: pure logic on records
+    "encode": 2,
+    "routing": 2,
+    "formatting": 2,
+    "ledger": 2,
+    "sinks": 2,  # the Sink protocol
+    "sinks.rotating": 2,
+    "sinks.amqp_message": 3,
+    "sinks.outbox": 4,
+    "config": 4,
+    # app side
+    "delivery": 3,
+    "handler": 4,
+    # collector side: I/O
+    "collector": 5,
+    "sinks.files": 5,
+    "sinks.amqp_link": 5,
+    "sinks.amqp": 6,
+    "terminal": 5,
+    "daemon": 7,
+    "cli": 8,
+    "__main__": 9,
+    "": 9,  # the package itself: re-exports the handler lazily
+}
+
+APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler")
+COLLECTOR_SIDE = ("collector", "sinks.files", "sinks.amqp", "sinks.amqp_link", "daemon", "terminal", "cli")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path) -> set[str]:
+    """The package modules *path* imports (at any depth of the file, lazily or not)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+            if node.module == "zlogcollect":  # from zlogcollect import formatting
+                names = [f"zlogcollect.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "zlogcollect" or name.startswith("zlogcollect."):
+                found.add(name.removeprefix("zlogcollect").removeprefix("."))
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(module_name(path) for path in MODULES) == sorted(LAYERS)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_imports_go_down_the_layers(path: Path) -> None:
+    name = module_name(path)
+    wrong = {
+        dep: LAYERS.get(dep)
+        for dep in imports(path) - {name}
+        if dep in LAYERS and LAYERS[dep] >= LAYERS[name] and dep != ""
+    }
+    assert not wrong, f"{name} (layer {LAYERS[name]}) imports from its own layer or above: {wrong}"
+
+
+@pytest.mark.parametrize("name", APP_SIDE)
+def test_the_app_side_never_reaches_the_collector_side(name: str) -> None:
+    path = PACKAGE / (name.replace(".", "/") + ".py")
+    assert not imports(path) & set(COLLECTOR_SIDE)
