@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CollectorProcess, broker_unavailable
-from tests.rabbitmq_node import RabbitNode, RabbitNodeError
+from zlogcollect.testing.rabbitmq import RabbitNode, RabbitNodeError
 
 
 @pytest.fixture(autouse=True)

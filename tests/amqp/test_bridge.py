@@ -21,7 +21,7 @@ import pika
 import pytest
 
 from tests.helpers import ROOT, CollectorProcess, StockSender, read_lines, short_ipc_endpoint, wait_until
-from tests.rabbitmq_node import RabbitNode
+from zlogcollect.testing.rabbitmq import RabbitNode
 
 Message = tuple[str, Any, dict[str, Any]]
 
