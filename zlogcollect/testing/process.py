@@ -128,6 +128,7 @@ class Child:
         env: Mapping[str, str | None] | None = None,
         stdin: bool = False,
         stdout: bool = True,
+        preexec: Callable[[], object] | None = None,
     ) -> None:
         self.args = list(args)
         self.name = name or " ".join(self.args[:4])
@@ -140,6 +141,7 @@ class Child:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=preexec,  # e.g. resource limits for the child alone
         )
         self.pid = self.popen.pid
         self.stdout_lines: list[str] = []
@@ -303,6 +305,7 @@ class Collector(Child):
         prefix: Sequence[str] = ("-m",),
         name: str = "",
         stdout: bool = False,
+        preexec: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(
             [sys.executable, *prefix, "zlogcollect", command, *args],
@@ -310,6 +313,7 @@ class Collector(Child):
             cwd,
             env,
             stdout=stdout,
+            preexec=preexec,
         )
         self.cwd = cwd
 
