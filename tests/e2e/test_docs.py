@@ -250,10 +250,25 @@ def test_daemon_block_runs_until_ctrl_c(block: Block, workdir: Path) -> None:
     _run_daemon(block, workdir, _env())
 
 
+def _delete_declared_queues(block: Block, url: str) -> None:
+    """Delete the queues *block* declares: the block expects a fresh broker, but the session's
+    node keeps other tests' durable queues, and their bindings may hold other tests' messages."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in re.findall(r"--declare-queue\s+'?([^=' ]+)=", block.text):
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("block", [_param(b) for b in RUN if "amqp" in b.run.split()])
 def test_amqp_block_runs(block: Block, workdir: Path, rabbit_url: str) -> None:
     """The whole chain to RabbitMQ, against the suite's private node (AMQP_URL)."""
     _require_default_port()
+    _delete_declared_queues(block, rabbit_url)
     env = _env(AMQP_URL=rabbit_url)
     if "daemon" in block.run.split():
         _run_daemon(block, workdir, env)
