@@ -35,7 +35,7 @@ class Broker:
     def __init__(self) -> None:
         import pika
 
-        from tests.rabbitmq_node import RabbitNode
+        from zlogcollect.testing.rabbitmq import RabbitNode
 
         self.node = RabbitNode()
         self.node.start()
@@ -99,12 +99,12 @@ def bridge_once(broker: Broker, n: int) -> tuple[float, float]:
                 return int(seen["amqp"].get("delivered", 0)) == probes
 
             wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
-            proc.signal(signal.SIGSTOP)
+            proc.send(signal.SIGSTOP)
             broker.purge()
             for frames in records:
                 sock.send_multipart(frames)
             t0 = time.perf_counter()
-            proc.signal(signal.SIGCONT)
+            proc.send(signal.SIGCONT)
             t1 = broker.wait_depth(n, 300, f"{n} records from the bridge")
 
             def confirmed() -> bool:
@@ -142,9 +142,9 @@ def run(settings: Settings, outcome: Outcome) -> None:
     try:
         import pika  # noqa: F401
 
-        from tests.rabbitmq_node import RabbitNode
+        from zlogcollect.testing.rabbitmq import RabbitNode
     except ImportError as exc:
-        outcome.skipped = f"needs pika and tests/rabbitmq_node.py ({exc})"
+        outcome.skipped = f"needs pika and zlogcollect/testing/rabbitmq.py ({exc})"
         return
     if not RabbitNode.available():
         outcome.skipped = "Debian's rabbitmq-server is not installed here (apt-get install rabbitmq-server)"

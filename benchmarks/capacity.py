@@ -164,7 +164,7 @@ def drain_once(
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
             finish = attach(proc.pid) if attach is not None else None
-            proc.signal(signal.SIGSTOP)
+            proc.send(signal.SIGSTOP)
             _wait_stopped(proc.pid)
             send = sock.send_multipart
             for frames in records:
@@ -173,9 +173,9 @@ def drain_once(
             for frames in pad:
                 send(frames)
             t0 = time.perf_counter()
-            proc.signal(signal.SIGCONT)
+            proc.send(signal.SIGCONT)
             t1 = wait_until(
-                receiver.watch(tmp, root, SENTINEL, token), 300, f"the sentinel from {receiver.label}"
+                receiver.watch(tmp, root, SENTINEL, token), 300, f"the sentinel from {receiver.label}", POLL
             )
             if finish is not None:
                 finish()

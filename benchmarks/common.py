@@ -1,4 +1,4 @@
-"""Shared machinery: child processes, polling, file tails, results, medians and machine info."""
+"""Benchmark-only machinery: file tails, results, medians and machine info (children: ``zlogcollect.testing``)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from zlogcollect.testing.process import Child as Proc
+from zlogcollect.testing.process import ChildError as BenchError
+from zlogcollect.testing.process import Collector, environ, free_port, wait_until
+from zlogcollect.testing.process import free_tcp_endpoint as tcp_endpoint
+from zlogcollect.testing.process import scratch as support_scratch
+
+__all__ = ["BenchError", "Collector", "Proc", "free_port", "tcp_endpoint", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: child processes import ``zlogcollect`` and ``benchmarks`` from here."""
@@ -33,37 +36,9 @@ POLL = 0.005
 _T0 = time.monotonic()
 
 
-class BenchError(RuntimeError):
-    """A benchmark could not produce its figure (a child died, a wait timed out)."""
-
-
 def progress(message: str) -> None:
     """One progress line on stderr, stamped with the seconds since the suite started."""
     print(f"[{time.monotonic() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = POLL) -> float:
-    """Poll *predicate* until it is true; return the monotonic time it was seen true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return time.perf_counter()
-        if time.monotonic() >= deadline:
-            raise BenchError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tcp_endpoint() -> str:
-    """A loopback tcp endpoint on a free port."""
-    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def median(values: Sequence[float]) -> float:
@@ -80,180 +55,44 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[min(rank, len(ordered) - 1)]
 
 
-@contextlib.contextmanager
-def scratch(prefix: str) -> Iterator[Path]:
-    """A short temp directory under /tmp (ipc paths are capped near 107 bytes), removed after."""
-    path = Path(tempfile.mkdtemp(prefix=f"zlb-{prefix}-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def scratch(prefix: str) -> contextlib.AbstractContextManager[Path]:
+    """A short temp directory ``/tmp/zlb-PREFIX-*``, removed after."""
+    return support_scratch(f"zlb-{prefix}-")
 
 
 # -- child processes --------------------------------------------------------------------
 
-_LIVE: dict[int, Proc] = {}
+CHILD_ENV: dict[str, str | None] = {
+    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONWARNINGS": None,
+}
+"""What children change in the environment: this checkout first on the path, no buffering."""
 
 
 def child_env() -> dict[str, str]:
-    """The environment for children: this checkout first on the path, no buffering."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.pop("PYTHONWARNINGS", None)
-    return env
-
-
-class Proc:
-    """A child process with its stdout and stderr read line by line in background threads."""
-
-    def __init__(self, args: Sequence[str], name: str, cwd: Path | None = None, stdin: bool = False) -> None:
-        self.name = name
-        self.args = list(args)
-        self.popen = subprocess.Popen(
-            self.args,
-            cwd=cwd or ROOT,
-            env=child_env(),
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.pid = self.popen.pid
-        self.stats_file: Path | None = None
-        """Where a zlogcollect process writes its counters as JSON (see :func:`counters`)."""
-        self.stdout_lines: list[str] = []
-        self.stderr_lines: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.popen.stdout, self.stdout_lines), daemon=True),
-            threading.Thread(target=self._read, args=(self.popen.stderr, self.stderr_lines), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
-        _LIVE[self.pid] = self
-
-    @staticmethod
-    def _read(stream: Any, sink: list[str]) -> None:
-        with stream:
-            for line in stream:
-                sink.append(line.rstrip("\n"))
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def describe(self) -> str:
-        tail = "\n".join(self.stderr_lines[-15:])
-        return f"{self.name} (pid {self.pid}, exit {self.popen.poll()}):\n{tail}"
-
-    def _check_alive(self) -> None:
-        if not self.alive():
-            for reader in self._readers:
-                reader.join(1)
-            raise BenchError(f"{self.describe()}\nexited early")
-
-    def wait_stderr(self, needle: str, timeout: float = 20.0, start: int = 0) -> str:
-        """Wait for a stderr line containing *needle* (from line index *start* on) and return it."""
-        found: list[str] = []
-
-        def seen() -> bool:
-            for line in self.stderr_lines[start:]:
-                if needle in line:
-                    found.append(line)
-                    return True
-            self._check_alive()
-            return False
-
-        wait_until(seen, timeout, f"{needle!r} from {self.name}", interval=0.01)
-        return found[0]
-
-    def wait_stdout(self, timeout: float = 20.0, start: int = 0) -> str:
-        """Wait for the next stdout line at index *start* or later and return it."""
-
-        def seen() -> bool:
-            if len(self.stdout_lines) > start:
-                return True
-            self._check_alive()
-            return False
-
-        wait_until(seen, timeout, f"output from {self.name}", interval=0.01)
-        return self.stdout_lines[start]
-
-    def wait_json(self, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait for the child to exit and return the JSON object on its last stdout line."""
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise BenchError(f"{self.describe()}\ndid not finish within {timeout:.0f} s") from None
-        for reader in self._readers:
-            reader.join(5)
-        _LIVE.pop(self.pid, None)
-        for line in reversed(self.stdout_lines):
-            if line.startswith("{"):
-                data: dict[str, Any] = json.loads(line)
-                return data
-        raise BenchError(f"{self.describe()}\nprinted no result")
-
-    def tell(self, line: str) -> None:
-        """Write one line to the child's stdin."""
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(line + "\n")
-        self.popen.stdin.flush()
-
-    def signal(self, signum: int) -> None:
-        if self.alive():
-            os.kill(self.pid, signum)
-
-    def status(self, key: str) -> int:
-        """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in KiB; 0 once gone."""
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return 0
-        match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-        return int(match.group(1)) if match else 0
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (SIGCONT first, in case it is stopped), wait, SIGKILL if it does not exit."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
-                os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self.kill()
-        return self.popen.returncode
-
-    def kill(self) -> None:
-        """SIGKILL this child (never anything else) and reap it."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(10)
-        if self.popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.popen.stdin.close()
-        for reader in self._readers:
-            reader.join(2)
-        _LIVE.pop(self.pid, None)
+    """The whole environment for children (see :data:`CHILD_ENV`)."""
+    return environ(CHILD_ENV)
 
 
 def kill_leftovers() -> None:
     """Kill every child this suite started that is still running (each by its own pid)."""
-    for proc in list(_LIVE.values()):
-        proc.kill()
+    Proc.kill_leftovers()
 
 
-def zlogcollect(command: str, args: Sequence[str], cwd: Path, name: str = "") -> Proc:
-    """Start ``python -m zlogcollect COMMAND ARGS`` (counters as JSON into CWD) and wait for its ready line."""
-    stats_file = cwd / "_stats.json"
-    args = [*args, "--stats-file", str(stats_file)]
-    proc = Proc([sys.executable, "-m", "zlogcollect", command, *args], name or f"zlogcollect {command}", cwd)
-    proc.stats_file = stats_file
+def zlogcollect(
+    command: str, args: Sequence[str], cwd: Path, name: str = "", prefix: Sequence[str] = ("-m",)
+) -> Collector:
+    """Start ``python [PREFIX] zlogcollect COMMAND ARGS`` (counters as JSON into CWD) and wait for its ready line."""
+    proc = Collector(
+        [*args, "--stats-file", str(cwd / "_stats.json")],
+        cwd,
+        CHILD_ENV,
+        command,
+        prefix=prefix,
+        name=name,
+        stdout=True,
+    )
     try:
         proc.wait_stderr("ready:", timeout=30)
     except BaseException:
@@ -265,22 +104,18 @@ def zlogcollect(command: str, args: Sequence[str], cwd: Path, name: str = "") ->
 def worker(_name: str, *, stdin: bool = False, cwd: Path | None = None, **params: Any) -> Proc:
     """Start ``python -m benchmarks.workers NAME '{params}'``."""
     return Proc(
-        [sys.executable, "-m", "benchmarks.workers", _name, json.dumps(params)], f"worker {_name}", cwd, stdin
+        [sys.executable, "-m", "benchmarks.workers", _name, json.dumps(params)],
+        f"worker {_name}",
+        cwd or ROOT,
+        CHILD_ENV,
+        stdin,
     )
 
 
 def counters(proc: Proc, timeout: float = 10.0) -> dict[str, Any]:
-    """Ask a collector for its counters (SIGUSR1) and return them as data (``received``, ``amqp``, ...).
-
-    The collector writes its stats file before it prints the counters line, so
-    once the line is there, the file holds these counters or newer ones.
-    """
-    assert proc.stats_file is not None, f"{proc.name} was not started by zlogcollect()"
-    start = len(proc.stderr_lines)
-    proc.signal(signal.SIGUSR1)
-    proc.wait_stderr("counters:", timeout, start=start)
-    data: dict[str, Any] = json.loads(proc.stats_file.read_text(encoding="utf-8"))
-    return data
+    """Ask a collector for its counters (SIGUSR1) and return them as data (``received``, ``amqp``, ...)."""
+    assert isinstance(proc, Collector), f"{proc.name} was not started by zlogcollect()"
+    return proc.ask_counters(timeout)
 
 
 # -- files --------------------------------------------------------------------------------

@@ -17,7 +17,17 @@ from pathlib import Path
 
 from benchmarks import capacity
 from benchmarks.capacity import RECEIVERS, Receiver, drain_once
-from benchmarks.common import ROOT, Proc, child_env, kill_leftovers, progress, scratch, tcp_endpoint, worker
+from benchmarks.common import (
+    ROOT,
+    Collector,
+    child_env,
+    kill_leftovers,
+    progress,
+    scratch,
+    tcp_endpoint,
+    worker,
+    zlogcollect,
+)
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -101,12 +111,12 @@ def pyinstrument_collector(receiver: Receiver, args: argparse.Namespace) -> str:
     """The same drain with the collector started under ``python -m pyinstrument`` (report written at exit)."""
     report = args.output.with_suffix(".pyinstrument.txt")
 
-    def launch(command: str, args: Sequence[str], cwd: Path, name: str = "") -> Proc:
-        prefix = [sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-o", str(report), "-r", "text"]
-        prefix += ["--show-regex", ".*(/zmq/|enum|/json/).*"]
-        proc = Proc([*prefix, "-m", "zlogcollect", command, *args], name or "zlogcollect (pyinstrument)", cwd)
-        proc.wait_stderr("ready:", timeout=30)
-        return proc
+    def launch(
+        command: str, args: Sequence[str], cwd: Path, name: str = "", prefix: Sequence[str] = ("-m",)
+    ) -> Collector:
+        pyinstrument = ["-m", "pyinstrument", "-i", "0.0005", "-o", str(report), "-r", "text"]
+        pyinstrument += ["--show-regex", ".*(/zmq/|enum|/json/).*"]
+        return zlogcollect(command, args, cwd, name or "zlogcollect (pyinstrument)", [*pyinstrument, *prefix])
 
     # The profiler's own business: capacity.py stays plain (its zlogcollect is an import).
     capacity.zlogcollect = launch  # type: ignore[attr-defined]

@@ -10,7 +10,20 @@ import pluggy
 import pytest
 
 from tests.helpers import CollectorProcess, broker_unavailable
-from tests.rabbitmq_node import RabbitNode, RabbitNodeError
+from zlogcollect.testing.rabbitmq import RabbitNode, RabbitNodeError
+
+# Under pytest-xdist (`TEST_WORKERS=2 scripts/test`: `-n 2 --dist loadgroup`), the tests that share one
+# resource go to one worker: the session's RabbitMQ node would otherwise start once per
+# worker (seconds each), and the README blocks bind the documented default port.
+ONE_WORKER = "rabbitmq-and-default-port"
+_ONE_WORKER_FILES = frozenset({"test_docs.py"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no":
+        for item in items:
+            if item.path.name in _ONE_WORKER_FILES or "rabbit" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(ONE_WORKER))
 
 
 @pytest.fixture(autouse=True)

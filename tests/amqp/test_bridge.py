@@ -21,7 +21,7 @@ import pika
 import pytest
 
 from tests.helpers import ROOT, CollectorProcess, StockSender, read_lines, short_ipc_endpoint, wait_until
-from tests.rabbitmq_node import RabbitNode
+from zlogcollect.testing.rabbitmq import RabbitNode
 
 Message = tuple[str, Any, dict[str, Any]]
 
@@ -327,6 +327,7 @@ def test_files_stay_complete_while_the_broker_is_down(
     rabbit.restart(keep_data=True)
 
 
+@pytest.mark.perf
 def test_a_blocked_broker_does_not_stall_the_collector(
     rabbit: RabbitNode, rabbit_url: str, collectors: list[CollectorProcess], logdir: Path
 ) -> None:
@@ -442,6 +443,7 @@ def test_queue_types_and_arguments(
         ch.queue_delete(name)
 
 
+@pytest.mark.perf
 def test_bad_url_and_credentials_fail_fast(rabbit_url: str) -> None:
     """A wrong password or a missing exchange is one line, exit 78, within seconds, and never shows the password."""
     from tests.helpers import run_collector

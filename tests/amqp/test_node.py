@@ -9,7 +9,7 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from tests.rabbitmq_node import RabbitNode
+from zlogcollect.testing.rabbitmq import RabbitNode
 
 ROUTING_KEY = "app1.ERROR.db"
 BINDING_KEY = "app1.ERROR.#"

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import pytest
 
 from tests.docblocks import RUNNABLE, SAMPLES, Block, DocFormatError, doc_files, parse
 from tests.helpers import ROOT, CollectorProcess, broker_unavailable, wait_until
-from tests.rabbitmq_node import RabbitNode, _free_port_block
+from zlogcollect.testing.rabbitmq import RabbitNode, free_port_block, port_bindable
 
 pytestmark = pytest.mark.e2e
 
@@ -73,13 +72,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _default_port_free() -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", DEFAULT_PORT))
-        except OSError:
-            return False
-    return True
+    return port_bindable(DEFAULT_PORT)
 
 
 def _require_default_port() -> None:
@@ -257,10 +250,25 @@ def test_daemon_block_runs_until_ctrl_c(block: Block, workdir: Path) -> None:
     _run_daemon(block, workdir, _env())
 
 
+def _delete_declared_queues(block: Block, url: str) -> None:
+    """Delete the queues *block* declares: the block expects a fresh broker, but the session's
+    node keeps other tests' durable queues, and their bindings may hold other tests' messages."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in re.findall(r"--declare-queue\s+'?([^=' ]+)=", block.text):
+            channel.queue_delete(name)
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("block", [_param(b) for b in RUN if "amqp" in b.run.split()])
 def test_amqp_block_runs(block: Block, workdir: Path, rabbit_url: str) -> None:
     """The whole chain to RabbitMQ, against the suite's private node (AMQP_URL)."""
     _require_default_port()
+    _delete_declared_queues(block, rabbit_url)
     env = _env(AMQP_URL=rabbit_url)
     if "daemon" in block.run.split():
         _run_daemon(block, workdir, env)
@@ -277,8 +285,8 @@ def test_broker_block_starts_a_node_and_prints_its_url(block: Block, workdir: Pa
         broker_unavailable(
             "rabbitmq-server is not installed (apt-get install --no-install-recommends rabbitmq-server)"
         )
-    # Private ports and state, as tests/rabbitmq_node.py picks them: never the user's 5672.
-    base = _free_port_block(14)
+    # Private ports and state, as zlogcollect/testing/rabbitmq.py picks them: never the user's 5672.
+    base = free_port_block(14)
     env = _env(
         RMQ_PORT=str(base),
         RMQ_DIST_PORT=str(base + 1),

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import socket
-import subprocess
-import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -232,19 +228,7 @@ class LimitedCollector(CollectorProcess):
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
-        self.args = [sys.executable, "-m", "zlogcollect", "collect", *args]
-        self.proc = subprocess.Popen(
-            self.args,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-            start_new_session=True,
-            preexec_fn=limit,
-        )
-        self.stderr_lines = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(args, preexec=limit)
 
 
 def test_failed_accepts_are_counted_when_descriptors_run_out(

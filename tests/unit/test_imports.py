@@ -33,6 +33,9 @@ LIGHT_MODULES = [
     "zlogcollect.sinks.amqp_message",
     "zlogcollect.sinks.outbox",
     "zlogcollect.sinks.rotating",
+    "zlogcollect.testing",
+    "zlogcollect.testing.process",
+    "zlogcollect.testing.rabbitmq",
 ]
 
 
@@ -76,6 +79,16 @@ def test_cli_help_and_version_import_no_zmq_or_gevent() -> None:
     assert "Usage: zlogcollect collect [OPTIONS]" in out
     assert f"version {__version__}" in out
     assert out.splitlines()[-1] == "HEAVY []"
+
+
+def test_package_import_leaves_the_testing_helpers_out() -> None:
+    """`import zlogcollect` (and the CLI) never loads `zlogcollect.testing`, which ships for tests only."""
+    out = fresh("""
+        import sys
+        import zlogcollect, zlogcollect.cli
+        print(sorted(name for name in sys.modules if name.startswith("zlogcollect.testing")))
+    """)
+    assert out.strip() == "[]"
 
 
 def test_handler_and_setup_load_on_first_use() -> None:

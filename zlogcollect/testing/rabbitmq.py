@@ -1,4 +1,4 @@
-"""A private, throw-away RabbitMQ node for the test suite.
+"""A private, throw-away RabbitMQ node for tests and benchmarks (this project's and apps' own).
 
 Runs Debian's ``rabbitmq-server`` (3.10.x) directly, without systemd and without
 touching ``/etc/rabbitmq`` or ``/var/lib/rabbitmq``: every file lives in a temp dir,
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RabbitNode", "RabbitNodeError"]
+__all__ = ["RabbitNode", "RabbitNodeError", "free_port_block", "port_bindable"]
 
 # Not /usr/sbin: those wrappers `su rabbitmq` and cd to /var/lib/rabbitmq, which
 # changes HOME (hence the Erlang cookie) and drops part of our environment.
@@ -80,7 +80,8 @@ def _port_accepts(port: int) -> bool:
         return False
 
 
-def _port_bindable(port: int) -> bool:
+def port_bindable(port: int) -> bool:
+    """True if a listener could bind *port* on 127.0.0.1 now (a port in TIME_WAIT counts as free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Like the Erlang and epmd listeners do: a port whose last connection is
         # still in TIME_WAIT (after every stop) is reusable, a live listener is not.
@@ -92,7 +93,7 @@ def _port_bindable(port: int) -> bool:
     return True
 
 
-def _free_port_block(size: int) -> int:
+def free_port_block(size: int) -> int:
     """First port of `size` consecutive free ports below the ephemeral range.
 
     Below the ephemeral range so that no outgoing connection (e.g. a test's client
@@ -107,7 +108,7 @@ def _free_port_block(size: int) -> int:
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(bottom, top)
-        if all(_port_bindable(port) for port in range(base, base + size)):
+        if all(port_bindable(port) for port in range(base, base + size)):
             return base
     raise RabbitNodeError(f"no block of {size} free ports found on 127.0.0.1")
 
@@ -147,7 +148,7 @@ class RabbitNode:
         # Short path under /tmp: long paths make the Erlang logs unreadable and
         # pytest's tmp_path can be very deep.
         self.dir = Path(tempfile.mkdtemp(prefix="rmq-", dir="/tmp"))
-        base = _free_port_block(_BLOCK)
+        base = free_port_block(_BLOCK)
         self.port = base
         self.dist_port = base + 1
         self.epmd_port = base + 2
@@ -194,7 +195,7 @@ class RabbitNode:
         t0 = time.monotonic()
         for port in (self.port, self.dist_port, self.epmd_port):
             # A short grace period: a VM killed by someone else may still be exiting.
-            while not _port_bindable(port):
+            while not port_bindable(port):
                 if time.monotonic() - t0 > 5:
                     raise RabbitNodeError(f"port {port} on 127.0.0.1 is already in use")
                 time.sleep(0.1)
