@@ -64,6 +64,10 @@ def _check_flush_interval(value: float) -> str | None:
     return None if 0 < value <= 60 else "expected more than 0 and at most 60 s"
 
 
+def _check_flush_delay(value: float) -> str | None:
+    return None if 0 <= value <= 60 else "expected 0 to 60 s"
+
+
 def _check_file_word(value: str) -> str | None:
     if value and _FILE_WORD.fullmatch(value) and not value.startswith("."):
         return None
@@ -214,10 +218,18 @@ class CollectorConfig:
     )
     flush_interval: float = setting(
         1.0,
-        "Batched writes: seconds a line may wait in memory before it is written.",
+        "Batched writes: the longest a line waits in memory under continuous load.",
         FILES,
         metavar="SECONDS",
         check=_check_flush_interval,
+    )
+    flush_delay: float = setting(
+        0.005,
+        "Group commit: once the socket runs dry, lines wait this long for others to share their"
+        " write; raise it to trade latency for fewer writes.",
+        FILES,
+        metavar="SECONDS",
+        check=_check_flush_delay,
     )
     max_files: int = setting(
         10_000,

@@ -352,7 +352,7 @@ def run(
             log.info("%s during start-up: stopping before accepting records", state.stop)
         else:
             announce_ready(collector, config, file_sink, amqp_sink)
-            collector.serve(stopping, config.flush_interval, act_on_signals)
+            collector.serve(stopping, config.flush_interval, act_on_signals, config.flush_delay)
             log.info("%s: draining for up to %.1f s", state.stop, config.drain_timeout)
             collector.drain_until_quiet(time.monotonic() + config.drain_timeout)
     finally:

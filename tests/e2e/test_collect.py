@@ -166,6 +166,53 @@ def test_sigterm_drains_everything_sent_before_the_signal(
     assert "SIGTERM" in proc.stderr
 
 
+def test_a_line_is_written_when_the_socket_runs_dry_not_at_the_flush_timer(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """Group commit: with a 60 s --flush-interval, a lone record still reaches disk at once.
+
+    The interval is only the upper bound under continuous load; the 10 s wait
+    here is far below it, so this passes only if the write happens when the
+    socket runs dry (after --flush-delay, 5 ms by default).
+    """
+    endpoint = short_ipc_endpoint()
+    proc = start(collectors, "--bind", endpoint, "--dir", str(logdir), "--flush-interval", "60")
+    sender = StockSender(endpoint, "quiet")
+    try:
+        sender.wait_connected(logdir)
+        for i in range(3):
+            sender.logger.info("alone %d", i)
+            wait_until(
+                lambda i=i: any(line.endswith(f"alone {i}") for line in read_lines(logdir / "quiet.log")),
+                10,
+                what=f"record {i} on disk long before the 60 s timer",
+            )
+    finally:
+        sender.close()
+    assert proc.stop() == 0
+
+
+def test_a_long_flush_delay_holds_lines_until_it_passes(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """--flush-delay trades latency for fewer writes: lines wait for it (here until SIGTERM)."""
+    endpoint = short_ipc_endpoint()
+    proc = start(
+        collectors, "--bind", endpoint, "--dir", str(logdir), "--flush-interval", "60", "--flush-delay", "60"
+    )
+    sender = StockSender(endpoint, "held")
+    try:
+        sender.wait_connected(logdir)  # the first write after start-up is not delayed
+        before = counter(proc, "received")
+        sender.logger.info("waits")
+        wait_until(lambda: counter(proc, "received") > before, what="the record received")
+        assert not any(line.endswith("waits") for line in read_lines(logdir / "held.log"))
+    finally:
+        sender.close()
+    assert proc.stop() == 0
+    assert read_lines(logdir / "held.log")[-1].endswith("waits")
+
+
 def test_sigint_also_drains_and_exits_zero(collectors: list[CollectorProcess], logdir: Path) -> None:
     """SIGINT behaves like SIGTERM: exit status 0 and a counters line."""
     proc = start(collectors, "--bind", short_ipc_endpoint(), "--dir", str(logdir))

@@ -112,7 +112,9 @@ def test_many_publishers_with_announced_loss_and_a_forged_host(
 ) -> None:
     """10,001 publishers with loss in one flush: no crash, escaped host, a bounded number of warnings."""
     endpoint = short_ipc_endpoint()
-    proc = start(collectors, "--bind", endpoint, "--dir", str(logdir), "--flush-interval", "2")
+    proc = start(
+        collectors, "--bind", endpoint, "--dir", str(logdir), "--flush-interval", "2", "--flush-delay", "2"
+    )
     sender = RawSender(endpoint)
     host = "evil\n2026-01-01 00:00:00 zlogcollect[1] ERROR: forged\x1b[31m"
     count = 10_001
@@ -275,8 +277,8 @@ def test_state_is_saved_with_every_batch_so_a_kill_does_not_over_report(
     finally:
         sender.close()
     assert zero.stop() == 0
-    # Run 1 writes in batches of 256 KiB; its 60 s flush timer never fires before the kill.
-    first = start(collectors, *args, "--flush-interval", "60")
+    # Run 1 writes in batches of 256 KiB; its 60 s flush timer and delay never run out before the kill.
+    first = start(collectors, *args, "--flush-interval", "60", "--flush-delay", "60")
     sender = RawSender(endpoint)
     end = 3010
     try:
@@ -400,7 +402,7 @@ def test_a_kill_right_after_a_timer_flush_counts_the_pending_record_lost(
 ) -> None:
     """The state saved after a timed flush never claims a record that is still only in memory."""
     args = ["--bind", short_ipc_endpoint(), "--dir", str(logdir)]
-    first = start(collectors, *args, "--flush-interval", "2")
+    first = start(collectors, *args, "--flush-interval", "2", "--flush-delay", "2")
     sender = RawSender(args[1])
     try:
         sender.wait_connected(first)
@@ -408,7 +410,7 @@ def test_a_kill_right_after_a_timer_flush_counts_the_pending_record_lost(
             sender.send(b"app.INFO", f"seq {seq}".encode(), ext(pub="p", seq=seq))
         wait_until(lambda: len(read_lines(logdir / "app.log")) >= 10, what="the timed flush")
         count = received(first)
-        sender.send(b"app.INFO", b"seq 10", ext(pub="p", seq=10))  # waits for the next timer
+        sender.send(b"app.INFO", b"seq 10", ext(pub="p", seq=10))  # waits out the 2 s --flush-delay
         wait_until(lambda: received(first) > count, what="seq 10 received")
     finally:
         sender.close()
@@ -421,7 +423,7 @@ def test_records_of_a_publisher_new_to_a_killed_run_count_as_lost_not_unseen(
 ) -> None:
     """A run killed before it wrote anything of a new publisher: the next run reports those records lost."""
     args = ["--bind", short_ipc_endpoint(), "--dir", str(logdir)]
-    first = start(collectors, *args, "--flush-interval", "60")
+    first = start(collectors, *args, "--flush-interval", "60", "--flush-delay", "60")
     sender = RawSender(args[1])
     try:
         sender.wait_connected(first)

@@ -48,6 +48,8 @@ def test_collect_section_and_dashes(tmp_path: Path) -> None:
         ({"backup_count": -1}, "backup_count"),
         ({"flush_interval": 0}, "flush_interval"),
         ({"flush_interval": 61}, "flush_interval"),
+        ({"flush_delay": -0.1}, "flush_delay"),
+        ({"flush_delay": 61}, "flush_delay"),
         ({"at_time": "noon"}, "at_time = 'noon'"),
         ({"log_level": "LOUD"}, "log_level"),
         ({"default_source": "../x"}, "default_source"),
