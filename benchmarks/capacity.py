@@ -20,6 +20,7 @@ from benchmarks.common import (
     Settings,
     TokenWatch,
     count_lines,
+    counters,
     progress,
     scratch,
     tcp_endpoint,
@@ -142,7 +143,10 @@ def probe_until_seen(
 
 
 def drain_once(
-    receiver: Receiver, n: int, attach: Callable[[int], Callable[[], None]] | None = None
+    receiver: Receiver,
+    n: int,
+    attach: Callable[[int], Callable[[], None]] | None = None,
+    counters_at_end: list[int] | None = None,
 ) -> float:
     """Pre-queue *n* records at a stopped receiver, resume it, time until the sentinel is on disk.
 
@@ -164,6 +168,7 @@ def drain_once(
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
             finish = attach(proc.pid) if attach is not None else None
+            writes_before = counters(proc)["file_writes"] if counters_at_end is not None else 0
             proc.send(signal.SIGSTOP)
             _wait_stopped(proc.pid)
             send = sock.send_multipart
@@ -179,6 +184,8 @@ def drain_once(
             )
             if finish is not None:
                 finish()
+            if counters_at_end is not None:  # file writes during the drain (zlogcollect only)
+                counters_at_end.append(counters(proc)["file_writes"] - writes_before)
             return n / (t1 - t0)
         finally:
             sock.close(0)

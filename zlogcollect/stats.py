@@ -155,6 +155,7 @@ class Stats:
         data: dict[str, Any] = {"received": self.received}
         if files:
             data["written"] = sum(self.written.values())
+            data["file_writes"] = self.written.changes  # batches written: one per file per flush
         data["malformed"] = sum(self.malformed.values())
         data["unrouted"] = self.unrouted
         data["dropped"] = dict(sorted(self.dropped.items()))

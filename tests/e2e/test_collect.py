@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,11 @@ def test_sigterm_drains_everything_sent_before_the_signal(
     assert "SIGTERM" in proc.stderr
 
 
+def line_ending(path: Path, text: str) -> Callable[[], bool]:
+    """A predicate: some line of *path* ends with *text*."""
+    return lambda: any(line.endswith(text) for line in read_lines(path))
+
+
 def test_a_line_is_written_when_the_socket_runs_dry_not_at_the_flush_timer(
     collectors: list[CollectorProcess], logdir: Path
 ) -> None:
@@ -182,11 +188,7 @@ def test_a_line_is_written_when_the_socket_runs_dry_not_at_the_flush_timer(
         sender.wait_connected(logdir)
         for i in range(3):
             sender.logger.info("alone %d", i)
-            wait_until(
-                lambda i=i: any(line.endswith(f"alone {i}") for line in read_lines(logdir / "quiet.log")),
-                10,
-                what=f"record {i} on disk long before the 60 s timer",
-            )
+            wait_until(line_ending(logdir / "quiet.log", f"alone {i}"), 10, what=f"record {i} on disk")
     finally:
         sender.close()
     assert proc.stop() == 0

@@ -149,6 +149,7 @@ def test_counters_as_data_are_json_and_the_line_is_rendered_from_them() -> None:
     assert data == {
         "received": 9,
         "written": 6,
+        "file_writes": 1,
         "malformed": 2,
         "unrouted": 1,
         "dropped": {"disk_error": 1},
