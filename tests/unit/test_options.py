@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -156,3 +157,17 @@ def test_a_new_setting_is_one_field() -> None:
     assert '# Write the counters as JSON to FILE at exit.\nstats_file = ""\n' in text
     assert '# at_time = "00:00"' in text
     assert tomllib.loads(text) == {"stats_file": "", "retries": 3}
+
+
+@pytest.mark.parametrize("command", ["collect", "bridge"])
+def test_the_readme_lists_every_option_of_each_command(command: str) -> None:
+    """README's CLI reference names every flag the command takes (its tables are written by hand)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    group = cli.commands[command]
+    names = [
+        [flag for flag in (*param.opts, *param.secondary_opts) if flag.startswith("--")]
+        for param in group.params
+    ]
+    assert names
+    missing = [flags for flags in names if flags and not any(f"`{flag}" in readme for flag in flags)]
+    assert not missing, f"README.md does not list {missing}"
