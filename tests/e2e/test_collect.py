@@ -205,9 +205,9 @@ def test_a_long_flush_delay_holds_lines_until_it_passes(
     sender = StockSender(endpoint, "held")
     try:
         sender.wait_connected(logdir)  # the first write after start-up is not delayed
-        before = counter(proc, "received")
+        before = proc.ask_counters()["received"]
         sender.logger.info("waits")
-        wait_until(lambda: counter(proc, "received") > before, what="the record received")
+        wait_until(lambda: proc.ask_counters()["received"] > before, what="the record received")
         assert not any(line.endswith("waits") for line in read_lines(logdir / "held.log"))
     finally:
         sender.close()

@@ -139,6 +139,107 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    # start_new_session=True: the group id is the script's pid and the VM is in
+    # that group. Its helpers (erl_child_setup, inet_gethost) setsid themselves
+    # but exit as soon as the VM is gone.
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+class NodeLayout:
+    """Where one private node lives: its directory, its ports and names, and the files and
+    environment that point the server and the CLI at them (never at /etc/rabbitmq)."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.dir = directory
+        self.port = port
+        self.dist_port = port + 1
+        self.epmd_port = port + 2
+        self.ctl_port_min = port + 3
+        self.ctl_port_max = port + 3 + _CTL_PORTS - 1
+        # @localhost: the default @$(hostname -s) depends on /etc/hosts.
+        self.short_name = f"zlc{port}"
+        self.nodename = f"{self.short_name}@localhost"
+        self.pid_file = directory / "rabbitmq.pid"
+        self.server_out = directory / "server.out"
+        self.epmd_out = directory / "epmd.out"
+        self.log_file = directory / "log" / f"{self.nodename}.log"
+
+    def environment(self) -> dict[str, str]:
+        """The environment the server and every CLI call run in: everything points into the dir."""
+        # Drop inherited RABBITMQ_*/ERL_* settings: they could point the node or
+        # the CLI at another config, cookie or epmd.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        d = self.dir
+        env.update(
+            {
+                "HOME": str(d),  # .erlang.cookie is read (or created) in $HOME
+                "LC_ALL": "C.UTF-8",  # the Elixir CLI warns or fails under latin1
+                "LANG": "C.UTF-8",
+                # An empty env file of our own, so /etc/rabbitmq/rabbitmq-env.conf is ignored.
+                "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+                "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+                "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+                "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+                "RABBITMQ_LOG_BASE": str(d / "log"),
+                "RABBITMQ_PID_FILE": str(self.pid_file),
+                "RABBITMQ_NODENAME": self.nodename,
+                "RABBITMQ_USE_LONGNAME": "false",
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+                "RABBITMQ_NODE_PORT": str(self.port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port),
+                # Each CLI call is an Erlang node too; private ports so that parallel
+                # test nodes (or a system broker) do not collide on 35672-35682.
+                "RABBITMQ_CTL_DIST_PORT_MIN": str(self.ctl_port_min),
+                "RABBITMQ_CTL_DIST_PORT_MAX": str(self.ctl_port_max),
+                # Distribution listener on loopback only (default 0.0.0.0).
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+                # Server and CLI both find (and, if it is missing, spawn) epmd here.
+                "ERL_EPMD_PORT": str(self.epmd_port),
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+            }
+        )
+        return env
+
+    def write_files(self, keep_data: bool) -> None:
+        """Config, plugins and cookie files; with *keep_data* off, a fresh mnesia and log."""
+        d = self.dir
+        if not keep_data:
+            for sub in ("mnesia", "log"):
+                shutil.rmtree(d / sub, ignore_errors=True)
+        for path in (self.pid_file, self.server_out, self.epmd_out):
+            path.unlink(missing_ok=True)
+        (d / "mnesia").mkdir(exist_ok=True)
+        (d / "log").mkdir(exist_ok=True)
+        d.chmod(0o700)
+        (d / "rabbitmq-env.conf").write_text("")
+        (d / "enabled_plugins").write_text("[].\n")
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            # CI disks can be nearly full; do not let the disk alarm block publishers.
+            "disk_free_limit.absolute = 50MB\n"
+            "log.file.level = info\n"
+        )
+        cookie = d / ".erlang.cookie"
+        if not cookie.exists():
+            # Written before anything starts, else erl creates a random one itself;
+            # mode 400 or erl refuses it.
+            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(20).upper())
+
+    def beam_pid(self) -> int | None:
+        """The VM's pid from its pid file, if there is one."""
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+
 class RabbitNode:
     """One private RabbitMQ node: its own temp dir, ports, cookie and epmd."""
 
@@ -147,25 +248,13 @@ class RabbitNode:
         self.stop_timeout = stop_timeout
         # Short path under /tmp: long paths make the Erlang logs unreadable and
         # pytest's tmp_path can be very deep.
-        self.dir = Path(tempfile.mkdtemp(prefix="rmq-", dir="/tmp"))
-        base = free_port_block(_BLOCK)
-        self.port = base
-        self.dist_port = base + 1
-        self.epmd_port = base + 2
-        self.ctl_port_min = base + 3
-        self.ctl_port_max = base + 3 + _CTL_PORTS - 1
-        # @localhost: the default @$(hostname -s) depends on /etc/hosts.
-        self.short_name = f"zlc{self.port}"
-        self.nodename = f"{self.short_name}@localhost"
-        self.pid_file = self.dir / "rabbitmq.pid"
-        self.server_out = self.dir / "server.out"
-        self.epmd_out = self.dir / "epmd.out"
-        self.log_file = self.dir / "log" / f"{self.nodename}.log"
+        self.layout = NodeLayout(Path(tempfile.mkdtemp(prefix="rmq-", dir="/tmp")), free_port_block(_BLOCK))
+        self.dir, self.port, self.nodename = self.layout.dir, self.layout.port, self.layout.nodename
         self.last_start_seconds: float | None = None
         self.last_stop_seconds: float | None = None
         self._server: subprocess.Popen[bytes] | None = None
         self._epmd: subprocess.Popen[bytes] | None = None
-        self._env = self._make_env()
+        self._env = self.layout.environment()
 
     # -- public API ------------------------------------------------------------
 
@@ -193,19 +282,21 @@ class RabbitNode:
         if not self.available():
             raise RabbitNodeError(f"{SERVER} is not installed (apt-get install rabbitmq-server)")
         t0 = time.monotonic()
-        for port in (self.port, self.dist_port, self.epmd_port):
+        for port in (self.port, self.layout.dist_port, self.layout.epmd_port):
             # A short grace period: a VM killed by someone else may still be exiting.
             while not port_bindable(port):
                 if time.monotonic() - t0 > 5:
                     raise RabbitNodeError(f"port {port} on 127.0.0.1 is already in use")
                 time.sleep(0.1)
         deadline = t0 + self.start_timeout
-        self._write_files(keep_data)
+        self.layout.write_files(keep_data)
         try:
             self._start_epmd(deadline)
             self._start_server()
             self._wait(
-                "epmd registration", lambda: self.short_name in (_epmd_names(self.epmd_port) or []), deadline
+                "epmd registration",
+                lambda: self.layout.short_name in (_epmd_names(self.layout.epmd_port) or []),
+                deadline,
             )
             # await_startup fails at once (exit 69) if the node is not registered
             # yet, hence the epmd wait above; it then waits for the full boot.
@@ -225,14 +316,14 @@ class RabbitNode:
         if server is not None and server.poll() is None:
             try:
                 # With the pid file, `stop` returns only once the beam process exited.
-                self.ctl("stop", str(self.pid_file), timeout=self.stop_timeout)
+                self.ctl("stop", str(self.layout.pid_file), timeout=self.stop_timeout)
             except RabbitNodeError:
                 # Only the script: it traps TERM and stops the VM itself.
                 server.terminate()
             try:
                 server.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
-                self._signal_group(server, signal.SIGKILL)
+                _signal_group(server, signal.SIGKILL)
         self._kill_all()
         self.last_stop_seconds = time.monotonic() - t0
 
@@ -241,7 +332,7 @@ class RabbitNode:
         server = self._server
         if server is None:
             raise RabbitNodeError(f"node {self.nodename} is not started")
-        self._signal_group(server, signal.SIGKILL)
+        _signal_group(server, signal.SIGKILL)
         self._kill_all()
 
     def restart(self, keep_data: bool = True) -> None:
@@ -279,7 +370,7 @@ class RabbitNode:
     def log_tail(self) -> str:
         """The last lines of the server's stdout and log file, for error messages."""
         parts = []
-        for path in (self.server_out, self.log_file, self.epmd_out):
+        for path in (self.layout.server_out, self.layout.log_file, self.layout.epmd_out):
             tail = _tail(path)
             if tail:
                 parts.append(f"--- tail of {path}\n{tail}")
@@ -306,74 +397,18 @@ class RabbitNode:
 
     # -- internals --------------------------------------------------------------
 
-    def _make_env(self) -> dict[str, str]:
-        # Drop inherited RABBITMQ_*/ERL_* settings: they could point the node or
-        # the CLI at another config, cookie or epmd.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
-        d = self.dir
-        env.update(
-            {
-                "HOME": str(d),  # .erlang.cookie is read (or created) in $HOME
-                "LC_ALL": "C.UTF-8",  # the Elixir CLI warns or fails under latin1
-                "LANG": "C.UTF-8",
-                # An empty env file of our own, so /etc/rabbitmq/rabbitmq-env.conf is ignored.
-                "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
-                "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
-                "RABBITMQ_ADVANCED_CONFIG_FILE": str(d / "advanced.config"),
-                "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
-                "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(d / "log"),
-                "RABBITMQ_PID_FILE": str(self.pid_file),
-                "RABBITMQ_NODENAME": self.nodename,
-                "RABBITMQ_USE_LONGNAME": "false",
-                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-                "RABBITMQ_NODE_PORT": str(self.port),
-                "RABBITMQ_DIST_PORT": str(self.dist_port),
-                # Each CLI call is an Erlang node too; private ports so that parallel
-                # test nodes (or a system broker) do not collide on 35672-35682.
-                "RABBITMQ_CTL_DIST_PORT_MIN": str(self.ctl_port_min),
-                "RABBITMQ_CTL_DIST_PORT_MAX": str(self.ctl_port_max),
-                # Distribution listener on loopback only (default 0.0.0.0).
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-                # Server and CLI both find (and, if it is missing, spawn) epmd here.
-                "ERL_EPMD_PORT": str(self.epmd_port),
-                "ERL_EPMD_ADDRESS": "127.0.0.1",
-            }
-        )
-        return env
-
-    def _write_files(self, keep_data: bool) -> None:
-        d = self.dir
-        if not keep_data:
-            for sub in ("mnesia", "log"):
-                shutil.rmtree(d / sub, ignore_errors=True)
-        for path in (self.pid_file, self.server_out, self.epmd_out):
-            path.unlink(missing_ok=True)
-        (d / "mnesia").mkdir(exist_ok=True)
-        (d / "log").mkdir(exist_ok=True)
-        d.chmod(0o700)
-        (d / "rabbitmq-env.conf").write_text("")
-        (d / "enabled_plugins").write_text("[].\n")
-        (d / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            # CI disks can be nearly full; do not let the disk alarm block publishers.
-            "disk_free_limit.absolute = 50MB\n"
-            "log.file.level = info\n"
-        )
-        cookie = d / ".erlang.cookie"
-        if not cookie.exists():
-            # Written before anything starts, else erl creates a random one itself;
-            # mode 400 or erl refuses it.
-            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(20).upper())
-
     def _start_epmd(self, deadline: float) -> None:
         # Our own epmd, started by us so we own its pid (erl would start a
         # `-daemon` one that outlives everything).
-        with self.epmd_out.open("wb") as out:
+        with self.layout.epmd_out.open("wb") as out:
             self._epmd = subprocess.Popen(
-                [shutil.which("epmd") or "epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                [
+                    shutil.which("epmd") or "epmd",
+                    "-port",
+                    str(self.layout.epmd_port),
+                    "-address",
+                    "127.0.0.1",
+                ],
                 env=self._env,
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
@@ -387,7 +422,7 @@ class RabbitNode:
             if epmd.poll() is not None:
                 raise self._error(f"epmd exited with status {epmd.returncode} during start-up")
             # A real request, not a bare connect, which epmd logs as a "partial packet".
-            return _epmd_names(self.epmd_port) is not None
+            return _epmd_names(self.layout.epmd_port) is not None
 
         # The server must find our epmd listening, or it spawns a `-daemon` one of its own.
         self._wait("epmd to listen", ready, min(deadline, time.monotonic() + 10))
@@ -395,7 +430,7 @@ class RabbitNode:
     def _start_server(self) -> None:
         # Foreground mode (not -detached): the script stays our child, so its
         # process group (a new session) holds the whole VM for crash()/KILL.
-        with self.server_out.open("wb") as out:
+        with self.layout.server_out.open("wb") as out:
             self._server = subprocess.Popen(
                 [str(SERVER)],
                 env=self._env,
@@ -421,22 +456,6 @@ class RabbitNode:
     def _error(self, message: str) -> RabbitNodeError:
         return RabbitNodeError(f"RabbitMQ node {self.nodename} ({self.dir}): {message}\n{self.log_tail()}")
 
-    def _beam_pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-        # start_new_session=True: the group id is the script's pid and the VM is in
-        # that group. Its helpers (erl_child_setup, inet_gethost) setsid themselves
-        # but exit as soon as the VM is gone.
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
     def _kill_all(self) -> None:
         """Make sure neither the VM, the server script nor our epmd survives; reap them."""
         server, self._server = self._server, None
@@ -444,7 +463,7 @@ class RabbitNode:
         try:
             if server is not None:
                 if server.poll() is None:
-                    self._signal_group(server, signal.SIGKILL)
+                    _signal_group(server, signal.SIGKILL)
                 # Reap our direct child; also keeps Popen from warning in __del__.
                 server.wait(timeout=10)
             self._kill_beam()
@@ -460,7 +479,7 @@ class RabbitNode:
 
     def _kill_beam(self) -> None:
         """SIGKILL the VM named in the pid file if it outlived its script, and wait for it."""
-        beam = self._beam_pid()
+        beam = self.layout.beam_pid()
         if beam is None:
             return
         try:
@@ -480,4 +499,4 @@ class RabbitNode:
                 time.sleep(0.05)
             if _pid_alive(beam):
                 raise self._error(f"beam process {beam} survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
+        self.layout.pid_file.unlink(missing_ok=True)
