@@ -9,8 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,17 +130,6 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
         # A line the collector is still writing: polling readers see it whole next time.
         text = text[: text.rfind("\n") + 1]
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def per_call_ns(
-    calls: dict[str, Callable[[], object]], number: int = 5000, rounds: int = 5
-) -> dict[str, float]:
-    """Best-of-*rounds* nanoseconds per call for each callable, interleaved to share drift."""
-    best = dict.fromkeys(calls, float("inf"))
-    for _ in range(rounds):
-        for name, call in calls.items():
-            best[name] = min(best[name], timeit.timeit(call, number=number) / number * 1e9)
-    return best
 
 
 def seq_gaps(seqs: Sequence[int]) -> int:
