@@ -389,6 +389,41 @@ def test_stats_file_holds_the_counters_as_json(
     assert sorted(p.name for p in stats_file.parent.iterdir()) == ["counters.json"]
 
 
+def test_stats_file_replaces_planted_links_and_a_missing_directory_is_only_counted(
+    logdir: Path, tmp_path: Path, collectors: list[CollectorProcess]
+) -> None:
+    """A link planted at --stats-file (or at its temp name) is replaced, never written through;
+    a path that cannot be written is a warning and a counted error, and the collector runs on."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    stats_file = tmp_path / "counters.json"
+    stats_file.symlink_to(victim)
+    Path(f"{stats_file}.tmp").symlink_to(victim)
+    proc = CollectorProcess(
+        ["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--stats-file", str(stats_file)]
+    )
+    collectors.append(proc)
+    proc.wait_ready()
+    assert proc.ask_counters()["received"] == 0
+    assert proc.stop() == 0
+    assert victim.read_text() == "keep me\n"
+    assert not stats_file.is_symlink() and json.loads(stats_file.read_text())["received"] == 0
+    assert not Path(f"{stats_file}.tmp").exists()
+
+    missing = tmp_path / "no" / "such" / "dir" / "counters.json"
+    proc = CollectorProcess(
+        ["--bind", short_ipc_endpoint(), "--dir", str(logdir), "--stats-file", str(missing)]
+    )
+    collectors.append(proc)
+    proc.wait_ready()
+    proc.send(signal.SIGUSR1)
+    wait_until(lambda: "counters:" in proc.stderr, what="counters on SIGUSR1")
+    assert proc.proc.poll() is None  # still running
+    assert proc.stop() == 0
+    assert "cannot write the counters to" in proc.stderr
+    assert "errors=stats_file:" in proc.summary()
+
+
 @pytest.mark.parametrize("content", [None, "", "\n  \n"])
 def test_unreadable_or_empty_amqp_url_file_is_exit_78(tmp_path: Path, content: str | None) -> None:
     """--amqp-url-file that cannot be read, or whose first line is empty: one line, exit 78."""
