@@ -400,23 +400,10 @@ class RabbitNode:
     def _start_epmd(self, deadline: float) -> None:
         # Our own epmd, started by us so we own its pid (erl would start a
         # `-daemon` one that outlives everything).
-        with self.layout.epmd_out.open("wb") as out:
-            self._epmd = subprocess.Popen(
-                [
-                    shutil.which("epmd") or "epmd",
-                    "-port",
-                    str(self.layout.epmd_port),
-                    "-address",
-                    "127.0.0.1",
-                ],
-                env=self._env,
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        epmd = self._epmd
+        epmd = self._epmd = self._spawn(
+            [shutil.which("epmd") or "epmd", "-port", str(self.layout.epmd_port), "-address", "127.0.0.1"],
+            self.layout.epmd_out,
+        )
 
         def ready() -> bool:
             if epmd.poll() is not None:
@@ -430,9 +417,13 @@ class RabbitNode:
     def _start_server(self) -> None:
         # Foreground mode (not -detached): the script stays our child, so its
         # process group (a new session) holds the whole VM for crash()/KILL.
-        with self.layout.server_out.open("wb") as out:
-            self._server = subprocess.Popen(
-                [str(SERVER)],
+        self._server = self._spawn([str(SERVER)], self.layout.server_out)
+
+    def _spawn(self, command: list[str], output: Path) -> subprocess.Popen[bytes]:
+        """*command* in the node's environment and directory, in a new session, output to *output*."""
+        with output.open("wb") as out:
+            return subprocess.Popen(
+                command,
                 env=self._env,
                 cwd=self.dir,
                 stdin=subprocess.DEVNULL,
