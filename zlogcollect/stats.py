@@ -69,6 +69,9 @@ class Stats:
     """Losses of publishers forgotten to bound memory (still part of `lost`)."""
     amqp: Counter[str] = field(default_factory=Counter)
     """The AMQP bridge: received, skipped (--only), delivered (confirmed), dropped, resent, ..."""
+    published: Counter[str] = field(default_factory=Counter)
+    """The republished stream (``--publish``): ``sent``, and ``dropped`` at the high-water mark
+    (records that are on disk all the same; only a slow subscriber missed them)."""
 
     def observe_sequence(
         self, publisher: str, host: str, pid: int | None, seq: int, announced: int, now: float = 0.0
@@ -161,6 +164,7 @@ class Stats:
         data["dropped"] = dict(sorted(self.dropped.items()))
         data["errors"] = dict(sorted(self.errors.items()))
         data["amqp"] = dict(sorted(self.amqp.items()))
+        data["published"] = dict(sorted(self.published.items()))
         data["publishers"] = len(self.publishers)
         data["lost"] = self.lost_by_publishers
         data["unseen_before_start"] = sum(p.unseen for p in self.publishers.values())
@@ -195,8 +199,8 @@ def render_summary(data: dict[str, Any]) -> str:
     parts.append(f"malformed={data['malformed']}")
     if data["unrouted"]:
         parts.append(f"unrouted={data['unrouted']}")
-    for group in ("dropped", "errors", "amqp"):
-        if data[group]:
+    for group in ("dropped", "errors", "amqp", "published"):
+        if data.get(group):
             parts.append(f"{group}={pairs(data[group])}")
     if data["publishers"]:
         parts.append(f"publishers={data['publishers']} lost={data['lost']}")

@@ -155,6 +155,7 @@ def test_counters_as_data_are_json_and_the_line_is_rendered_from_them() -> None:
         "dropped": {"disk_error": 1},
         "errors": {"reopened": 1},
         "amqp": {},
+        "published": {},
         "publishers": 1,
         "lost": 1,
         "unseen_before_start": 2,
