@@ -33,6 +33,7 @@ class LossLedger:
 
     def __init__(self, stats: Stats, throttle: Throttle | None = None) -> None:
         self.stats = stats
+        self._publishers = stats.publishers
         self.fresh: dict[str, Entry] = {}
         """Publishers first seen since the last save, at their first seq minus one (cleared in place)."""
         self.saved: dict[str, Entry] = {}
@@ -45,6 +46,13 @@ class LossLedger:
 
     def observe_meta(self, publisher: str, seq: int, meta: dict[str, object], now: float) -> None:
         """A record's checked extension (pub, seq, dropped, host, pid): the hot path."""
+        loss = self._publishers.get(publisher)
+        if loss is not None and seq == loss.last_seq + 1 and "dropped" not in meta:
+            # The usual case, the next record of a known publisher: nothing missing, nothing announced.
+            loss.last_seq = seq
+            loss.seen = now
+            self.dirty = True
+            return
         dropped = meta.get("dropped", 0)
         host = meta.get("host")
         pid = meta.get("pid")

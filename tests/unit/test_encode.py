@@ -110,8 +110,19 @@ def expected_fields(record: logging.LogRecord, extra: dict[str, Any], host: str,
 
 
 def canonical(value: object) -> str:
-    """Compare decoded JSON with NaN equal to itself."""
-    return json.dumps(value, sort_keys=True, default=repr)
+    """Compare decoded JSON with NaN equal to itself, and an integer beyond 64 bits as the
+    collector reads it (a float: docs/WIRE.md)."""
+    return json.dumps(_as_read(value), sort_keys=True, default=repr)
+
+
+def _as_read(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _as_read(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_read(item) for item in value]
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return float(value)
+    return value
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

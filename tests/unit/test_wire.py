@@ -156,6 +156,25 @@ def test_hostile_extensions_never_escape_as_exceptions() -> None:
         assert record.meta["exc"] == "5"
 
 
+def test_what_the_stdlib_encoder_sends_parses_as_before() -> None:
+    """orjson refuses lone surrogates and NaN; older handlers (json.dumps) send both, and they still parse."""
+    sent = json.dumps(
+        {"v": 1, "path": "/srv/bad-\udcff-name.py", "extra": {"ratio": float("nan"), "big": 2**70}}
+    ).encode()
+    record = parse_frames([b"app.INFO", b"x", sent], 0.0)
+    assert record.meta["path"] == "/srv/bad-\udcff-name.py"
+    assert record.meta["extra"]["ratio"] != record.meta["extra"]["ratio"]  # NaN
+    assert record.meta["extra"]["big"] == 2**70  # exact: the stdlib read it
+    # What orjson reads itself: an integer beyond 64 bits is a float (docs/WIRE.md).
+    assert parse_frames([b"app.INFO", b"x", b'{"v":1,"extra":{"big":%d}}' % 2**70], 0.0).meta["extra"][
+        "big"
+    ] == float(2**70)
+    for bad in (b"\xff\xfe", b'{"v":1,"a":"\xff"}', b"\xef\xbb\xbf{}", b'{"v":1', b"[1]", b"null"):
+        with pytest.raises(MalformedRecord) as caught:
+            parse_frames([b"app.INFO", b"x", bad], 0.0)
+        assert caught.value.reason == "bad_extension"
+
+
 def test_extension_nesting_is_limited_whatever_the_json_decoder_allows() -> None:
     """40 levels decode fine on every Python, yet are malformed; 30 levels of extra are kept."""
     deep = b'{"v":1,"extra":{"a":' + b"[" * 40 + b"]" * 40 + b"}}"
