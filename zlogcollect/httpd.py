@@ -17,11 +17,11 @@ from typing import Any
 
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
-from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client import make_wsgi_app
 
 from zlogcollect.health import Health
 from zlogcollect.helpers import Throttle
-from zlogcollect.metrics import StatsCollector
+from zlogcollect.metrics import registry
 from zlogcollect.stats import Stats
 from zlogcollect.wire import escape_text
 
@@ -86,9 +86,7 @@ class HttpServer:
     def __init__(self, address: tuple[str, int], stats: Stats, health: Health, files: bool) -> None:
         self._stats = stats
         self._health = health
-        self.registry = CollectorRegistry()
-        self.registry.register(StatsCollector(stats, health, files))
-        ProcessCollector(registry=self.registry)
+        self.registry = registry(stats, health, files)
         self._metrics = make_wsgi_app(self.registry)
         self._complaints = Throttle(1, 10.0)
         self._server = WSGIServer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -164,3 +165,11 @@ def _labelled(name: str, documentation: str, label: str, counts: dict[str, int])
     for key, value in sorted(counts.items()):
         family.add_metric([key], value)
     return family
+
+
+def registry(stats: Stats, health: Health, files: bool = True) -> CollectorRegistry:
+    """A private registry with the collector's families and the process ones (CPU, memory, descriptors)."""
+    private = CollectorRegistry()
+    private.register(StatsCollector(stats, health, files))
+    ProcessCollector(registry=private)
+    return private
