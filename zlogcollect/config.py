@@ -68,6 +68,41 @@ def _check_flush_delay(value: float) -> str | None:
     return None if 0 <= value <= 60 else "expected 0 to 60 s"
 
 
+HTTP_PORT: Final = 9559
+"""The conventional port of ``--http`` (documented; ``--http`` itself is off by default)."""
+_HTTP_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]|\*")
+
+
+def parse_http_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` of ``--http`` as a (host, port) pair; ValueError says what is wrong.
+
+    HOST is an address, a host name, ``[IPv6]`` or ``*`` (every IPv4 interface);
+    PORT is 0 (any free port, shown on the ready line) to 65535.
+    """
+    if "://" in value:
+        raise ValueError("expected HOST:PORT without a scheme, e.g. 127.0.0.1:9559")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not _HTTP_HOST.fullmatch(host):
+        raise ValueError(
+            f"expected HOST:PORT, e.g. 127.0.0.1:{HTTP_PORT}, [::1]:{HTTP_PORT} or *:{HTTP_PORT}"
+        )
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {port!r} is not a number from 0 to 65535")
+    if host == "*":
+        host = "0.0.0.0"
+    return host.strip("[]"), int(port)
+
+
+def _check_http(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_http_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _check_file_word(value: str) -> str | None:
     if value and _FILE_WORD.fullmatch(value) and not value.startswith("."):
         return None
@@ -133,6 +168,14 @@ class CollectorConfig:
         " '' = _stats.json in --dir (collect; the bridge writes none unless told).",
         RECEIVE,
         metavar="PATH",
+    )
+    http: str = setting(
+        "",
+        "Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on HOST:PORT;"
+        f" the conventional port is {HTTP_PORT} (e.g. 127.0.0.1:{HTTP_PORT}); '' = off.",
+        RECEIVE,
+        metavar="HOST:PORT",
+        check=_check_http,
     )
     levels: Mapping[str, int] = setting(
         {},
@@ -339,6 +382,11 @@ class CollectorConfig:
         if self.max_length:
             arguments["x-max-length"] = self.max_length
         return arguments
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """``http`` as (host, port), or None when it is off (validated at load)."""
+        return parse_http_address(self.http) if self.http else None
 
     @property
     def level_table(self) -> Levels:

@@ -18,8 +18,10 @@ from zlogcollect import formatting
 from zlogcollect.collector import Collector, StartupError
 from zlogcollect.config import CollectorConfig, parse_queue, redact
 from zlogcollect.exits import ExitStatus
+from zlogcollect.health import AmqpView, Health
 from zlogcollect.helpers import JSON_ENCODER, atomic_write
 from zlogcollect.routing import PUBLISHERS_FILE, STATS_FILE, Router
+from zlogcollect.sdnotify import READY, STOPPING, Notifier, reloading
 from zlogcollect.sinks import Sink
 from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
@@ -27,6 +29,7 @@ from zlogcollect.terminal import DiagnosticsHandler, Progress, announce
 from zlogcollect.wire import escape_text
 
 if TYPE_CHECKING:
+    from zlogcollect.httpd import HttpServer
     from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
 
 log = logging.getLogger("zlogcollect")
@@ -218,13 +221,36 @@ def save_counters(path: str, stats: Stats, files: bool) -> None:
         log.warning("cannot write the counters to %s: %s", path, escape_text(str(exc)))
 
 
+def build_http(config: CollectorConfig, stats: Stats, health: Health, files: bool) -> HttpServer | None:
+    """The ``--http`` server, not yet listening; prometheus_client is imported only when asked for."""
+    address = config.http_address
+    if address is None:
+        return None
+    from zlogcollect.httpd import HttpServer
+
+    return HttpServer(address, stats, health, files)
+
+
+def start_http(http: HttpServer) -> None:
+    """Listen on ``--http``: a wrong address is a configuration error, a taken port is unavailable."""
+    from zlogcollect.httpd import HttpBindError
+
+    try:
+        http.start()
+    except HttpBindError as exc:
+        raise DaemonStartupError(
+            str(exc), ExitStatus.CONFIG if exc.config else ExitStatus.UNAVAILABLE
+        ) from None
+
+
 def start(
     collector: Collector,
     config: CollectorConfig,
     amqp_sink: AmqpSinkType | None,
     stopping: Callable[[], bool],
+    http: HttpServer | None = None,
 ) -> None:
-    """Start-up in order: saved state, bind, then the broker; each step skipped once a stop came."""
+    """Start-up in order: saved state, bind, HTTP, then the broker; each step skipped once a stop came."""
     if not stopping():
         collector.load_state()
     if not stopping():
@@ -233,6 +259,8 @@ def start(
             collector.bind(config.bind, config.subscribe)
         except StartupError as exc:
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    if http is not None and not stopping():
+        start_http(http)
     if amqp_sink is not None and not stopping():
         connect_amqp(amqp_sink, stopping)
         collector.sinks.append(amqp_sink)
@@ -243,13 +271,16 @@ def announce_ready(
     config: CollectorConfig,
     file_sink: FileSink | None,
     amqp_sink: AmqpSinkType | None,
+    http: HttpServer | None = None,
 ) -> None:
-    """The ready line: where it listens, where records go, its pid."""
+    """The ready line: where it listens, where records go, where metrics are, its pid."""
     targets = []
     if file_sink is not None:
         targets.append(f"writing to {file_sink.directory}")
     if amqp_sink is not None:
         targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
+    if http is not None:
+        targets.append(f"metrics on http://{http.address}/metrics")
     announce(
         "ready: listening on %s, %s (pid %d)",
         " ".join(collector.endpoints),
@@ -266,12 +297,18 @@ def counters_path(config: CollectorConfig, file_sink: FileSink | None) -> str:
     return stats_path
 
 
-def act_on_requests(state: SignalState, collector: Collector, summary: Callable[[], str]) -> None:
-    """Between batches: SIGHUP reopens the files, SIGUSR1 announces the counters line."""
+def act_on_requests(
+    state: SignalState, collector: Collector, summary: Callable[[], str], notifier: Notifier | None = None
+) -> None:
+    """Between batches: SIGHUP reopens the files (telling systemd it reloads), SIGUSR1 announces the counters line."""
     if state.reopen:
         state.reopen = False
         log.info("SIGHUP: reopening files")
+        if notifier is not None:
+            notifier.notify(reloading())
         collector.reopen()
+        if notifier is not None:
+            notifier.notify(READY)
     if state.report:
         state.report = False
         announce("counters: %s", summary())
@@ -311,10 +348,21 @@ def run(
         rcvhwm=config.rcvhwm,
         state_path=os.path.join(file_sink.directory, PUBLISHERS_FILE) if file_sink is not None else None,
     )
+    health = Health(
+        stats,
+        pending_lines=(lambda: file_sink.pending_lines) if file_sink is not None else (lambda: 0),
+        amqp=AmqpView(lambda: amqp_sink.connected, lambda: amqp_sink.pending, config.buffer)
+        if amqp_sink is not None
+        else None,
+    )
+    http = build_http(config, stats, health, files)
+    notifier = Notifier()
     try:
-        start(collector, config, amqp_sink, stopping)
+        start(collector, config, amqp_sink, stopping, http)
     except DaemonStartupError:
         collector.close()
+        if http is not None:
+            http.stop()
         raise
 
     handlers = [
@@ -341,7 +389,8 @@ def run(
     def act_on_signals() -> None:
         nonlocal next_stats
         progress.tick()
-        act_on_requests(state, collector, summary)
+        health.tick()
+        act_on_requests(state, collector, summary, notifier)
         if config.stats_interval and time.monotonic() >= next_stats:
             # A heartbeat for operators tailing the journal: the collector is alive and counting.
             next_stats = time.monotonic() + config.stats_interval
@@ -350,13 +399,21 @@ def run(
     try:
         if stopping():
             log.info("%s during start-up: stopping before accepting records", state.stop)
+            notifier.notify(STOPPING)
         else:
-            announce_ready(collector, config, file_sink, amqp_sink)
+            announce_ready(collector, config, file_sink, amqp_sink, http)
+            health.tick()
+            notifier.notify(READY)
             collector.serve(stopping, config.flush_interval, act_on_signals, config.flush_delay)
+            health.stopping = True
+            notifier.notify(STOPPING)
             log.info("%s: draining for up to %.1f s", state.stop, config.drain_timeout)
             collector.drain_until_quiet(time.monotonic() + config.drain_timeout)
     finally:
+        health.stopping = True
         collector.close()
+        if http is not None:
+            http.stop()
         for handler in handlers:
             handler.cancel()
     progress.done()

@@ -24,13 +24,16 @@ LAYERS: dict[str, int] = {
     "stats": 0,
     "hold": 0,
     "publisher": 0,  # plain zmq only: the app side's socket
+    "sdnotify": 0,  # systemd readiness: one datagram, standard library only
     # 1: the wire format
     "wire": 1,
+    "health": 1,  # /healthz's verdict from the counters
     # 2: pure logic on records
     "encode": 2,
     "routing": 2,
     "formatting": 2,
     "ledger": 2,
+    "metrics": 2,  # the counters as Prometheus families (prometheus_client, no sockets)
     "sinks": 2,  # the Sink protocol
     "sinks.rotating": 2,
     "sinks.amqp_message": 3,
@@ -45,6 +48,7 @@ LAYERS: dict[str, int] = {
     "sinks.amqp_link": 5,
     "sinks.amqp": 6,
     "terminal": 5,
+    "httpd": 5,  # --http: gevent's WSGI server on the collector's hub
     "daemon": 7,
     "cli": 8,
     "__main__": 9,
@@ -57,7 +61,17 @@ LAYERS: dict[str, int] = {
 }
 
 APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler")
-COLLECTOR_SIDE = ("collector", "sinks.files", "sinks.amqp", "sinks.amqp_link", "daemon", "terminal", "cli")
+COLLECTOR_SIDE = (
+    "collector",
+    "sinks.files",
+    "sinks.amqp",
+    "sinks.amqp_link",
+    "daemon",
+    "terminal",
+    "cli",
+    "httpd",
+    "metrics",
+)
 
 
 def module_name(path: Path) -> str:

@@ -90,6 +90,12 @@ class AmqpSink:
         """Nothing to reopen for a network sink."""
 
     @property
+    def connected(self) -> bool:
+        """True while a connection to the broker is open (for /healthz and the metrics)."""
+        link = self._link
+        return link is not None and link.is_open and link.channel is not None
+
+    @property
     def pending(self) -> int:
         """Records buffered or awaiting a confirm."""
         return self._outbox.pending

@@ -76,6 +76,7 @@ class Outbox:
     def take(self) -> Message:
         """The head message, now in flight under the next delivery tag (call only when :attr:`ready`)."""
         message = self._queue.popleft()
+        self._stats.amqp["published"] += 1
         self._tag += 1
         self._unconfirmed[self._tag] = message
         return message

@@ -1,0 +1,156 @@
+"""``--http``: /metrics and /healthz served by gevent's WSGI server on the collector's own hub.
+
+The server runs in greenlets beside the receive loop (never a thread: that would
+compete for the GIL and run outside the hub). The receive loop yields after every
+full batch, so a scrape is answered while a backlog drains; a scrape only reads
+counters, so it never holds the loop up for long.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gevent.pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
+from prometheus_client import make_wsgi_app
+
+from zlogcollect.health import Health
+from zlogcollect.helpers import Throttle
+from zlogcollect.metrics import registry
+from zlogcollect.stats import Stats
+from zlogcollect.wire import escape_text
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 32
+"""HTTP connections served at once; more wait in the listen backlog."""
+IDLE_TIMEOUT = 10.0
+"""Seconds a connection may take to send its request (a slow or silent client is cut off)."""
+
+StartResponse = Callable[..., Any]
+
+
+class HttpBindError(Exception):
+    """The address cannot be served; *config* is True when the address itself is wrong (exit 78)."""
+
+    def __init__(self, message: str, config: bool) -> None:
+        super().__init__(message)
+        self.config = config
+
+
+class _Handler(WSGIHandler):  # type: ignore[misc]
+    """pywsgi's handler with a deadline on every read, so idle connections do not pile up."""
+
+    def handle(self) -> None:
+        self.socket.settimeout(IDLE_TIMEOUT)
+        super().handle()
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        # pywsgi prints a traceback to stderr for a bad request that is not a ValueError
+        # (e.g. more than 100 headers): a client must not write to the collector's stderr.
+        if not isinstance(ex, (ValueError, OSError)):
+            ex = ValueError(f"{type(ex).__name__}: {ex}")
+        return super()._handle_client_error(ex)
+
+    def handle_error(self, t: Any, v: Any, _tb: Any) -> None:
+        # An unexpected error inside pywsgi (the application catches its own): one escaped
+        # line instead of the hub's traceback, and a 500 if the response has not started.
+        self.server.error_log.write(f"internal error: {t.__name__}: {v}")
+        self._send_error_response_if_possible(500)
+
+
+class _ErrorLog:
+    """Where pywsgi reports bad requests: counted, and logged (escaped, at most every 10 s) at debug level."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+        self._throttle = Throttle(1, 10.0)
+
+    def write(self, message: str) -> None:
+        self._stats.errors["http_bad_request"] += 1
+        if self._throttle.allow("http"):
+            log.debug("HTTP: %s", escape_text(message.strip(), 300))
+
+    def flush(self) -> None:
+        pass
+
+
+class HttpServer:
+    """The ``--http`` endpoint: ``/metrics`` (Prometheus text) and ``/healthz`` (JSON, 200 or 503)."""
+
+    def __init__(self, address: tuple[str, int], stats: Stats, health: Health, files: bool) -> None:
+        self._stats = stats
+        self._health = health
+        self.registry = registry(stats, health, files)
+        self._metrics = make_wsgi_app(self.registry)
+        self._complaints = Throttle(1, 10.0)
+        self._server = WSGIServer(
+            address,
+            self.app,
+            spawn=gevent.pool.Pool(MAX_CONNECTIONS),
+            handler_class=_Handler,
+            log=None,
+            error_log=_ErrorLog(stats),
+        )
+        self._requested = address
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` as bound (the real port when 0 was asked for)."""
+        host, port = self._server.address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def start(self) -> None:
+        """Bind and start serving; :class:`HttpBindError` with a one-line reason if it cannot."""
+        host, port = self._requested
+        where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        try:
+            self._server.start()
+        except socket.gaierror as exc:
+            raise HttpBindError(f"http = {where!r}: cannot resolve {host!r}: {exc.strerror}", True) from None
+        except OSError as exc:
+            raise HttpBindError(f"cannot serve HTTP on {where}: {exc.strerror or exc}", False) from None
+
+    def stop(self) -> None:
+        """Stop listening and close the connections being served."""
+        self._server.stop(timeout=1.0)
+
+    def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application: routes the two paths; anything else is 404."""
+        path = environ.get("PATH_INFO", "")
+        try:
+            if path == "/metrics":
+                result: Iterable[bytes] = self._metrics(environ, start_response)
+                return result
+            if path not in ("/healthz", "/"):
+                return _text(start_response, "404 Not Found", "not found: try /metrics or /healthz\n")
+            if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+                return _text(start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET, HEAD")])
+            if path == "/":
+                return _text(start_response, "200 OK", "zlogcollect: /metrics (Prometheus), /healthz\n")
+            healthy, body = self._health.report()
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            data = (json.dumps(body) + "\n").encode()
+            start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+            return [data]
+        except Exception:  # noqa: BLE001 - a bug here must not stop the server or reach the client
+            self._stats.errors["http"] += 1
+            if self._complaints.allow("http"):
+                log.error(
+                    "HTTP: answering %s failed (more within 10 s are only counted): %s",
+                    escape_text(path, 100),
+                    escape_text(traceback.format_exc(), 4000),
+                )
+            return _text(start_response, "500 Internal Server Error", "internal error\n")
+
+
+def _text(
+    start_response: StartResponse, status: str, text: str, headers: list[tuple[str, str]] | None = None
+) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), *(headers or [])])
+    return [text.encode()]
