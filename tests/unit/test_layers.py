@@ -39,6 +39,8 @@ LAYERS: dict[str, int] = {
     # app side
     "delivery": 3,
     "handler": 4,
+    "lines": 3,  # ship's and send's pure part: lines, levels, the extension
+    "ship": 5,  # `zlogcollect ship` and `send`: readers and the sender, app side (never gevent)
     # collector side: I/O
     "collector": 5,
     "sinks.files": 5,
@@ -56,7 +58,7 @@ LAYERS: dict[str, int] = {
     "testing.rabbitmq": 0,
 }
 
-APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler")
+APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler", "lines", "ship")
 COLLECTOR_SIDE = ("collector", "sinks.files", "sinks.amqp", "sinks.amqp_link", "daemon", "terminal", "cli")
 
 

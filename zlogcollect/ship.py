@@ -1,0 +1,601 @@
+"""`zlogcollect ship` and `zlogcollect send`: lines of files, named pipes and stdin as records.
+
+The app side's own layers carry them: :class:`~zlogcollect.publisher.Publisher`
+(the XPUB socket, the collector's subscription, close with linger) and
+:class:`~zlogcollect.encode.Encoder` (topics, the structured extension with
+``pub`` and ``seq`` for the collector's loss accounting, the size cut). Where
+``ZLogHandler.emit`` must never block an app and so holds, then drops and
+counts, :class:`Sender` waits: before a collector subscribes and while its
+queue is full, so a finite input arrives whole. The subtopic is given, never
+taken from the line, so ``::`` in a line (IPv6 addresses) stays in the text.
+
+Readers are plain threads (one per followed input, one for all inputs
+otherwise) that hand batches of lines to the main thread, which alone uses the
+socket. Plain zmq, never gevent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import socket as _net
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Final
+
+import zmq
+
+from zlogcollect.encode import Encoder
+from zlogcollect.exits import ExitStatus
+from zlogcollect.lines import (
+    ExtensionTemplate,
+    LevelRule,
+    Line,
+    LineSplitter,
+    OptionError,
+    check_app,
+    check_endpoint,
+    message_body,
+    message_text,
+)
+from zlogcollect.publisher import Publisher
+from zlogcollect.wire import MAX_RECORD_BYTES
+
+__all__ = ["Sender", "ShipError", "ShipOptions", "run_send", "run_ship"]
+
+CHUNK: Final = 64 * 1024  # bytes read at a time
+POLL: Final = 0.1  # seconds between looks at a followed file that has no new data
+NOTE_AFTER: Final = 2.0  # seconds of waiting for a collector before ship says so
+SNDHWM: Final = 10_000  # records queued for the collector before ship waits
+STOP_LINGER: Final = 2.0  # seconds to hand over lines already read after a stop signal
+CLOSE_LINGER: Final = 10.0  # seconds the socket may take to flush at the end (without --timeout)
+_MORE: Final = zmq.SNDMORE | zmq.NOBLOCK
+_WAIT_MORE: Final = zmq.SNDMORE
+_NOBLOCK: Final = zmq.NOBLOCK
+_SLICE_MS: Final = 100  # a blocking send or poll waits at most this long before looking at stop and deadline
+_QUEUE_BATCHES: Final = 64  # batches between the readers and the sender (each at most CHUNK of input)
+
+
+class ShipError(Exception):
+    """A failure that ends `ship` or `send`: one line for stderr and an exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _never() -> bool:
+    return False
+
+
+class Sender:
+    """One publisher sequence to one collector: wait for its subscription, send records, flush at close.
+
+    Raises :class:`ShipError` (exit 78) when ZeroMQ refuses the endpoint.
+    *say* prints a note (waiting for a collector) on stderr.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        app: str,
+        subtopic: str = "",
+        *,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        say: Callable[[str], None] = lambda _text: None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.subtopic = subtopic
+        self.encoder = Encoder(app, _net.gethostname(), os.urandom(8).hex(), max_record_bytes)
+        self.max_body = self.encoder.max_body
+        self.pid = os.getpid()
+        self.template = ExtensionTemplate(self.encoder.host, self.pid, self.encoder.pub)
+        self.seq = 0
+        self._say = say
+        self._topics: dict[str, bytes] = {}
+        try:
+            self.publisher = Publisher((endpoint,), sndhwm=SNDHWM)
+        except zmq.ZMQError as exc:
+            raise ShipError(f"connect {endpoint!r}: {exc}", ExitStatus.CONFIG) from None
+        # A send that finds the queue full waits this long, then looks at the deadline and stop.
+        self.publisher.socket.set(zmq.SNDTIMEO, _SLICE_MS)
+        self._send = self.publisher.send_frame
+
+    def topic(self, levelname: str) -> bytes:
+        """The topic for a level, with the fixed subtopic."""
+        topic = self._topics.get(levelname)
+        if topic is None:
+            topic = self._topics[levelname] = self.encoder.topic(levelname, self.subtopic)
+        return topic
+
+    def _waiting(self, started: float, noted: bool, why: str) -> bool:
+        if not noted and time.monotonic() - started >= NOTE_AFTER:
+            self._say(f"waiting for a collector at {self.endpoint} ({why})")
+            return True
+        return noted
+
+    def wait_subscribed(self, deadline: float | None, stop: Callable[[], bool] = _never) -> bool:
+        """Wait until a collector subscribes; False at *deadline* (monotonic) or when *stop* says so."""
+        publisher = self.publisher
+        started = time.monotonic()
+        noted = False
+        while not publisher.poll():
+            if stop() or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            noted = self._waiting(started, noted, "none has subscribed yet")
+            publisher.socket.poll(_SLICE_MS, zmq.POLLIN)
+        return True
+
+    def send(
+        self,
+        level: tuple[str, int],
+        body: bytes,
+        deadline: float | None,
+        stop: Callable[[], bool] = _never,
+        *,
+        path: str | None = None,
+        lineno: int | None = None,
+        created: float | None = None,
+    ) -> bool:
+        """Send one record, waiting while no collector is subscribed or its queue is full.
+
+        Returns False, the record not sent, at *deadline* or when *stop* says so.
+        """
+        if not self.publisher.subscribed and not self.wait_subscribed(deadline, stop):
+            return False
+        extension = self.template.encode(
+            time.time() if created is None else created, level[1], path, lineno, self.seq
+        )
+        topic = self.topic(level[0])
+        sock = self.publisher.socket
+        send = self._send
+        try:
+            send(sock, topic, _MORE)
+        except zmq.Again:  # the queue is full: wait for room, a slice at a time
+            started = time.monotonic()
+            noted = False
+            while True:
+                try:
+                    send(sock, topic, _WAIT_MORE)  # waits up to _SLICE_MS
+                    break
+                except zmq.Again:
+                    if stop() or (deadline is not None and time.monotonic() >= deadline):
+                        return False
+                    noted = self._waiting(started, noted, "it takes no records")
+        # Once the first frame is in, ZeroMQ takes the rest of the message.
+        send(sock, body, _MORE)
+        send(sock, extension, _NOBLOCK)
+        self.seq += 1
+        return True
+
+    def close(self, linger: float) -> bool:
+        """Let queued records leave for up to *linger* seconds; True when they all went out."""
+        if self.publisher.subscribed:
+            self.publisher.poll()
+        subscribed = self.publisher.subscribed
+        ran_out = self.publisher.close(max(linger, 0.05))
+        return self.seq == 0 or (subscribed and not ran_out)
+
+
+# --- readers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Lines of one input, the first of them line *first* of its file."""
+
+    name: str
+    lines: list[Line]
+    first: int
+
+
+@dataclass
+class Done:
+    """A reader finished (its inputs ended)."""
+
+
+@dataclass
+class Failed:
+    """A reader could not go on: one line for stderr."""
+
+    message: str
+
+
+Item = Batch | Done | Failed
+
+
+@dataclass
+class Outbox:
+    """The readers' bounded queue to the sender, and the stop every reader watches."""
+
+    items: queue.Queue[Item] = field(default_factory=lambda: queue.Queue(_QUEUE_BATCHES))
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def put(self, item: Item) -> bool:
+        """Queue *item*, waiting for room; False once the sender stopped."""
+        while not self.stop.is_set():
+            try:
+                self.items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class Input:
+    """One input: a file (followed or not), a named pipe, or stdin (*path* None)."""
+
+    def __init__(
+        self,
+        path: str | None,
+        limit: int,
+        follow: bool = False,
+        from_end: bool = False,
+        say: Callable[[str], None] = lambda _text: None,
+    ) -> None:
+        self.path = path
+        self.name = "<stdin>" if path is None else path
+        self.follow = follow
+        self.from_end = from_end
+        self.splitter = LineSplitter(limit)
+        self.lineno = 0  # lines handed over from the current file
+        self._say = say
+
+    def _emit(self, out: Outbox, lines: list[Line]) -> bool:
+        if not lines:
+            return not out.stop.is_set()
+        first = self.lineno + 1
+        self.lineno += len(lines)
+        return out.put(Batch(self.name, lines, first))
+
+    def _finish(self, out: Outbox) -> bool:
+        last = self.splitter.finish()
+        return self._emit(out, [last] if last is not None else [])
+
+    def _read_to_end(self, fd: int, out: Outbox) -> int | None:
+        """Read *fd* until end of file; return the bytes read, or None when the sender stopped."""
+        total = 0
+        while True:
+            data = os.read(fd, CHUNK)
+            if not data:
+                return total
+            total += len(data)
+            if not self._emit(out, self.splitter.feed(data)):
+                return None
+
+    def run(self, out: Outbox) -> None:
+        """Read every line and hand it to *out*; for a pipe or a followed file, until stopped."""
+        if self.path is None:
+            fd = sys.stdin.fileno()
+            if self._read_to_end(fd, out) is not None:
+                self._finish(out)
+            return
+        if stat.S_ISFIFO(os.stat(self.path).st_mode):
+            self._pipe(out)
+        elif self.follow:
+            self._follow(out)
+        else:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                if self._read_to_end(fd, out) is not None:
+                    self._finish(out)
+            finally:
+                os.close(fd)
+
+    def _pipe(self, out: Outbox) -> None:
+        """A named pipe: read each writer to its end, then wait for the next one (until stopped)."""
+        assert self.path is not None
+        while not out.stop.is_set():
+            fd = os.open(self.path, os.O_RDONLY)  # waits for a writer
+            try:
+                if self._read_to_end(fd, out) is None or not self._finish(out):
+                    return
+            finally:
+                os.close(fd)
+
+    def _follow(self, out: Outbox) -> None:
+        """Like ``tail -F``: read on as the file grows, from the start after truncation, the new file after rotation."""
+        assert self.path is not None
+        path = self.path
+        first = os.open(path, os.O_RDONLY)
+        position = os.lseek(first, 0, os.SEEK_END) if self.from_end else 0
+        fd: int | None = first
+        try:
+            while not out.stop.is_set():
+                if fd is None:  # replaced, and the new file is not there yet
+                    try:
+                        fd = os.open(path, os.O_RDONLY)
+                    except FileNotFoundError:
+                        out.stop.wait(POLL)
+                        continue
+                    position = 0
+                got = self._read_to_end(fd, out)
+                if got is None:
+                    return
+                position += got
+                if got:
+                    continue
+                out.stop.wait(POLL)
+                now = os.fstat(fd)
+                if now.st_size < position:
+                    self._say(f"{path}: file truncated, reading it from the start")
+                    self.splitter.reset()
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    position = 0
+                    self.lineno = 0
+                    continue
+                try:
+                    current = os.stat(path)
+                except FileNotFoundError:
+                    continue  # renamed away, not recreated yet: the old file may still grow
+                if (current.st_ino, current.st_dev) != (now.st_ino, now.st_dev):
+                    # Rotated: what was written to the old file before the switch first.
+                    if self._read_to_end(fd, out) is None or not self._finish(out):
+                        return
+                    os.close(fd)
+                    fd = None
+                    self.lineno = 0
+                    self._say(f"{path}: file replaced, following the new file")
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _read_all(inputs: Sequence[Input], out: Outbox) -> None:
+    """Thread body: read *inputs* in turn (or one followed input), then report done or failed."""
+    item: Item = Done()
+    try:
+        for source in inputs:
+            source.run(out)
+            if out.stop.is_set():
+                return
+    except OSError as exc:
+        item = Failed(f"{exc.filename or 'input'}: {exc.strerror or exc}")
+    out.put(item)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"zlogcollect: ship: {text}\n")
+    sys.stderr.flush()
+
+
+def check_inputs(paths: Sequence[str]) -> None:
+    """Raise :class:`ShipError` (exit 66) for an input that is missing, unreadable or a directory."""
+    for path in paths:
+        if path == "-":
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ShipError(f"{path}: {exc.strerror}", ExitStatus.NOINPUT) from None
+        if stat.S_ISDIR(mode):
+            raise ShipError(f"{path}: is a directory", ExitStatus.NOINPUT)
+        if not os.access(path, os.R_OK):
+            raise ShipError(f"{path}: not readable", ExitStatus.NOINPUT)
+
+
+class _StopSignals:
+    """TERM and INT stop shipping cleanly: the main thread notes them and winds down."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._old: dict[int, Any] = {}
+
+    def _note(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._old[signum] = signal.signal(signum, self._note)
+        try:
+            yield
+        finally:
+            for number, old in self._old.items():
+                signal.signal(number, old)
+
+
+def _progress(inputs: Sequence[Input], follow: bool) -> Any:
+    """A tqdm bar over the input files' bytes on a terminal, for finite regular files only; else None."""
+    if follow or not sys.stderr.isatty():
+        return None
+    paths = [source.path for source in inputs]
+    if not paths or any(path is None or not stat.S_ISREG(os.stat(path).st_mode) for path in paths):
+        return None
+    from tqdm import tqdm
+
+    total = sum(os.stat(path).st_size for path in paths if path is not None)
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="ship",
+        file=sys.stderr,
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    """What `ship` and `send` were asked to do (the command-line options)."""
+
+    endpoint: str
+    app: str
+    subtopic: str = ""
+    level: str = "INFO"
+    level_from: str | None = None
+    follow: bool = False
+    from_end: bool = False
+    timeout: float = 0.0
+    max_record_bytes: int = MAX_RECORD_BYTES
+
+
+def run_ship(paths: Sequence[str], options: ShipOptions) -> int:
+    """`zlogcollect ship`: returns the exit status; raises :class:`ShipError` for bad input."""
+    rule = _checked(options, options.level_from)
+    check_inputs(paths)
+    signals = _StopSignals()
+    with signals.installed():
+        return _Shipping(paths, options, rule, signals).run()
+
+
+class _Shipping:
+    """One run of `ship`: readers, the sender, the progress bar and the way it ends."""
+
+    def __init__(
+        self, paths: Sequence[str], options: ShipOptions, rule: LevelRule, signals: _StopSignals
+    ) -> None:
+        self.signals = signals
+        self.timeout = options.timeout
+        self.follow = options.follow
+        self.rule = rule
+        self.bar: Any = None
+        self.sender = Sender(
+            options.endpoint,
+            options.app,
+            options.subtopic,
+            max_record_bytes=options.max_record_bytes,
+            say=self.say,
+        )
+        limit = self.sender.max_body + 1  # one byte more than fits: the cut and its note apply
+        names = [None if path == "-" else path for path in paths] or [None]
+        self.inputs = [Input(name, limit, options.follow, options.from_end, self.say) for name in names]
+        self.out = Outbox()
+        self.unsent = 0  # lines read that did not reach the collector
+
+    def say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(f"zlogcollect: ship: {text}", file=sys.stderr)
+        else:
+            _say(text)
+
+    def _deadline(self) -> float | None:
+        return time.monotonic() + self.timeout if self.timeout > 0 else None
+
+    def _ship(self, batch: Batch, deadline: Callable[[], float | None], stop: Callable[[], bool]) -> bool:
+        sender, rule, limit = self.sender, self.rule, self.sender.max_body
+        for index, line in enumerate(batch.lines):
+            text = message_text(line)
+            body = message_body(text, limit, line.cut)
+            level = rule.level_of(text)
+            if not sender.send(level, body, deadline(), stop, path=batch.name, lineno=batch.first + index):
+                self.unsent += len(batch.lines) - index
+                return False
+        if self.bar is not None:
+            self.bar.update(sum(line.size for line in batch.lines))
+        return True
+
+    def run(self) -> int:
+        groups = [[source] for source in self.inputs] if self.follow else [self.inputs]
+        self.bar = _progress(self.inputs, self.follow)
+        readers = [
+            threading.Thread(target=_read_all, args=(group, self.out), name="zlogcollect-ship", daemon=True)
+            for group in groups
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            return self._loop(len(readers))
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _loop(self, running: int) -> int:
+        stopping = self.signals.requested.is_set
+        failure: str | None = None
+        gave_up = False
+        while running and not stopping():
+            try:
+                item = self.out.items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, Done):
+                running -= 1
+            elif isinstance(item, Failed):
+                failure = item.message
+                break
+            elif not self._ship(item, self._deadline, stopping):
+                gave_up = not stopping()
+                break
+        self.out.stop.set()
+        stopped = stopping()
+        if stopped or failure is not None:
+            # Hand over what was read already, briefly: a pipe's lines cannot be read again.
+            until = time.monotonic() + STOP_LINGER
+            self._drain(lambda: until, lambda: time.monotonic() >= until)
+        else:
+            self._drain(self._deadline, _never)  # what is left after give-up is counted unsent
+        linger = self.timeout if self.timeout > 0 else CLOSE_LINGER
+        flushed = self.sender.close(STOP_LINGER if stopped else linger)
+        if failure is not None:
+            raise ShipError(failure, ExitStatus.NOINPUT)
+        if gave_up or self.unsent:
+            if gave_up:
+                message = (
+                    f"no collector at {self.sender.endpoint} took records for {self.timeout:g} s;"
+                    f" {self.unsent:,} lines read were not sent"
+                )
+            else:
+                message = f"stopped with {self.unsent:,} lines read but not sent to {self.sender.endpoint}"
+            raise ShipError(message, ExitStatus.TEMPFAIL)
+        if not flushed:
+            raise ShipError(
+                f"the collector at {self.sender.endpoint} did not take the last records in time",
+                ExitStatus.TEMPFAIL,
+            )
+        return ExitStatus.SUCCESS
+
+    def _drain(self, deadline: Callable[[], float | None], stop: Callable[[], bool]) -> None:
+        """Ship the batches still queued; once one could not go, count the rest as unsent."""
+        while True:
+            try:
+                item = self.out.items.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(item, Batch):
+                continue
+            if self.unsent:
+                self.unsent += len(item.lines)
+            else:
+                self._ship(item, deadline, stop)
+
+
+def _checked(options: ShipOptions, level_from: str | None) -> LevelRule:
+    try:
+        check_endpoint(options.endpoint)
+        check_app(options.app, options.subtopic)
+        if options.max_record_bytes < 1024:
+            raise OptionError(f"max-record-bytes {options.max_record_bytes}: expected at least 1024")
+        return LevelRule(options.level, level_from)
+    except OptionError as exc:
+        raise ShipError(str(exc), ExitStatus.CONFIG) from None
+
+
+def run_send(message: str, options: ShipOptions) -> int:
+    """`zlogcollect send`: 0 once a subscribed collector took the record within the timeout, else 75."""
+    rule = _checked(options, None)
+    endpoint, timeout = options.endpoint, options.timeout
+    deadline = time.monotonic() + max(timeout, 0.0)
+    sender = Sender(endpoint, options.app, options.subtopic, max_record_bytes=options.max_record_bytes)
+    text = message.replace("\x00", "\\x00")
+    sent = sender.send(rule.default, message_body(text, sender.max_body), deadline)
+    flushed = sender.close(max(deadline - time.monotonic(), 0.2))
+    if not sent:
+        raise ShipError(f"no collector at {endpoint} subscribed within {timeout:g} s", ExitStatus.TEMPFAIL)
+    if not flushed:
+        raise ShipError(
+            f"the collector at {endpoint} did not take the record within {timeout:g} s", ExitStatus.TEMPFAIL
+        )
+    return ExitStatus.SUCCESS
