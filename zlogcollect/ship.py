@@ -34,6 +34,7 @@ import zmq
 
 from zlogcollect.encode import Encoder
 from zlogcollect.exits import ExitStatus
+from zlogcollect.helpers import Throttle
 from zlogcollect.lines import (
     ExtensionTemplate,
     LevelRule,
@@ -53,6 +54,7 @@ __all__ = ["Sender", "ShipError", "ShipOptions", "run_send", "run_ship"]
 CHUNK: Final = 64 * 1024  # bytes read at a time
 POLL: Final = 0.1  # seconds between looks at a followed file that has no new data
 NOTE_AFTER: Final = 2.0  # seconds of waiting for a collector before ship says so
+NOTE_EVERY: Final = 60.0  # ... and at most once a minute
 SNDHWM: Final = 10_000  # records queued for the collector before ship waits
 STOP_LINGER: Final = 2.0  # seconds to hand over lines already read after a stop signal
 CLOSE_LINGER: Final = 10.0  # seconds the socket may take to flush at the end (without --timeout)
@@ -99,6 +101,7 @@ class Sender:
         self.template = ExtensionTemplate(self.encoder.host, self.pid, self.encoder.pub)
         self.seq = 0
         self._say = say
+        self._notes = Throttle(1, NOTE_EVERY)
         self._topics: dict[str, bytes] = {}
         try:
             self.publisher = Publisher((endpoint,), sndhwm=SNDHWM)
@@ -116,8 +119,10 @@ class Sender:
         return topic
 
     def _waiting(self, started: float, noted: bool, why: str) -> bool:
+        """Say once per wait, and at most once a minute, that ship is waiting (after NOTE_AFTER s)."""
         if not noted and time.monotonic() - started >= NOTE_AFTER:
-            self._say(f"waiting for a collector at {self.endpoint} ({why})")
+            if self._notes.allow(why):
+                self._say(f"waiting for a collector at {self.endpoint} ({why})")
             return True
         return noted
 
@@ -312,7 +317,7 @@ class Input:
                 if fd is None:  # replaced, and the new file is not there yet
                     try:
                         fd = os.open(path, os.O_RDONLY)
-                    except FileNotFoundError:
+                    except OSError:  # not there yet, or not readable yet (a rotation's chmod to come)
                         out.stop.wait(POLL)
                         continue
                     position = 0
@@ -358,6 +363,8 @@ def _read_all(inputs: Sequence[Input], out: Outbox) -> None:
                 return
     except OSError as exc:
         item = Failed(f"{exc.filename or 'input'}: {exc.strerror or exc}")
+    except (ValueError, AttributeError) as exc:  # stdin closed or absent
+        item = Failed(f"input: cannot be read ({exc})")
     out.put(item)
 
 
@@ -371,6 +378,13 @@ def _say(text: str) -> None:
 
 def check_inputs(paths: Sequence[str]) -> None:
     """Raise :class:`ShipError` (exit 66) for an input that is missing, unreadable or a directory."""
+    if not paths or "-" in paths:
+        try:
+            os.fstat(sys.stdin.fileno())
+        except (AttributeError, ValueError, OSError):  # no stdin at all, or closed
+            raise ShipError(
+                "stdin: not open (give a FILE, or feed ship's stdin)", ExitStatus.NOINPUT
+            ) from None
     for path in paths:
         if path == "-":
             continue
