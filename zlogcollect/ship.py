@@ -62,7 +62,7 @@ _MORE: Final = zmq.SNDMORE | zmq.NOBLOCK
 _WAIT_MORE: Final = zmq.SNDMORE
 _NOBLOCK: Final = zmq.NOBLOCK
 _SLICE_MS: Final = 100  # a blocking send or poll waits at most this long before looking at stop and deadline
-_QUEUE_BATCHES: Final = 64  # batches between the readers and the sender (each at most CHUNK of input)
+_QUEUE_BATCHES: Final = 16  # batches between the readers and the sender (each at most CHUNK of input)
 
 
 class ShipError(Exception):
@@ -246,7 +246,8 @@ class Input:
         say: Callable[[str], None] = lambda _text: None,
     ) -> None:
         self.path = path
-        self.name = "<stdin>" if path is None else path
+        # The name travels as the records' `path`: as text, whatever bytes the file name has.
+        self.name = "<stdin>" if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
         self.follow = follow
         self.from_end = from_end
         self.splitter = LineSplitter(limit)
@@ -603,7 +604,7 @@ def run_send(message: str, options: ShipOptions) -> int:
     endpoint, timeout = options.endpoint, options.timeout
     deadline = time.monotonic() + max(timeout, 0.0)
     sender = Sender(endpoint, options.app, options.subtopic, max_record_bytes=options.max_record_bytes)
-    text = message.replace("\x00", "\\x00")
+    text = message_text(Line(os.fsencode(message), 0))  # invalid UTF-8 in argv as \xNN, like ship
     sent = sender.send(rule.default, message_body(text, sender.max_body), deadline)
     flushed = sender.close(max(deadline - time.monotonic(), 0.2))
     if not sent:

@@ -240,6 +240,34 @@ def test_follow_survives_two_rotations_and_a_truncation(
     assert read_lines(out) == expected
 
 
+def opened(child: Child, path: Path) -> bool:
+    """Whether *child* has *path* open (Linux's /proc)."""
+    fds = Path(f"/proc/{child.pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except OSError:  # an fd closed while looking
+        return False
+
+
+def test_follow_from_end_ships_only_new_lines(
+    collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
+) -> None:
+    _, endpoint = start_collector(collectors, logdir)
+    log = tmp_path / "old.log"
+    log.write_text("".join(f"old {i}\n" for i in range(10)))
+    ship = Child(
+        [*ZLOGCOLLECT, "ship", str(log), "-F", "--from-end", "--connect", endpoint, "--app", "tail"], "ship"
+    )
+    try:
+        wait_until(lambda: opened(ship, log), 20, "ship to open the file")
+        with log.open("a") as file:
+            file.write("new 0\nnew 1\n")
+        wait_for(logdir / "tail.log", ["new 0", "new 1"])
+        assert ship.stop() == 0, ship.stderr
+    finally:
+        ship.kill()
+
+
 def test_a_named_pipe_is_read_across_writers_that_come_and_go(
     collectors: list[CollectorProcess], logdir: Path, tmp_path: Path
 ) -> None:
@@ -367,6 +395,12 @@ def test_send_exits_0_once_a_collector_took_the_record(
     assert fields[1:3] == ["ERROR", "cron"]
     assert fields[4:] == ["backup", "db::down at 2001:db8::7"]
     assert read_lines(logdir / "errors.log") == [line]
+    invalid = os.fsdecode(b"caf\xc3\xa9 \xff\xfe")  # argv bytes that are not UTF-8
+    result = run(["send", "info", invalid, "--app", "cron", "--connect", endpoint])
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: len(read_lines(logdir / "cron.log")) == 2, 20, "the second record")
+    second = read_lines(logdir / "cron.log")[1].split(" | ")
+    assert second[1:3] + second[4:] == ["INFO", "cron", "-", "café \\xff\\xfe"]
 
 
 def test_send_without_a_collector_exits_75_with_one_line() -> None:
