@@ -339,7 +339,7 @@ class Input:
                     continue
                 try:
                     current = os.stat(path)
-                except FileNotFoundError:
+                except OSError:
                     continue  # renamed away, not recreated yet: the old file may still grow
                 if (current.st_ino, current.st_dev) != (now.st_ino, now.st_dev):
                     # Rotated: what was written to the old file before the switch first.
