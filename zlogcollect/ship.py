@@ -9,9 +9,9 @@ counts, :class:`Sender` waits: before a collector subscribes and while its
 queue is full, so a finite input arrives whole. The subtopic is given, never
 taken from the line, so ``::`` in a line (IPv6 addresses) stays in the text.
 
-Readers are plain threads (one per followed input, one for all inputs
-otherwise) that hand batches of lines to the main thread, which alone uses the
-socket. Plain zmq, never gevent.
+The inputs are read by :mod:`zlogcollect.readers` in plain threads (one per
+followed input, one for all inputs otherwise) that hand batches of lines to
+the main thread, which alone uses the socket. Plain zmq, never gevent.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Final
 
@@ -39,7 +39,6 @@ from zlogcollect.lines import (
     ExtensionTemplate,
     LevelRule,
     Line,
-    LineSplitter,
     OptionError,
     check_app,
     check_endpoint,
@@ -47,12 +46,11 @@ from zlogcollect.lines import (
     message_text,
 )
 from zlogcollect.publisher import Publisher
+from zlogcollect.readers import Batch, Done, Failed, Input, Outbox, read_all
 from zlogcollect.wire import MAX_RECORD_BYTES
 
 __all__ = ["Sender", "ShipError", "ShipOptions", "run_send", "run_ship"]
 
-CHUNK: Final = 64 * 1024  # bytes read at a time
-POLL: Final = 0.1  # seconds between looks at a followed file that has no new data
 NOTE_AFTER: Final = 2.0  # seconds of waiting for a collector before ship says so
 NOTE_EVERY: Final = 60.0  # ... and at most once a minute
 SNDHWM: Final = 10_000  # records queued for the collector before ship waits
@@ -62,7 +60,6 @@ _MORE: Final = zmq.SNDMORE | zmq.NOBLOCK
 _WAIT_MORE: Final = zmq.SNDMORE
 _NOBLOCK: Final = zmq.NOBLOCK
 _SLICE_MS: Final = 100  # a blocking send or poll waits at most this long before looking at stop and deadline
-_QUEUE_BATCHES: Final = 16  # batches between the readers and the sender (each at most CHUNK of input)
 
 
 class ShipError(Exception):
@@ -187,186 +184,6 @@ class Sender:
         subscribed = self.publisher.subscribed
         ran_out = self.publisher.close(max(linger, 0.05))
         return self.seq == 0 or (subscribed and not ran_out)
-
-
-# --- readers -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """Lines of one input, the first of them line *first* of its file."""
-
-    name: str
-    lines: list[Line]
-    first: int
-
-
-@dataclass
-class Done:
-    """A reader finished (its inputs ended)."""
-
-
-@dataclass
-class Failed:
-    """A reader could not go on: one line for stderr."""
-
-    message: str
-
-
-Item = Batch | Done | Failed
-
-
-@dataclass
-class Outbox:
-    """The readers' bounded queue to the sender, and the stop every reader watches."""
-
-    items: queue.Queue[Item] = field(default_factory=lambda: queue.Queue(_QUEUE_BATCHES))
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def put(self, item: Item) -> bool:
-        """Queue *item*, waiting for room; False once the sender stopped."""
-        while not self.stop.is_set():
-            try:
-                self.items.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-
-class Input:
-    """One input: a file (followed or not), a named pipe, or stdin (*path* None)."""
-
-    def __init__(
-        self,
-        path: str | None,
-        limit: int,
-        follow: bool = False,
-        from_end: bool = False,
-        say: Callable[[str], None] = lambda _text: None,
-    ) -> None:
-        self.path = path
-        # The name travels as the records' `path`: as text, whatever bytes the file name has.
-        self.name = "<stdin>" if path is None else os.fsencode(path).decode("utf-8", "backslashreplace")
-        self.follow = follow
-        self.from_end = from_end
-        self.splitter = LineSplitter(limit)
-        self.lineno = 0  # lines handed over from the current file
-        self._say = say
-
-    def _emit(self, out: Outbox, lines: list[Line]) -> bool:
-        if not lines:
-            return not out.stop.is_set()
-        first = self.lineno + 1
-        self.lineno += len(lines)
-        return out.put(Batch(self.name, lines, first))
-
-    def _finish(self, out: Outbox) -> bool:
-        last = self.splitter.finish()
-        return self._emit(out, [last] if last is not None else [])
-
-    def _read_to_end(self, fd: int, out: Outbox) -> int | None:
-        """Read *fd* until end of file; return the bytes read, or None when the sender stopped."""
-        total = 0
-        while True:
-            data = os.read(fd, CHUNK)
-            if not data:
-                return total
-            total += len(data)
-            if not self._emit(out, self.splitter.feed(data)):
-                return None
-
-    def run(self, out: Outbox) -> None:
-        """Read every line and hand it to *out*; for a pipe or a followed file, until stopped."""
-        if self.path is None:
-            fd = sys.stdin.fileno()
-            if self._read_to_end(fd, out) is not None:
-                self._finish(out)
-            return
-        if stat.S_ISFIFO(os.stat(self.path).st_mode):
-            self._pipe(out)
-        elif self.follow:
-            self._follow(out)
-        else:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                if self._read_to_end(fd, out) is not None:
-                    self._finish(out)
-            finally:
-                os.close(fd)
-
-    def _pipe(self, out: Outbox) -> None:
-        """A named pipe: read each writer to its end, then wait for the next one (until stopped)."""
-        assert self.path is not None
-        while not out.stop.is_set():
-            fd = os.open(self.path, os.O_RDONLY)  # waits for a writer
-            try:
-                if self._read_to_end(fd, out) is None or not self._finish(out):
-                    return
-            finally:
-                os.close(fd)
-
-    def _follow(self, out: Outbox) -> None:
-        """Like ``tail -F``: read on as the file grows, from the start after truncation, the new file after rotation."""
-        assert self.path is not None
-        path = self.path
-        first = os.open(path, os.O_RDONLY)
-        position = os.lseek(first, 0, os.SEEK_END) if self.from_end else 0
-        fd: int | None = first
-        try:
-            while not out.stop.is_set():
-                if fd is None:  # replaced, and the new file is not there yet
-                    try:
-                        fd = os.open(path, os.O_RDONLY)
-                    except OSError:  # not there yet, or not readable yet (a rotation's chmod to come)
-                        out.stop.wait(POLL)
-                        continue
-                    position = 0
-                got = self._read_to_end(fd, out)
-                if got is None:
-                    return
-                position += got
-                if got:
-                    continue
-                out.stop.wait(POLL)
-                now = os.fstat(fd)
-                if now.st_size < position:
-                    self._say(f"{path}: file truncated, reading it from the start")
-                    self.splitter.reset()
-                    os.lseek(fd, 0, os.SEEK_SET)
-                    position = 0
-                    self.lineno = 0
-                    continue
-                try:
-                    current = os.stat(path)
-                except OSError:
-                    continue  # renamed away, not recreated yet: the old file may still grow
-                if (current.st_ino, current.st_dev) != (now.st_ino, now.st_dev):
-                    # Rotated: what was written to the old file before the switch first.
-                    if self._read_to_end(fd, out) is None or not self._finish(out):
-                        return
-                    os.close(fd)
-                    fd = None
-                    self.lineno = 0
-                    self._say(f"{path}: file replaced, following the new file")
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-
-def _read_all(inputs: Sequence[Input], out: Outbox) -> None:
-    """Thread body: read *inputs* in turn (or one followed input), then report done or failed."""
-    item: Item = Done()
-    try:
-        for source in inputs:
-            source.run(out)
-            if out.stop.is_set():
-                return
-    except OSError as exc:
-        item = Failed(f"{exc.filename or 'input'}: {exc.strerror or exc}")
-    except (ValueError, AttributeError) as exc:  # stdin closed or absent
-        item = Failed(f"input: cannot be read ({exc})")
-    out.put(item)
 
 
 # --- the commands --------------------------------------------------------------------------------
@@ -516,7 +333,7 @@ class _Shipping:
         groups = [[source] for source in self.inputs] if self.follow else [self.inputs]
         self.bar = _progress(self.inputs, self.follow)
         readers = [
-            threading.Thread(target=_read_all, args=(group, self.out), name="zlogcollect-ship", daemon=True)
+            threading.Thread(target=read_all, args=(group, self.out), name="zlogcollect-ship", daemon=True)
             for group in groups
         ]
         for reader in readers:

@@ -21,6 +21,7 @@ LIGHT_MODULES = [
     "zlogcollect.helpers",
     "zlogcollect.encode",
     "zlogcollect.lines",
+    "zlogcollect.readers",
     "zlogcollect.hold",
     "zlogcollect.routing",
     "zlogcollect.formatting",

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "delivery": 3,
     "handler": 4,
     "lines": 3,  # ship's and send's pure part: lines, levels, the extension
+    "readers": 4,  # ship's inputs: files, tail -F, named pipes, stdin (threads, no sockets)
     "ship": 5,  # `zlogcollect ship` and `send`: readers and the sender, app side (never gevent)
     # collector side: I/O
     "collector": 5,
@@ -58,7 +59,7 @@ LAYERS: dict[str, int] = {
     "testing.rabbitmq": 0,
 }
 
-APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler", "lines", "ship")
+APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler", "lines", "readers", "ship")
 COLLECTOR_SIDE = ("collector", "sinks.files", "sinks.amqp", "sinks.amqp_link", "daemon", "terminal", "cli")
 
 
