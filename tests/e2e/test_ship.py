@@ -340,6 +340,21 @@ def test_ship_without_a_collector_gives_up_after_timeout_with_75(tmp_path: Path)
     assert "took records for 1 s; 2 lines read were not sent" in one_error_line(result.stderr)
 
 
+def test_ship_stopped_before_a_collector_came_exits_75_saying_how_many_lines_wait(tmp_path: Path) -> None:
+    source = tmp_path / "x.log"
+    source.write_text("a\nb\nc\n")
+    ship = Child([*ZLOGCOLLECT, "ship", str(source), "--connect", short_ipc_endpoint(), "--app", "x"], "ship")
+    try:
+        ship.wait_stderr("waiting for a collector", timeout=20)
+        assert ship.stop() == 75
+    finally:
+        ship.kill()
+    assert ship.stderr_lines[-1].startswith(
+        "zlogcollect: error: stopped with 3 lines read but not sent to ipc://"
+    )
+    assert "Traceback" not in ship.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "status", "needle"),
     [
