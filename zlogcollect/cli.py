@@ -12,9 +12,10 @@ import click
 from click.core import ParameterSource
 
 from zlogcollect._version import __version__
-from zlogcollect.config import OPTIONS
+from zlogcollect.config import DEFAULT_ENDPOINT, OPTIONS
 from zlogcollect.exits import ExitStatus
 from zlogcollect.options import AMQP, FILES, RECEIVE, Option
+from zlogcollect.wire import MAX_RECORD_BYTES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -199,6 +200,135 @@ def config_cmd() -> None:
     from zlogcollect.config import EXAMPLE
 
     click.echo(EXAMPLE, nl=False)
+
+
+_CONNECT_HELP = "Collector endpoint to connect to (the collector's --bind)."
+_APP_HELP = "Root topic: the collector writes the records to NAME.log."
+_MAX_RECORD_BYTES = click.option(
+    "--max-record-bytes",
+    type=int,
+    default=MAX_RECORD_BYTES,
+    show_default=True,
+    metavar="N",
+    help="The collector's --max-record-bytes: a longer line is cut to fit, with a note.",
+)
+_SUBTOPIC_HELP = "Subtopic of every record (never taken from the text: '::' in a line stays in it)."
+
+
+def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
+    from zlogcollect.ship import ShipError
+
+    try:
+        status = run()
+    except ShipError as exc:
+        _fail(str(exc), exc.status, traceback)
+    sys.exit(int(status))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+@click.option(
+    "--connect",
+    "endpoint",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    metavar="ENDPOINT",
+    help=_CONNECT_HELP,
+)
+@click.option("--app", required=True, metavar="NAME", help=_APP_HELP)
+@click.option(
+    "--level",
+    default="INFO",
+    show_default=True,
+    metavar="LEVEL",
+    help="Level of every line; with --level-from, of each line in which it finds no known level.",
+)
+@click.option("--subtopic", default="", metavar="S", help=_SUBTOPIC_HELP)
+@click.option(
+    "--level-from",
+    metavar="REGEX",
+    help="Take each line's level from the named group 'level' of REGEX, e.g."
+    " '\\[(?P<level>\\w+)\\]' for nginx's error log; a line it does not match, or whose"
+    " group names no known level, gets --level.",
+)
+@click.option(
+    "-F",
+    "--follow",
+    is_flag=True,
+    help="Like tail -F: keep reading as the files grow, across rename-and-recreate rotation and truncation.",
+)
+@click.option("--from-end", is_flag=True, help="With --follow: ship only lines written from now on.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=0.0,
+    show_default=True,
+    metavar="S",
+    help="Give up (exit 75) when no collector takes a record for S seconds; 0 waits as long as it takes.",
+)
+@_MAX_RECORD_BYTES
+@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
+    """Send each line of FILEs (stdin for - or no FILE) to a collector as one record.
+
+    For what is not a Python app: nginx logs, cron output, shell scripts. The
+    whole line is the message. Nothing is dropped: ship waits for a collector
+    to subscribe and, when the collector falls behind, reads no further; a
+    finite input is delivered whole before ship exits 0. Records carry
+    sequence numbers, so the collector counts any loss in transit.
+
+    \b
+    Levels: DEBUG, INFO, NOTICE (=INFO), WARNING/WARN, ERROR/ERR,
+    CRITICAL/CRIT/FATAL/ALERT/EMERG/PANIC, any case.
+    Invalid UTF-8 and NUL bytes are sent escaped as \\xNN, never skipped.
+    A line longer than the collector's record limit is cut, with a note.
+    A named pipe is read across writers that come and go, until stopped.
+    On a terminal, a finite file shows a progress bar on stderr.
+    TERM/INT stop it: lines already read are sent first.
+    Exit: 0 all sent, 66 an input is missing or unreadable, 75 no collector
+    took the records in time (--timeout) or stopped before they left,
+    78 a bad option.
+    """
+    from zlogcollect.ship import ShipOptions, run_ship
+
+    _ship_or_send(lambda: run_ship(files, ShipOptions(**flags)), traceback)
+
+
+@cli.command()
+@click.argument("level")
+@click.argument("message")
+@click.option(
+    "--connect",
+    "endpoint",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    metavar="ENDPOINT",
+    help=_CONNECT_HELP,
+)
+@click.option("--app", required=True, metavar="NAME", help=_APP_HELP)
+@click.option("--subtopic", default="", metavar="S", help=_SUBTOPIC_HELP)
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    metavar="S",
+    help="Most seconds to wait for a collector to subscribe and take the record.",
+)
+@_MAX_RECORD_BYTES
+@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
+    """Send one record, like logger(1): MESSAGE at LEVEL (INFO, WARNING, ERROR, ...).
+
+    MESSAGE is sent as it is ('::' in it stays in the text); the subtopic
+    comes only from --subtopic.
+
+    Exits 0 only once a subscribed collector took the record within --timeout,
+    else 75 (EX_TEMPFAIL) with one line on stderr; 78 for a bad option.
+    """
+    from zlogcollect.ship import ShipOptions, run_send
+
+    _ship_or_send(lambda: run_send(message, ShipOptions(level=level, **flags)), traceback)
 
 
 def main() -> None:

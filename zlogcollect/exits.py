@@ -10,6 +10,8 @@ class ExitStatus(enum.IntEnum):
 
     SUCCESS = 0
     USAGE = 2  # click's own status for a usage error (unknown flag, malformed value)
+    NOINPUT = 66  # an input file (`ship FILE`) does not exist or cannot be read
     UNAVAILABLE = 69  # an endpoint cannot be bound
     CANTCREAT = 73  # the log directory cannot be written
+    TEMPFAIL = 75  # `send`/`ship`: no collector took the records in time; try again later
     CONFIG = 78  # a setting is wrong

@@ -20,6 +20,8 @@ LIGHT_MODULES = [
     "zlogcollect.wire",
     "zlogcollect.helpers",
     "zlogcollect.encode",
+    "zlogcollect.lines",
+    "zlogcollect.readers",
     "zlogcollect.hold",
     "zlogcollect.routing",
     "zlogcollect.formatting",
@@ -71,7 +73,7 @@ def test_cli_help_and_version_import_no_zmq_or_gevent() -> None:
     out = fresh(f"""
         import sys
         from zlogcollect.cli import cli
-        for args in (["--help"], ["collect", "--help"], ["bridge", "--help"], ["--version"]):
+        for args in (["--help"], ["collect", "--help"], ["bridge", "--help"], ["ship", "--help"], ["send", "--help"], ["--version"]):
             try:
                 cli.main(args, prog_name="zlogcollect")
             except SystemExit as exc:
@@ -80,6 +82,8 @@ def test_cli_help_and_version_import_no_zmq_or_gevent() -> None:
     """)
     assert "Usage: zlogcollect [OPTIONS] COMMAND" in out
     assert "Usage: zlogcollect collect [OPTIONS]" in out
+    assert "Usage: zlogcollect ship [OPTIONS] [FILE]..." in out
+    assert "Usage: zlogcollect send [OPTIONS] LEVEL MESSAGE" in out
     assert f"version {__version__}" in out
     assert out.splitlines()[-1] == "HEAVY []"
 

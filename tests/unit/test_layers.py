@@ -42,6 +42,9 @@ LAYERS: dict[str, int] = {
     # app side
     "delivery": 3,
     "handler": 4,
+    "lines": 3,  # ship's and send's pure part: lines, levels, the extension
+    "readers": 4,  # ship's inputs: files, tail -F, named pipes, stdin (threads, no sockets)
+    "ship": 5,  # `zlogcollect ship` and `send`: readers and the sender, app side (never gevent)
     # collector side: I/O
     "collector": 5,
     "sinks.files": 5,
@@ -60,7 +63,7 @@ LAYERS: dict[str, int] = {
     "testing.rabbitmq": 0,
 }
 
-APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler")
+APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler", "lines", "readers", "ship")
 COLLECTOR_SIDE = (
     "collector",
     "sinks.files",
