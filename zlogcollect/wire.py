@@ -505,9 +505,10 @@ class Parser:
         """Turn ``[topic, text]`` (or ``[topic, text, extension]``) into a :class:`Record`.
 
         The one trailing newline that PUBHandler's formatters add is removed, and
-        so are two warts of the stock formatters: the leading ``"LEVELNAME "``
-        they repeat for every level but INFO, and the ``" - None"`` their ERROR
-        format appends when there is no exception. Raises
+        in two-frame records (the stock handler's) so are two warts of the stock
+        formatters: the leading ``"LEVELNAME "`` they repeat for every level but
+        INFO, and the ``" - None"`` their ERROR format appends when there is no
+        exception. A record with the extension keeps its text as sent. Raises
         :class:`MalformedRecord` for anything that cannot be a record; when the
         extension parsed and had a valid ``pub``/``seq``, the exception's
         ``mark`` carries them, so a quarantined record is never counted lost.
@@ -571,10 +572,11 @@ class Parser:
             text = escape_controls(text)
         if text.endswith("\n"):
             text = text[:-1]
-        if text.startswith(info.prefix):
-            text = text[len(info.prefix) :]
-        if info.number == 40 and text.endswith(_STOCK_NO_EXC) and info.level == "ERROR":
-            text = text[: -len(_STOCK_NO_EXC)]
+        if meta is None:  # the stock formatters' warts; zlogcollect's senders send the text as it is
+            if text.startswith(info.prefix):
+                text = text[len(info.prefix) :]
+            if info.number == 40 and text.endswith(_STOCK_NO_EXC) and info.level == "ERROR":
+                text = text[: -len(_STOCK_NO_EXC)]
         record = Record(
             info.root, info.level, info.number, info.subtopic, text, received, None, {}, info.topic
         )

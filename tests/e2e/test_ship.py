@@ -425,11 +425,6 @@ def test_send_without_a_collector_exits_75_with_one_line() -> None:
     assert f"no collector at {endpoint} subscribed within 0.5 s" in one_error_line(result.stderr)
 
 
-@pytest.mark.xfail(
-    reason="the collector strips a leading 'LEVEL ' from every record's text (wire.Parser._parse, a wart"
-    " of the stock formatters); records with an extension never have it and should keep their text",
-    strict=True,
-)
 def test_a_line_that_starts_with_its_level_name_arrives_whole(
     collectors: list[CollectorProcess], logdir: Path
 ) -> None:

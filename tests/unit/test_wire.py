@@ -100,6 +100,14 @@ def test_stock_body_is_cleaned() -> None:
     assert multi.source == ""
 
 
+def test_a_record_with_the_extension_keeps_its_text_as_sent() -> None:
+    """The stock warts are the stock handler's: 'ERROR disk failed' from ship or ZLogHandler stays whole."""
+    ext = b'{"v":1,"pub":"p1","seq":0}'
+    record = parse_frames([b"sys.ERROR", b"ERROR disk failed - None\n", ext], 1.0)
+    assert record.message == "ERROR disk failed - None"
+    assert parse_frames([b"sys.ERROR", b"ERROR disk failed - None\n"], 1.0).message == "disk failed"
+
+
 def test_extension_fills_time_and_meta() -> None:
     """A third frame supplies the sender's time and metadata."""
     ext = encode_extension({"created": 12.5, "host": "h1", "pid": 42, "seq": 3, "pub": "p"})
