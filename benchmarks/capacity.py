@@ -310,7 +310,11 @@ def run(settings: Settings, outcome: Outcome) -> None:
                     f"capacity run {run_index + 1}: {label}: {ratio:.1%} delivered, {rate:,.0f} records/s"
                 )
     ours, raw, seed = "drain: zlogcollect", "drain: raw pyzmq SUB loop", "drain: seed recipe"
-    outcome.ratio_check("zlogcollect drain / raw SUB loop", ours, raw, 0.8)
+    outcome.ratio_check("zlogcollect drain / raw SUB loop", ours, raw, 0.8, detail="long-run aim")
+    outcome.ratio_check("zlogcollect drain / raw SUB loop (hot-path issue)", ours, raw, 0.6)
+    outcome.ratio_check(
+        "structured records / plain records, drain", "drain: zlogcollect, structured frames", ours, 0.9
+    )
     outcome.ratio_check("zlogcollect drain / seed recipe", ours, seed, 5.0)
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)
