@@ -381,7 +381,7 @@ def check_extension(meta: Mapping[str, Any], good_pubs: Container[object] = ()) 
     ):
         _check_ints(meta)
     pub = get("pub")
-    if pub is not None and pub not in good_pubs and (pub.__class__ is not str or _pub_ok(pub) is None):
+    if pub is not None and (pub.__class__ is not str or (pub not in good_pubs and _pub_ok(pub) is None)):
         raise MalformedRecord("bad_extension", f"pub must be 1-64 of [A-Za-z0-9_.:-], got {_describe(pub)}")
     host = get("host")
     if host is not None and (host.__class__ is not str or len(host) > MAX_HOST_CHARS):

@@ -307,3 +307,13 @@ def test_a_level_name_that_is_not_one_word_is_named_in_the_quarantine_reason() -
     assert caught.value.level == "A|B" and "not one word" in caught.value.detail
     assert level_word("A|B") == "A_B" and level_word("Level 25") == "Level 25"
     assert level_word("L" * 40) == "L" * 32 and level_word("9x") == "_9x" and level_word("NOTICE") == "NOTICE"
+
+
+@pytest.mark.parametrize("pub", [{}, [], {"a": 1}, 7, True, ""])
+def test_a_publisher_id_of_the_wrong_type_is_malformed_not_a_crash(pub: object) -> None:
+    """Found by a property test: an unhashable pub once raised TypeError in the parser's id cache."""
+    parser = Parser()
+    parser.parse([b"app.INFO", b"x", b'{"v":1,"pub":"ok-1","seq":0}'], 0.0)
+    with pytest.raises(MalformedRecord) as caught:
+        parser.parse([b"app.INFO", b"x", json.dumps({"v": 1, "pub": pub, "seq": 1}).encode()], 0.0)
+    assert caught.value.reason == "bad_extension"
