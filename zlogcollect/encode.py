@@ -1,15 +1,17 @@
 """The app side's record → frames: topics (cached), the structured extension, size cuts.
 
-Pure (stdlib and ``wire`` only). Every extension it builds is byte-identical to
-``wire.encode_extension`` of the same fields: the fast path for plain records
-only caches the JSON of the per-call-site part, encoded with the same settings.
+Pure (stdlib, orjson and ``wire`` only). Every extension it builds is byte-identical
+to ``wire.encode_extension`` of the same fields: the fast path for plain records
+only caches the JSON of the per-call-site part, encoded by that same function.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from operator import itemgetter
 from typing import Any, Final
+
+import orjson
 
 from zlogcollect.helpers import BoundedCache
 from zlogcollect.wire import (
@@ -36,8 +38,14 @@ PLAIN_RECORD: Final = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
 _BASE_ATTRS: Final = len(PLAIN_RECORD.__dict__)
 _STANDARD_ATTRS: Final = frozenset(PLAIN_RECORD.__dict__) | {"message", "asctime", "taskName"}
 
-# Same settings as wire.encode_extension, so the fast path emits byte-identical frames.
-_JSON: Final = json.JSONEncoder(separators=(",", ":"), default=repr)
+# The record attributes that make up a call site's part of the extension (with the
+# thread's names): one C call builds the cache key from the record's __dict__.
+_SITE_KEY: Final = itemgetter(
+    "levelno", "levelname", "process", "processName", "threadName", "name", "pathname", "lineno", "funcName"
+)
+_PREFIX: Final = len(b'{"v":1,')  # what encode_extension puts before the first field
+_FAST: Final = b'{"v":1,"created":%b,%b,"seq":%d}'
+_NUMBER: Final = orjson.dumps  # a float as encode_extension writes it (NaN and infinities as null)
 _LEVEL_TOPICS_MAX: Final = 1000  # topics per level name (custom levels are few; a bound all the same)
 _SUBTOPICS_MAX: Final = 1000  # subtopics with variable parts must not grow the cache forever
 _FRAGMENTS_MAX: Final = 2048  # call sites
@@ -110,7 +118,7 @@ class Encoder:
         self.max_extension = max(int(max_record_bytes) // 2 - MAX_TOPIC_BYTES, 256)
         self.topics: BoundedCache[str, bytes] = BoundedCache(_LEVEL_TOPICS_MAX)
         self.sub_topics: BoundedCache[tuple[str, str], bytes] = BoundedCache(_SUBTOPICS_MAX)
-        self._fragments: BoundedCache[tuple[Any, ...], str] = BoundedCache(_FRAGMENTS_MAX)
+        self._fragments: BoundedCache[tuple[Any, ...], bytes] = BoundedCache(_FRAGMENTS_MAX)
 
     def set_root(self, root: str) -> None:
         """Use a new root topic from now on."""
@@ -172,17 +180,11 @@ class Encoder:
         """The extension of a plain record without building a dict, or None if not plain.
 
         Byte-identical to ``encode_extension(self.fields(record, seq))``: the
-        per-call-site part is encoded once by the same JSON settings and cached.
+        per-call-site part is encoded once by that function and cached; per call
+        only ``created`` (by orjson, as encode_extension writes it) and ``seq``.
         """
         created = record.created
-        # created * 0.0 is 0.0 unless created is NaN or infinite, which repr() writes as JSON cannot.
-        if (
-            created.__class__ is not float
-            or created * 0.0 != 0.0
-            or record.exc_info
-            or record.exc_text
-            or record.stack_info
-        ):
+        if created.__class__ is not float or record.exc_info or record.exc_text or record.stack_info:
             return None
         attrs = record.__dict__
         added = len(attrs) - _BASE_ATTRS
@@ -191,26 +193,16 @@ class Encoder:
             added -= ("message" in attrs) + ("asctime" in attrs)
             if added > 0 and extra_fields(record):
                 return None
-        key = (
-            record.levelno,
-            record.levelname,
-            record.process,
-            record.processName,
-            record.threadName,
-            record.name,
-            record.pathname,
-            record.lineno,
-            record.funcName,
-        )
         try:
+            key = _SITE_KEY(attrs)
             fragment = self._fragments.get(key)
-        except TypeError:  # an attribute someone set to something unhashable
+        except (KeyError, TypeError):  # an attribute deleted, or set to something unhashable
             return None
         if fragment is None:
             fragment = self._fragments.put(key, self._fragment(key))
-        return (f'{{"v":1,"created":{created!r},{fragment},"seq":{seq}}}').encode()
+        return _FAST % (_NUMBER(created), fragment, seq)
 
-    def _fragment(self, key: tuple[Any, ...]) -> str:
+    def _fragment(self, key: tuple[Any, ...]) -> bytes:
         # The level is part of the call site's fragment, so a custom level costs
         # nothing per call once its fragment is cached.
         fields: dict[str, Any] = {"levelno": key[0]}
@@ -227,8 +219,7 @@ class Encoder:
             func=key[8],
             pub=self.pub,
         )
-        fragment: str = _JSON.encode(fields)[1:-1]
-        return fragment
+        return encode_extension(fields)[_PREFIX:-1]
 
     def extension(self, fields: dict[str, Any], dropped: int = 0) -> bytes:
         """*fields* (plus *dropped* when not 0) as the third frame, cut to the collector's limit."""
