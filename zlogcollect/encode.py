@@ -18,6 +18,7 @@ from zlogcollect.wire import (
     MAX_RECORD_BYTES,
     MAX_TOPIC_BYTES,
     STANDARD_LEVELS,
+    TOPIC_DELIM,
     build_topic,
     encode_extension,
     level_word,
@@ -49,6 +50,8 @@ _NUMBER: Final = orjson.dumps  # a float as encode_extension writes it (NaN and 
 _LEVEL_TOPICS_MAX: Final = 1000  # topics per level name (custom levels are few; a bound all the same)
 _SUBTOPICS_MAX: Final = 1000  # subtopics with variable parts must not grow the cache forever
 _FRAGMENTS_MAX: Final = 2048  # call sites
+_SITES_MAX: Final = 2048  # "sub::message" format strings
+_SITES_CHARS: Final = 1 << 20  # and their characters: messages with variable parts come and go
 
 
 class MessageFormatter(logging.Formatter):
@@ -100,8 +103,10 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 class Encoder:
     """One publisher's topics and extensions: what the handler sends besides the text.
 
-    ``topics`` (by level name) and ``sub_topics`` (by level name and subtopic)
-    are plain dict lookups for the hot path; :meth:`topic` fills them on a miss.
+    ``topics`` (by level name), ``sub_topics`` (by level name and subtopic) and
+    ``sites`` (by level name and a ``"sub::message"`` format string: its topic and
+    message) are plain dict lookups for the hot path; :meth:`topic` and
+    :meth:`site` fill them on a miss.
     *pub* is the publisher id every extension carries; :meth:`restart` sets a
     new one (after fork) and forgets what was encoded with the old one.
 
@@ -118,6 +123,7 @@ class Encoder:
         self.max_extension = max(int(max_record_bytes) // 2 - MAX_TOPIC_BYTES, 256)
         self.topics: BoundedCache[str, bytes] = BoundedCache(_LEVEL_TOPICS_MAX)
         self.sub_topics: BoundedCache[tuple[str, str], bytes] = BoundedCache(_SUBTOPICS_MAX)
+        self.sites: BoundedCache[tuple[str, str], tuple[bytes, str]] = BoundedCache(_SITES_MAX, _SITES_CHARS)
         self._fragments: BoundedCache[tuple[Any, ...], bytes] = BoundedCache(_FRAGMENTS_MAX)
 
     def set_root(self, root: str) -> None:
@@ -125,6 +131,7 @@ class Encoder:
         self.root = root
         self.topics.clear()
         self.sub_topics.clear()
+        self.sites.clear()
 
     def restart(self, pub: str) -> None:
         """Use a new publisher id from now on (a fork child's)."""
@@ -144,6 +151,15 @@ class Encoder:
                 topic = self.topics.put(levelname, fit_topic(self.root, level, ""))
             return topic
         return self.sub_topics.put((levelname, subtopic), fit_topic(self.root, level, subtopic))
+
+    def site(self, levelname: str, text: str) -> tuple[bytes, str]:
+        """The topic and the message of a ``"sub::message"`` format string at a level, cached.
+
+        As ``PUBHandler`` does, the part before the first ``::`` is the subtopic.
+        """
+        subtopic, rest = text.split(TOPIC_DELIM, 1)
+        topic = self.sub_topics.get((levelname, subtopic)) or self.topic(levelname, subtopic)
+        return self.sites.put((levelname, text), (topic, rest), len(text))
 
     def fields(self, record: logging.LogRecord, seq: int) -> dict[str, Any]:
         """The extension's fields for *record* as record number *seq* (``dropped`` not included)."""
