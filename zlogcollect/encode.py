@@ -40,9 +40,21 @@ _BASE_ATTRS: Final = len(PLAIN_RECORD.__dict__)
 _STANDARD_ATTRS: Final = frozenset(PLAIN_RECORD.__dict__) | {"message", "asctime", "taskName"}
 
 # The record attributes that make up a call site's part of the extension (with the
-# thread's names): one C call builds the cache key from the record's __dict__.
+# thread's names), then the three a plain record has as None: one C call builds the
+# cache key from the record's __dict__, and a key with a traceback is never stored.
 _SITE_KEY: Final = itemgetter(
-    "levelno", "levelname", "process", "processName", "threadName", "name", "pathname", "lineno", "funcName"
+    "levelno",
+    "levelname",
+    "process",
+    "processName",
+    "threadName",
+    "name",
+    "pathname",
+    "lineno",
+    "funcName",
+    "exc_info",
+    "exc_text",
+    "stack_info",
 )
 _PREFIX: Final = len(b'{"v":1,')  # what encode_extension puts before the first field
 _FAST: Final = b'{"v":1,"created":%b,%b,"seq":%d}'
@@ -200,7 +212,7 @@ class Encoder:
         only ``created`` (by orjson, as encode_extension writes it) and ``seq``.
         """
         created = record.created
-        if created.__class__ is not float or record.exc_info or record.exc_text or record.stack_info:
+        if created.__class__ is not float:
             return None
         attrs = record.__dict__
         added = len(attrs) - _BASE_ATTRS
@@ -215,6 +227,8 @@ class Encoder:
         except (KeyError, TypeError):  # an attribute deleted, or set to something unhashable
             return None
         if fragment is None:
+            if key[9] or key[10] or key[11]:  # exc_info, exc_text, stack_info: not a plain record
+                return None
             fragment = self._fragments.put(key, self._fragment(key))
         return _FAST % (_NUMBER(created), fragment, seq)
 
