@@ -1,21 +1,24 @@
 """The app side's record → frames: topics (cached), the structured extension, size cuts.
 
-Pure (stdlib and ``wire`` only). Every extension it builds is byte-identical to
-``wire.encode_extension`` of the same fields: the fast path for plain records
-only caches the JSON of the per-call-site part, encoded with the same settings.
+Pure (stdlib, orjson and ``wire`` only). Every extension it builds is byte-identical
+to ``wire.encode_extension`` of the same fields: the fast path for plain records
+only caches the JSON of the per-call-site part, encoded by that same function.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from operator import itemgetter
 from typing import Any, Final
+
+import orjson
 
 from zlogcollect.helpers import BoundedCache
 from zlogcollect.wire import (
     MAX_RECORD_BYTES,
     MAX_TOPIC_BYTES,
     STANDARD_LEVELS,
+    TOPIC_DELIM,
     build_topic,
     encode_extension,
     level_word,
@@ -36,11 +39,31 @@ PLAIN_RECORD: Final = logging.LogRecord("", logging.INFO, "", 0, "", (), None)
 _BASE_ATTRS: Final = len(PLAIN_RECORD.__dict__)
 _STANDARD_ATTRS: Final = frozenset(PLAIN_RECORD.__dict__) | {"message", "asctime", "taskName"}
 
-# Same settings as wire.encode_extension, so the fast path emits byte-identical frames.
-_JSON: Final = json.JSONEncoder(separators=(",", ":"), default=repr)
+# The record attributes that make up a call site's part of the extension (with the
+# thread's names), then the three a plain record has as None: one C call builds the
+# cache key from the record's __dict__, and a key with a traceback is never stored.
+_SITE_KEY: Final = itemgetter(
+    "levelno",
+    "levelname",
+    "process",
+    "processName",
+    "threadName",
+    "name",
+    "pathname",
+    "lineno",
+    "funcName",
+    "exc_info",
+    "exc_text",
+    "stack_info",
+)
+_PREFIX: Final = len(b'{"v":1,')  # what encode_extension puts before the first field
+_FAST: Final = b'{"v":1,"created":%b,%b,"seq":%d}'
+_NUMBER: Final = orjson.dumps  # a float as encode_extension writes it (NaN and infinities as null)
 _LEVEL_TOPICS_MAX: Final = 1000  # topics per level name (custom levels are few; a bound all the same)
 _SUBTOPICS_MAX: Final = 1000  # subtopics with variable parts must not grow the cache forever
 _FRAGMENTS_MAX: Final = 2048  # call sites
+_SITES_MAX: Final = 2048  # "sub::message" format strings
+_SITES_CHARS: Final = 1 << 20  # and their characters: messages with variable parts come and go
 
 
 class MessageFormatter(logging.Formatter):
@@ -92,8 +115,10 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 class Encoder:
     """One publisher's topics and extensions: what the handler sends besides the text.
 
-    ``topics`` (by level name) and ``sub_topics`` (by level name and subtopic)
-    are plain dict lookups for the hot path; :meth:`topic` fills them on a miss.
+    ``topics`` (by level name), ``sub_topics`` (by level name and subtopic) and
+    ``sites`` (by level name and a ``"sub::message"`` format string: its topic and
+    message) are plain dict lookups for the hot path; :meth:`topic` and
+    :meth:`site` fill them on a miss.
     *pub* is the publisher id every extension carries; :meth:`restart` sets a
     new one (after fork) and forgets what was encoded with the old one.
 
@@ -110,13 +135,15 @@ class Encoder:
         self.max_extension = max(int(max_record_bytes) // 2 - MAX_TOPIC_BYTES, 256)
         self.topics: BoundedCache[str, bytes] = BoundedCache(_LEVEL_TOPICS_MAX)
         self.sub_topics: BoundedCache[tuple[str, str], bytes] = BoundedCache(_SUBTOPICS_MAX)
-        self._fragments: BoundedCache[tuple[Any, ...], str] = BoundedCache(_FRAGMENTS_MAX)
+        self.sites: BoundedCache[tuple[str, str], tuple[bytes, str]] = BoundedCache(_SITES_MAX, _SITES_CHARS)
+        self._fragments: BoundedCache[tuple[Any, ...], bytes] = BoundedCache(_FRAGMENTS_MAX)
 
     def set_root(self, root: str) -> None:
         """Use a new root topic from now on."""
         self.root = root
         self.topics.clear()
         self.sub_topics.clear()
+        self.sites.clear()
 
     def restart(self, pub: str) -> None:
         """Use a new publisher id from now on (a fork child's)."""
@@ -136,6 +163,15 @@ class Encoder:
                 topic = self.topics.put(levelname, fit_topic(self.root, level, ""))
             return topic
         return self.sub_topics.put((levelname, subtopic), fit_topic(self.root, level, subtopic))
+
+    def site(self, levelname: str, text: str) -> tuple[bytes, str]:
+        """The topic and the message of a ``"sub::message"`` format string at a level, cached.
+
+        As ``PUBHandler`` does, the part before the first ``::`` is the subtopic.
+        """
+        subtopic, rest = text.split(TOPIC_DELIM, 1)
+        topic = self.sub_topics.get((levelname, subtopic)) or self.topic(levelname, subtopic)
+        return self.sites.put((levelname, text), (topic, rest), len(text))
 
     def fields(self, record: logging.LogRecord, seq: int) -> dict[str, Any]:
         """The extension's fields for *record* as record number *seq* (``dropped`` not included)."""
@@ -172,17 +208,11 @@ class Encoder:
         """The extension of a plain record without building a dict, or None if not plain.
 
         Byte-identical to ``encode_extension(self.fields(record, seq))``: the
-        per-call-site part is encoded once by the same JSON settings and cached.
+        per-call-site part is encoded once by that function and cached; per call
+        only ``created`` (by orjson, as encode_extension writes it) and ``seq``.
         """
         created = record.created
-        # created * 0.0 is 0.0 unless created is NaN or infinite, which repr() writes as JSON cannot.
-        if (
-            created.__class__ is not float
-            or created * 0.0 != 0.0
-            or record.exc_info
-            or record.exc_text
-            or record.stack_info
-        ):
+        if created.__class__ is not float:
             return None
         attrs = record.__dict__
         added = len(attrs) - _BASE_ATTRS
@@ -191,26 +221,18 @@ class Encoder:
             added -= ("message" in attrs) + ("asctime" in attrs)
             if added > 0 and extra_fields(record):
                 return None
-        key = (
-            record.levelno,
-            record.levelname,
-            record.process,
-            record.processName,
-            record.threadName,
-            record.name,
-            record.pathname,
-            record.lineno,
-            record.funcName,
-        )
         try:
+            key = _SITE_KEY(attrs)
             fragment = self._fragments.get(key)
-        except TypeError:  # an attribute someone set to something unhashable
+        except (KeyError, TypeError):  # an attribute deleted, or set to something unhashable
             return None
         if fragment is None:
+            if key[9] or key[10] or key[11]:  # exc_info, exc_text, stack_info: not a plain record
+                return None
             fragment = self._fragments.put(key, self._fragment(key))
-        return (f'{{"v":1,"created":{created!r},{fragment},"seq":{seq}}}').encode()
+        return _FAST % (_NUMBER(created), fragment, seq)
 
-    def _fragment(self, key: tuple[Any, ...]) -> str:
+    def _fragment(self, key: tuple[Any, ...]) -> bytes:
         # The level is part of the call site's fragment, so a custom level costs
         # nothing per call once its fragment is cached.
         fields: dict[str, Any] = {"levelno": key[0]}
@@ -227,8 +249,7 @@ class Encoder:
             func=key[8],
             pub=self.pub,
         )
-        fragment: str = _JSON.encode(fields)[1:-1]
-        return fragment
+        return encode_extension(fields)[_PREFIX:-1]
 
     def extension(self, fields: dict[str, Any], dropped: int = 0) -> bytes:
         """*fields* (plus *dropped* when not 0) as the third frame, cut to the collector's limit."""

@@ -209,6 +209,17 @@ class ZLogHandler(PUBHandler):
             return text
         return fmt.format(record)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter *record*, then emit it under the handler's lock; what ``Handler.handle`` does.
+
+        Without filters (the usual case) this skips three method calls per record.
+        """
+        if self.filters:
+            return super().handle(record)
+        with self.lock:  # type: ignore[union-attr] # created by Handler.__init__, never None here
+            self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:  # noqa: C901 - the per-record hot path, kept in one frame on purpose
         """Publish one record; never blocks on the network and never raises."""
         out = self._delivery
@@ -219,11 +230,10 @@ class ZLogHandler(PUBHandler):
             text = msg if msg.__class__ is str else str(msg)
             body = None
             if TOPIC_DELIM in text:
-                # As PUBHandler does: the part of msg before "::" is the subtopic.
-                subtopic, rest = text.split(TOPIC_DELIM, 1)
-                topic = encoder.sub_topics.get((record.levelname, subtopic)) or encoder.topic(
-                    record.levelname, subtopic
-                )
+                # As PUBHandler does: the part of msg before "::" is the subtopic
+                # (split once per format string and level: a call site's topic and message).
+                levelname = record.levelname
+                topic, rest = encoder.sites.get((levelname, text)) or encoder.site(levelname, text)
                 if (
                     self.formatter is None
                     and not self.formatters

@@ -54,16 +54,17 @@ class HoldBuffer(Generic[T]):
 
     def add(self, item: T, size: int = 0) -> int:
         """Hold *item* (of *size* bytes); return how many records were dropped (it, or older ones)."""
-        dropped = self.expire()
+        expired = self.expire()  # counted in ``dropped`` already
         items = self._items
         if self.limit == 0 or (self.max_bytes is not None and size > self.max_bytes):
-            return self._drop(dropped + 1)
+            return expired + self._drop(1)
+        dropped = 0
         while len(items) >= self.limit or (self.max_bytes is not None and self.bytes + size > self.max_bytes):
             self.bytes -= items.popleft()[1]
             dropped += 1
         items.append((self._clock() + self.timeout, size, item))
         self.bytes += size
-        return self._drop(dropped)
+        return expired + self._drop(dropped)
 
     def expire(self) -> int:
         """Drop the items older than the timeout; return how many."""

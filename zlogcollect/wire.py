@@ -303,9 +303,71 @@ def decode_extension(frame: bytes) -> dict[str, Any]:
     return data
 
 
+# orjson writes compact JSON in insertion order, as UTF-8 (non-ASCII unescaped), NaN and
+# infinities as null. Non-str keys (int, float, bool, None) become strings, as json did;
+# datetimes and dataclasses go to _json_default (their repr, as before) instead of
+# orjson's own rendering.
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_ORJSON_DUMPS: Final = orjson.dumps
+_JSON_SAFE_DEPTH: Final = 64  # deeper than a collector accepts (MAX_EXTENSION_DEPTH) anyway
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # the integers orjson writes as numbers
+
+
+def _json_default(value: object) -> object:
+    """What json.dumps(default=repr) made of a value orjson does not take natively."""
+    if isinstance(value, float):  # a float subclass: its number
+        return float(value)
+    if isinstance(value, tuple):  # a namedtuple or other tuple subclass: an array
+        return list(value)
+    return repr(value)
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """*value* with what orjson refuses made JSON: big ints and keys as their repr, lone surrogates escaped.
+
+    Containers deeper than ``_JSON_SAFE_DEPTH`` (or cyclic) are left as they are:
+    orjson still refuses them, and the encoder then sends the field's repr.
+    """
+    cls = value.__class__
+    if cls is str or isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # lone surrogates (a surrogateescape'd path): \udc80 as text
+            return value.encode("utf-8", "backslashreplace").decode()
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if _INT64_MIN <= value <= _UINT64_MAX else repr(value)
+    if depth >= _JSON_SAFE_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {_json_key(k): _json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, depth + 1) for v in value]
+    return value
+
+
+def _json_key(key: object) -> object:
+    if isinstance(key, (str, int, float)) or key is None:  # what OPT_NON_STR_KEYS writes (bool is an int)
+        return _json_safe(key)
+    return repr(key)
+
+
 def encode_extension(fields: Mapping[str, Any]) -> bytes:
-    """Serialise extension fields as the third frame (compact JSON, version tagged)."""
-    return json.dumps({"v": EXTENSION_VERSION, **fields}, separators=(",", ":"), default=repr).encode()
+    """Serialise extension fields as the third frame (compact JSON, UTF-8, version tagged).
+
+    NaN and infinities are written as ``null``; integers beyond 64 bits, keys JSON
+    cannot hold and objects JSON has no type for as their ``repr``; lone
+    surrogates as ``\\udXXX`` text. Raises ``TypeError`` (orjson's
+    ``JSONEncodeError``) only for what is nested too deep or cyclic.
+    """
+    data = {"v": EXTENSION_VERSION, **fields}
+    try:
+        return _ORJSON_DUMPS(data, default=_json_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # Rare (a huge int, a surrogate, a tuple key): made safe, then tried once more.
+        return _ORJSON_DUMPS(_json_safe(data), default=_json_default, option=_ORJSON_OPTIONS)
 
 
 def escape_text(text: object, limit: int = 300) -> str:

@@ -148,6 +148,33 @@ def test_extension_bytes_equal_wire_encoding(
     ]
 
 
+def test_values_json_has_no_number_or_type_for_arrive_as_valid_json(
+    ipc_receiver: Receiver, make_handler: Callable[..., ZLogHandler]
+) -> None:
+    """NaN, a 70-bit int, non-ASCII, a tuple key, a cycle: each record arrives, UTF-8 JSON the collector parses."""
+    handler = make_handler(ipc_receiver.endpoint, app="odd")
+    logger = private_logger("odd.values", Capture(), handler)
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    extras: list[dict[str, Any]] = [
+        {"ratio": float("nan"), "big": 2**70, "greeting": "Grüße 日本"},
+        {"keys": {(1, 2): "a", 3: "b"}},
+        {"loop": cycle},
+    ]
+    for extra in extras:
+        logger.info("odd::value", extra=extra)
+    frames = ipc_receiver.wait_for(3)
+    metas = [json.loads(ext.decode(), parse_constant=lambda word: pytest.fail(word)) for _, _, ext in frames]
+    assert metas[0]["extra"] == {"ratio": None, "big": str(2**70), "greeting": "Grüße 日本"}
+    assert "Grüße 日本".encode() in frames[0][2]
+    assert metas[1]["extra"] == {"keys": {"(1, 2)": "a", "3": "b"}}
+    assert isinstance(metas[2]["extra"], str) and "{...}" in metas[2]["extra"]
+    assert [m["seq"] for m in metas] == [0, 1, 2]
+    for topic, text, ext in frames:
+        parsed = parse_frames([topic, text, ext], time.time())
+        assert (parsed.source, parsed.subtopic, parsed.message) == ("odd", "odd", "value")
+
+
 def test_unstructured_is_stock_compatible(
     receiver: Receiver, make_handler: Callable[..., ZLogHandler]
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from zlogcollect.hold import HoldBuffer
@@ -88,6 +88,19 @@ def test_clear_counts_what_it_drops() -> None:
     assert not held and held.bytes == 0 and held.dropped == 3
 
 
+def test_records_expired_when_another_is_added_are_counted_once() -> None:
+    """add() returns the expired records with its own drops, and counts each of them once."""
+    clock = Clock()
+    held = HoldBuffer[int](limit=1, timeout=5.0, clock=clock)
+    held.add(0)
+    clock.now += 5.0
+    assert held.add(1) == 1
+    assert (held.dropped, len(held)) == (1, 1)
+    clock.now += 6.0
+    assert held.add(2, size=10) == 1 and held.dropped == 2
+
+
+@example(steps=[("add", 0), ("wait", 2.0), ("wait", 3.0), ("add", 0)], limit=1, max_bytes=None)
 @given(
     steps=st.lists(
         st.one_of(
