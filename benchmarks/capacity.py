@@ -44,6 +44,8 @@ class Receiver:
     kind: str  # raw | seed | zlogcollect
     args: tuple[str, ...] = ()
     structured: bool = False
+    publish: bool = False
+    """With ``--publish`` and one subscriber attached (a plain SUB that counts, as a fast ``tail``)."""
 
     @property
     def rooted(self) -> bool:
@@ -57,7 +59,7 @@ class Receiver:
             parts.append(subtopic)
         return ".".join(parts).encode()
 
-    def start(self, tmp: Path, endpoint: str, max_seconds: float) -> Proc:
+    def start(self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "") -> Proc:
         if self.kind == "raw":
             proc = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=max_seconds)
             proc.wait_stdout()
@@ -66,7 +68,10 @@ class Receiver:
             proc = worker("seed", endpoint=endpoint, path=str(tmp / "seed.log"), max_seconds=max_seconds)
             proc.wait_stdout()
             return proc
-        return zlogcollect("collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args], tmp)
+        extra = ["--publish", publish] if publish else []
+        return zlogcollect(
+            "collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args, *extra], tmp
+        )
 
     def file(self, tmp: Path, root: str) -> Path:
         return tmp / "seed.log" if self.kind == "seed" else tmp / "logs" / f"{root}.log"
@@ -83,6 +88,7 @@ RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
     Receiver("seed recipe", "seed"),
     Receiver("zlogcollect", "zlogcollect"),
+    Receiver("zlogcollect --publish, one subscriber attached", "zlogcollect", publish=True),
     Receiver("zlogcollect --json", "zlogcollect", ("--json",)),
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
 )
@@ -159,7 +165,9 @@ def drain_once(
     sentinel = [receiver.topic(root), f"{SENTINEL} {token}\n".encode()]
     with scratch("cap") as tmp:
         endpoint = tcp_endpoint()
-        proc = receiver.start(tmp, endpoint, max_seconds=300)
+        publish = tcp_endpoint() if receiver.publish else ""
+        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish)
+        subscriber = worker("count_sub", endpoint=publish, max_seconds=300) if publish else None
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, 0)
@@ -167,6 +175,15 @@ def drain_once(
         sock.connect(endpoint)
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
+            if subscriber is not None:
+                # The subscription must be in place (and seen by the collector) before the queue fills.
+                probe = [receiver.topic(root), f"{PROBE} {token}\n".encode()]
+                deadline = time.monotonic() + 20
+                while not subscriber.stdout_lines:
+                    if time.monotonic() > deadline:
+                        raise BenchError("the --publish subscriber never received a record")
+                    sock.send_multipart(probe)
+                    time.sleep(0.02)
             finish = attach(proc.pid) if attach is not None else None
             writes_before = counters(proc)["file_writes"] if counters_at_end is not None else 0
             proc.send(signal.SIGSTOP)
@@ -191,6 +208,8 @@ def drain_once(
             sock.close(0)
             ctx.term()
             proc.stop()
+            if subscriber is not None:
+                subscriber.kill()
 
 
 def wait_for_quiet(
@@ -294,7 +313,7 @@ def run(settings: Settings, outcome: Outcome) -> None:
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
-    live_receivers = [r for r in live_receivers if not r.structured]
+    live_receivers = [r for r in live_receivers if not r.structured and not r.publish]
     outcome.notes.append(
         f"live: stock PUBHandler senders (default SNDHWM 1000), {count:,} records each as fast as they can"
     )
@@ -312,6 +331,8 @@ def run(settings: Settings, outcome: Outcome) -> None:
     ours, raw, seed = "drain: zlogcollect", "drain: raw pyzmq SUB loop", "drain: seed recipe"
     outcome.ratio_check("zlogcollect drain / raw SUB loop", ours, raw, 0.8)
     outcome.ratio_check("zlogcollect drain / seed recipe", ours, seed, 5.0)
+    publishing = "drain: zlogcollect --publish, one subscriber attached"
+    outcome.ratio_check("zlogcollect --publish (one subscriber) / zlogcollect", publishing, ours, 0.9)
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)
         outcome.derived[f"drain: {label} / seed"] = outcome.ratio(f"drain: {label}", seed)

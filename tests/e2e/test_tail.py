@@ -374,9 +374,11 @@ def test_ctrl_c_sigterm_and_a_closed_stdout_exit_0_quietly(
         sender.close()
         if reader.poll() is None:
             reader.kill()
+            reader.wait(5)
     assert reader.wait(5) == 0
     assert reader.stderr is not None
-    assert reader.stderr.read() == b""
+    with reader.stderr:
+        assert reader.stderr.read() == b""
 
 
 @pytest.mark.parametrize(
