@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -105,6 +106,12 @@ def _wait_stopped(pid: int) -> None:
     wait_until(stopped, 5, f"pid {pid} to stop")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _records(receiver: Receiver, n: int, root: str) -> list[list[bytes]]:
     """*n* records as a stock PUBHandler sends them (plus the extension for structured frames)."""
     from zlogcollect.wire import encode_extension
@@ -153,11 +160,13 @@ def drain_once(
     n: int,
     attach: Callable[[int], Callable[[], None]] | None = None,
     counters_at_end: list[int] | None = None,
+    cpu: list[float] | None = None,
 ) -> float:
     """Pre-queue *n* records at a stopped receiver, resume it, time until the sentinel is on disk.
 
     *attach* (for profiling) is called with the receiver's pid before the drain and returns
-    a function called once the sentinel is on disk.
+    a function called once the sentinel is on disk. *cpu* gets the receiver's CPU time per
+    record in µs (all its threads; less sensitive to a busy machine than the rate).
     """
     root, token = "bench", uuid.uuid4().hex[:12]
     records = _records(receiver, n, root)
@@ -194,11 +203,14 @@ def drain_once(
             send(sentinel)
             for frames in pad:
                 send(frames)
+            cpu_before = _cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             proc.send(signal.SIGCONT)
             t1 = wait_until(
                 receiver.watch(tmp, root, SENTINEL, token), 300, f"the sentinel from {receiver.label}", POLL
             )
+            if cpu is not None:
+                cpu.append((_cpu_seconds(proc.pid) - cpu_before) / n * 1e6)
             if finish is not None:
                 finish()
             if counters_at_end is not None:  # file writes during the drain (zlogcollect only)
@@ -309,8 +321,15 @@ def run(settings: Settings, outcome: Outcome) -> None:
     )
     for run_index in range(settings.runs):
         for receiver in RECEIVERS:
-            rate = drain_once(receiver, n)
+            cpu: list[float] = []
+            rate = drain_once(
+                receiver, n, cpu=cpu if receiver.kind == "zlogcollect" and not receiver.args else None
+            )
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
+            if cpu:
+                outcome.figure(
+                    f"drain CPU: {receiver.label}", "µs/record", higher_is_better=False
+                ).values.append(cpu[0])
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
     live_receivers = [r for r in live_receivers if not r.structured and not r.publish]
@@ -333,6 +352,9 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.ratio_check("zlogcollect drain / seed recipe", ours, seed, 5.0)
     publishing = "drain: zlogcollect --publish, one subscriber attached"
     outcome.ratio_check("zlogcollect --publish (one subscriber) / zlogcollect", publishing, ours, 0.9)
+    outcome.derived["drain CPU per record: zlogcollect / zlogcollect --publish"] = outcome.ratio(
+        "drain CPU: zlogcollect", "drain CPU: zlogcollect --publish, one subscriber attached"
+    )
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)
         outcome.derived[f"drain: {label} / seed"] = outcome.ratio(f"drain: {label}", seed)

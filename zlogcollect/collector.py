@@ -88,6 +88,9 @@ class Collector:
         self.republish: Callable[[Sequence[bytes], Record], None] | None = None
         """Called with the frames and the record of every accepted record, after the sinks
         (``--publish``); the daemon sets it only while someone subscribes. It must not raise."""
+        self.after_drain: Callable[[], None] | None = None
+        """Called at the end of every drain that received something, before the batch is written
+        (``--publish`` sends what the batch queued). It must not raise."""
 
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
         """Create the SUB socket, subscribe and bind; :class:`StartupError` if any bind fails."""
@@ -197,6 +200,8 @@ class Collector:
                 break
             received += 1
             dispatch(frames)
+        if received and self.after_drain is not None:
+            self.after_drain()
         return received
 
     def wait(self, timeout: float) -> None:

@@ -368,6 +368,7 @@ def run(
     )
     http = build_http(config, stats, health, files)
     republisher = Republisher(stats.published, config.publish_hwm)  # binds only with --publish
+    collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
     notifier = Notifier()
     try:
         start(collector, config, amqp_sink, stopping, http, republisher)
@@ -427,6 +428,7 @@ def run(
     finally:
         health.stopping = True
         collector.republish = None
+        republisher.flush()
         republisher.close()
         collector.close()
         if http is not None:

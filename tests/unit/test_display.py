@@ -8,7 +8,7 @@ import pytest
 
 from zlogcollect import formatting
 from zlogcollect.display import RESET, View, ViewError, colored
-from zlogcollect.republish import republished_frames
+from zlogcollect.republish import Reframer
 from zlogcollect.wire import Levels, Parser, Record, encode_extension
 
 NOW = 1_764_669_606.25
@@ -77,7 +77,7 @@ def test_info_is_not_coloured_and_a_coloured_line_keeps_one_newline() -> None:
 
 def test_a_record_with_the_extension_is_republished_as_received() -> None:
     frames = [b"app1.ERROR.db", b"timeout", encode_extension({"created": NOW - 5, "pub": "ab", "seq": 3})]
-    assert republished_frames(frames, parse(frames)) is frames
+    assert Reframer()(frames, parse(frames)) is frames
 
 
 @pytest.mark.parametrize(
@@ -94,17 +94,29 @@ def test_a_stock_record_is_republished_with_the_cleaned_text_and_the_receive_tim
     topic: bytes, body: bytes, text: str
 ) -> None:
     record = parse([topic, body])
-    frames = republished_frames([topic, body], record)
+    frames = Reframer()([topic, body], record)
     assert len(frames) == 3
-    assert json.loads(frames[2]) == {"v": 1, "created": NOW}
+    assert json.loads(frames[2]) == {"v": 1, "created": NOW + 0.0005}  # to the ms, its middle
     again = Parser().parse(frames, NOW + 60)  # what tail parses, later
     assert again.message == text == record.message
-    assert (again.topic, again.levelno, again.time) == (record.topic, record.levelno, NOW)
+    assert (again.topic, again.levelno) == (record.topic, record.levelno)
     assert View().line(again) == View().line(record)
 
 
 def test_a_custom_level_names_itself_so_tail_needs_no_level_option() -> None:
     record = parse([b"app1.TRACE.x", b"deep"], Levels({"TRACE": 5}))
-    frames = republished_frames([b"app1.TRACE.x", b"deep"], record)
+    frames = Reframer()([b"app1.TRACE.x", b"deep"], record)
     again = Parser().parse(frames, NOW)
     assert (again.levelname, again.levelno, again.message) == ("TRACE", 5, "deep")
+
+
+@pytest.mark.parametrize(
+    "received", [NOW, 1_764_669_606.0, 1_764_669_606.9999, 1_764_669_606.0009, 1e9 + 0.1239999]
+)
+def test_the_collectors_receive_time_shows_as_the_same_millisecond_as_in_the_file(received: float) -> None:
+    reframe = Reframer()
+    record = Parser().parse([b"a.INFO", b"text"], received)
+    frames = reframe([b"a.INFO", b"text"], record)
+    again = Parser().parse(frames, received + 3)
+    assert formatting.format_time(again.time) == formatting.format_time(received)
+    assert reframe([b"a.INFO", b"other"], record)[2] is frames[2]  # built once per millisecond
