@@ -217,7 +217,7 @@ def run(settings: Settings, outcome: Outcome) -> None:
         "log call -> tail stdout: p50",
         200.0,
         at_most=True,
-        detail="--publish sends at once; tail writes each batch it receives",
+        detail="sent at the end of the drain, before the file write; tail writes each batch",
     )
     outcome.figure_check(
         "p99 latency at default flags (ms)",
