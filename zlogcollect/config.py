@@ -184,7 +184,7 @@ class CollectorConfig:
         (),
         "Republish every accepted record (the handler's own frames) on an XPUB socket bound here, for"
         f" `zlogcollect tail`; the conventional endpoint is {PUBLISH_ENDPOINT}; none given = off."
-        " A slow subscriber never slows the files: records it cannot take are dropped and counted.",
+        " The files never wait for a subscriber: records it cannot take are dropped and counted.",
         RECEIVE,
         metavar="ENDPOINT",
     )
