@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -44,6 +45,8 @@ class Receiver:
     kind: str  # raw | seed | zlogcollect
     args: tuple[str, ...] = ()
     structured: bool = False
+    publish: bool = False
+    """With ``--publish`` and one subscriber attached (a plain SUB that counts, as a fast ``tail``)."""
 
     @property
     def rooted(self) -> bool:
@@ -57,7 +60,7 @@ class Receiver:
             parts.append(subtopic)
         return ".".join(parts).encode()
 
-    def start(self, tmp: Path, endpoint: str, max_seconds: float) -> Proc:
+    def start(self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "") -> Proc:
         if self.kind == "raw":
             proc = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=max_seconds)
             proc.wait_stdout()
@@ -66,7 +69,10 @@ class Receiver:
             proc = worker("seed", endpoint=endpoint, path=str(tmp / "seed.log"), max_seconds=max_seconds)
             proc.wait_stdout()
             return proc
-        return zlogcollect("collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args], tmp)
+        extra = ["--publish", publish] if publish else []
+        return zlogcollect(
+            "collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args, *extra], tmp
+        )
 
     def file(self, tmp: Path, root: str) -> Path:
         return tmp / "seed.log" if self.kind == "seed" else tmp / "logs" / f"{root}.log"
@@ -83,6 +89,7 @@ RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
     Receiver("seed recipe", "seed"),
     Receiver("zlogcollect", "zlogcollect"),
+    Receiver("zlogcollect --publish, one subscriber attached", "zlogcollect", publish=True),
     Receiver("zlogcollect --json", "zlogcollect", ("--json",)),
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
 )
@@ -97,6 +104,12 @@ def _wait_stopped(pid: int) -> None:
         return stat.rpartition(")")[2].split()[0] in ("T", "t")
 
     wait_until(stopped, 5, f"pid {pid} to stop")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _records(receiver: Receiver, n: int, root: str) -> list[list[bytes]]:
@@ -147,11 +160,13 @@ def drain_once(
     n: int,
     attach: Callable[[int], Callable[[], None]] | None = None,
     counters_at_end: list[int] | None = None,
+    cpu: list[float] | None = None,
 ) -> float:
     """Pre-queue *n* records at a stopped receiver, resume it, time until the sentinel is on disk.
 
     *attach* (for profiling) is called with the receiver's pid before the drain and returns
-    a function called once the sentinel is on disk.
+    a function called once the sentinel is on disk. *cpu* gets the receiver's CPU time per
+    record in µs (all its threads; less sensitive to a busy machine than the rate).
     """
     root, token = "bench", uuid.uuid4().hex[:12]
     records = _records(receiver, n, root)
@@ -159,7 +174,9 @@ def drain_once(
     sentinel = [receiver.topic(root), f"{SENTINEL} {token}\n".encode()]
     with scratch("cap") as tmp:
         endpoint = tcp_endpoint()
-        proc = receiver.start(tmp, endpoint, max_seconds=300)
+        publish = tcp_endpoint() if receiver.publish else ""
+        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish)
+        subscriber = worker("count_sub", endpoint=publish, max_seconds=300) if publish else None
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, 0)
@@ -167,6 +184,15 @@ def drain_once(
         sock.connect(endpoint)
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
+            if subscriber is not None:
+                # The subscription must be in place (and seen by the collector) before the queue fills.
+                probe = [receiver.topic(root), f"{PROBE} {token}\n".encode()]
+                deadline = time.monotonic() + 20
+                while not subscriber.stdout_lines:
+                    if time.monotonic() > deadline:
+                        raise BenchError("the --publish subscriber never received a record")
+                    sock.send_multipart(probe)
+                    time.sleep(0.02)
             finish = attach(proc.pid) if attach is not None else None
             writes_before = counters(proc)["file_writes"] if counters_at_end is not None else 0
             proc.send(signal.SIGSTOP)
@@ -177,11 +203,14 @@ def drain_once(
             send(sentinel)
             for frames in pad:
                 send(frames)
+            cpu_before = _cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             proc.send(signal.SIGCONT)
             t1 = wait_until(
                 receiver.watch(tmp, root, SENTINEL, token), 300, f"the sentinel from {receiver.label}", POLL
             )
+            if cpu is not None:
+                cpu.append((_cpu_seconds(proc.pid) - cpu_before) / n * 1e6)
             if finish is not None:
                 finish()
             if counters_at_end is not None:  # file writes during the drain (zlogcollect only)
@@ -191,6 +220,8 @@ def drain_once(
             sock.close(0)
             ctx.term()
             proc.stop()
+            if subscriber is not None:
+                subscriber.kill()
 
 
 def wait_for_quiet(
@@ -290,11 +321,18 @@ def run(settings: Settings, outcome: Outcome) -> None:
     )
     for run_index in range(settings.runs):
         for receiver in RECEIVERS:
-            rate = drain_once(receiver, n)
+            cpu: list[float] = []
+            rate = drain_once(
+                receiver, n, cpu=cpu if receiver.kind == "zlogcollect" and not receiver.args else None
+            )
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
+            if cpu:
+                outcome.figure(
+                    f"drain CPU: {receiver.label}", "µs/record", higher_is_better=False
+                ).values.append(cpu[0])
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
-    live_receivers = [r for r in live_receivers if not r.structured]
+    live_receivers = [r for r in live_receivers if not r.structured and not r.publish]
     outcome.notes.append(
         f"live: stock PUBHandler senders (default SNDHWM 1000), {count:,} records each as fast as they can"
     )
@@ -316,6 +354,11 @@ def run(settings: Settings, outcome: Outcome) -> None:
         "structured records / plain records, drain", "drain: zlogcollect, structured frames", ours, 0.9
     )
     outcome.ratio_check("zlogcollect drain / seed recipe", ours, seed, 5.0)
+    publishing = "drain: zlogcollect --publish, one subscriber attached"
+    outcome.ratio_check("zlogcollect --publish (one subscriber) / zlogcollect", publishing, ours, 0.9)
+    outcome.derived["drain CPU per record: zlogcollect / zlogcollect --publish"] = outcome.ratio(
+        "drain CPU: zlogcollect", "drain CPU: zlogcollect --publish, one subscriber attached"
+    )
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)
         outcome.derived[f"drain: {label} / seed"] = outcome.ratio(f"drain: {label}", seed)

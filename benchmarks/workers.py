@@ -77,6 +77,33 @@ def raw_sub(endpoint: str, marker_dir: str, max_seconds: float) -> None:
                 (markers / f"sentinel-{token}").write_text(str(count - 1))
 
 
+def count_sub(endpoint: str, max_seconds: float) -> None:
+    """One subscriber to a collector's ``--publish``: a plain SUB that only counts.
+
+    Prints ``subscribed`` once the first record arrives; on SIGTERM, the count as JSON.
+    """
+    import zmq
+
+    _bound(max_seconds)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    count = 0
+
+    def finish(*_: object) -> None:
+        _emit({"received": count})
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, finish)
+    recv = sock.recv_multipart
+    recv()
+    print("subscribed", flush=True)
+    while True:
+        recv()
+        count += 1
+
+
 def seed(endpoint: str, path: str, max_seconds: float) -> None:
     """The seed article's central logger (shared/seeds/003), ported to Python 3.
 
@@ -430,6 +457,7 @@ WORKERS: dict[str, Callable[..., None]] = {
     f.__name__: f
     for f in (
         raw_sub,
+        count_sub,
         seed,
         live_sender,
         flood,

@@ -12,8 +12,9 @@ import click
 from click.core import ParameterSource
 
 from zlogcollect._version import __version__
-from zlogcollect.config import DEFAULT_ENDPOINT, OPTIONS
+from zlogcollect.config import DEFAULT_ENDPOINT, OPTIONS, PUBLISH_ENDPOINT
 from zlogcollect.exits import ExitStatus
+from zlogcollect.formatting import DEFAULT_FORMAT
 from zlogcollect.options import AMQP, FILES, RECEIVE, Option
 from zlogcollect.wire import MAX_RECORD_BYTES
 
@@ -329,6 +330,89 @@ def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     from zlogcollect.ship import ShipOptions, run_send
 
     _ship_or_send(lambda: run_send(message, ShipOptions(level=level, **flags)), traceback)
+
+
+@cli.command()
+@click.argument("patterns", nargs=-1, metavar="[PATTERN]...")
+@click.option(
+    "--connect",
+    "endpoint",
+    default=PUBLISH_ENDPOINT,
+    show_default=True,
+    metavar="ENDPOINT",
+    help="A collector's --publish endpoint.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default=DEFAULT_FORMAT,
+    show_default=True,
+    metavar="FMT",
+    help="%-style line format, as the collector's --format (the files' default).",
+)
+@click.option("--json", is_flag=True, help="One JSON object per record, as the collector's --json.")
+@click.option("--utc", is_flag=True, help="Times in UTC rather than local time.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Exit 0 after N records (that match the patterns).",
+)
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour lines by level; by default only when stdout is a terminal (and NO_COLOR is unset).",
+)
+@click.option(
+    "--level",
+    "levels",
+    multiple=True,
+    callback=_levels,
+    metavar="NAME=NUMBER",
+    help="A custom level the senders use in topics, as the collector's --level (e.g. TRACE=5). Repeatable.",
+)
+@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+def tail(
+    patterns: tuple[str, ...],
+    endpoint: str,
+    fmt: str,
+    json: bool,
+    utc: bool,
+    count: int | None,
+    color: bool | None,
+    levels: dict[str, int] | None,
+    traceback: bool,
+) -> None:
+    """Print the records a collector republishes (--publish) as they arrive, formatted like its files.
+
+    PATTERNs select by topic with AMQP wildcards, as --route does: '*' is one
+    word, '#' zero or more (app3.#, *.ERROR.#); a record matching any of them
+    is shown; no PATTERN shows every record.
+
+    \b
+    A live view, not history: only records published while tail is connected
+    arrive (the files have the rest). A collector not yet running is waited for.
+    When tail (or another subscriber) cannot keep up, the collector drops records
+    for its subscribers and counts them (published.dropped); the files get every one.
+    Exit: 0 after --count records, on Ctrl-C or TERM, or when stdout is closed
+    (tail | head); 78 a bad endpoint, pattern, --format or --level.
+    """
+    import os
+
+    from zlogcollect.display import View, ViewError
+    from zlogcollect.tail import TailError, run_tail
+
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    try:
+        view = View(patterns, fmt, json, utc, color, levels or {})
+        status = run_tail(endpoint, view, count or 0)
+    except ViewError as exc:
+        _fail(str(exc), ExitStatus.CONFIG, traceback)
+    except TailError as exc:
+        _fail(str(exc), exc.status, traceback)
+    sys.exit(int(status))
 
 
 def main() -> None:

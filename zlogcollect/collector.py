@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import socket
 import time
 import traceback
 from collections import Counter
@@ -16,7 +15,7 @@ import zmq
 import zmq.green
 from zmq.utils.monitor import parse_monitor_message
 
-from zlogcollect.helpers import Throttle
+from zlogcollect.helpers import Throttle, ipc_in_use
 from zlogcollect.ledger import LossLedger, StateFile
 from zlogcollect.sinks import Sink
 from zlogcollect.stats import Stats
@@ -26,6 +25,7 @@ from zlogcollect.wire import (
     Levels,
     MalformedRecord,
     Parser,
+    Record,
     UnknownLevel,
     escape_text,
 )
@@ -85,6 +85,12 @@ class Collector:
         self.state = StateFile(state_path, self.ledger, self._lines_pending) if state_path else None
         self._after_record = self.state.after_record if self.state is not None else _nothing
         self.endpoints: list[str] = []
+        self.republish: Callable[[Sequence[bytes], Record], None] | None = None
+        """Called with the frames and the record of every accepted record, after the sinks
+        (``--publish``); the daemon sets it only while someone subscribes. It must not raise."""
+        self.after_drain: Callable[[], None] | None = None
+        """Called at the end of every drain that received something, before the batch is written
+        (``--publish`` sends what the batch queued). It must not raise."""
 
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
         """Create the SUB socket, subscribe and bind; :class:`StartupError` if any bind fails."""
@@ -99,7 +105,7 @@ class Collector:
         for prefix in subscriptions or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         for endpoint in endpoints:
-            if endpoint.startswith("ipc://") and _ipc_in_use(endpoint[len("ipc://") :]):
+            if endpoint.startswith("ipc://") and ipc_in_use(endpoint[len("ipc://") :]):
                 self.close_socket()
                 raise StartupError(
                     f"cannot bind {endpoint}: Address already in use (another process listens there)"
@@ -147,6 +153,9 @@ class Collector:
                 self._complain(
                     "sink_error", f"a sink failed on a record from {escape_text(record.source or '-', 100)}"
                 )
+        republish = self.republish
+        if republish is not None:
+            republish(frames, record)
         self._after_record()
 
     def _warn_unknown_level(self, bad: UnknownLevel) -> None:
@@ -191,6 +200,8 @@ class Collector:
                 break
             received += 1
             dispatch(frames)
+        if received and self.after_drain is not None:
+            self.after_drain()
         return received
 
     def wait(self, timeout: float) -> None:
@@ -372,22 +383,3 @@ class AcceptWatch:
 
 def _nothing() -> None:
     pass
-
-
-def _ipc_in_use(path: str) -> bool:
-    """True if something accepts connections on a Unix socket path.
-
-    libzmq unlinks an existing ipc socket file when it binds, which would
-    silently steal the endpoint from a running collector.
-    """
-    if not path or path.startswith("@") or not os.path.exists(path):
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(0.5)
-        probe.connect(path)
-    except OSError:
-        return False  # a stale file from a collector that died: safe to bind over
-    finally:
-        probe.close()
-    return True

@@ -30,6 +30,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 DEFAULT_ENDPOINT: Final = "tcp://127.0.0.1:5558"
+PUBLISH_ENDPOINT: Final = "tcp://127.0.0.1:5559"
+"""The conventional ``--publish`` endpoint (documented; ``--publish`` itself is off by default)
+and ``zlogcollect tail``'s default ``--connect``."""
 _WHEN = re.compile(r"(?i)S|M|H|D|MIDNIGHT|W[0-6]")
 _ENDPOINT = re.compile(r"(tcp|ipc|inproc|pgm|epgm|vmci)://.+")
 # tcp://HOST:PORT: HOST an address, interface name, hostname, [IPv6] or *; PORT digits or *.
@@ -176,6 +179,22 @@ class CollectorConfig:
         RECEIVE,
         metavar="HOST:PORT",
         check=_check_http,
+    )
+    publish: tuple[str, ...] = setting(
+        (),
+        "Republish every accepted record (the handler's own frames) on an XPUB socket bound here, for"
+        f" `zlogcollect tail`; the conventional endpoint is {PUBLISH_ENDPOINT}; none given = off."
+        " The files never wait for a subscriber: records it cannot take are dropped and counted.",
+        RECEIVE,
+        metavar="ENDPOINT",
+    )
+    publish_hwm: int = setting(
+        10_000,
+        "Records --publish may queue per subscriber; beyond it records are dropped (for every"
+        " subscriber) and counted, never waited for.",
+        RECEIVE,
+        metavar="N",
+        check=at_least(1),
     )
     levels: Mapping[str, int] = setting(
         {},
@@ -508,27 +527,31 @@ def from_mapping(values: Mapping[str, Any]) -> CollectorConfig:
 
 def validate(config: CollectorConfig) -> None:
     """Check every value that can be checked before binding anything."""
-    _check_endpoints(config.bind)
+    _check_endpoints("bind", config.bind)
+    _check_endpoints("publish", config.publish, required=False)
     _check_each_setting(config)
     _check_routes_and_format(config)
     _check_amqp(config)
 
 
-def _check_endpoints(endpoints: tuple[str, ...]) -> None:
-    if not endpoints:
-        raise ConfigError("bind: at least one endpoint is needed")
+def _check_endpoints(name: str, endpoints: tuple[str, ...], required: bool = True) -> None:
+    """Endpoints to bind (``bind``, ``publish``): the same shapes, the same one-line errors."""
+    if required and not endpoints:
+        raise ConfigError(f"{name}: at least one endpoint is needed")
+    port_example = "5558" if name == "bind" else "5559"
     for endpoint in endpoints:
         port = endpoint.rsplit(":", 1)[-1] if endpoint.startswith("tcp://") else ""
         if port.isdigit() and not 0 < int(port) < 65536:
-            raise ConfigError(f"bind = {endpoint!r}: port {port} is out of range (1-65535)")
+            raise ConfigError(f"{name} = {endpoint!r}: port {port} is out of range (1-65535)")
         if not _ENDPOINT.fullmatch(endpoint):
             raise ConfigError(
-                f"bind = {endpoint!r}: expected an endpoint like tcp://127.0.0.1:5558 or ipc:///run/x.sock"
+                f"{name} = {endpoint!r}: expected an endpoint like tcp://127.0.0.1:{port_example}"
+                " or ipc:///run/x.sock"
             )
         if endpoint.startswith("tcp://") and not _TCP_ENDPOINT.fullmatch(endpoint):
             raise ConfigError(
-                f"bind = {endpoint!r}: expected tcp://HOST:PORT (an address, interface or * and a port"
-                " number or *), e.g. tcp://127.0.0.1:5558 or tcp://*:5558"
+                f"{name} = {endpoint!r}: expected tcp://HOST:PORT (an address, interface or * and a port"
+                f" number or *), e.g. tcp://127.0.0.1:{port_example} or tcp://*:{port_example}"
             )
 
 

@@ -20,6 +20,7 @@ from zlogcollect.config import CollectorConfig, parse_queue, redact
 from zlogcollect.exits import ExitStatus
 from zlogcollect.health import AmqpView, Health
 from zlogcollect.helpers import JSON_ENCODER, atomic_write
+from zlogcollect.republish import RepublishBindError, Republisher
 from zlogcollect.routing import PUBLISHERS_FILE, STATS_FILE, Router
 from zlogcollect.sdnotify import READY, STOPPING, Notifier, reloading
 from zlogcollect.sinks import Sink
@@ -249,8 +250,9 @@ def start(
     amqp_sink: AmqpSinkType | None,
     stopping: Callable[[], bool],
     http: HttpServer | None = None,
+    republisher: Republisher | None = None,
 ) -> None:
-    """Start-up in order: saved state, bind, HTTP, then the broker; each step skipped once a stop came."""
+    """Start-up in order: saved state, bind, publish, HTTP, then the broker; each step skipped once a stop came."""
     if not stopping():
         collector.load_state()
     if not stopping():
@@ -258,6 +260,12 @@ def start(
         try:
             collector.bind(config.bind, config.subscribe)
         except StartupError as exc:
+            raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    if republisher is not None and config.publish and not stopping():
+        check_ipc_directories(config.publish)
+        try:
+            republisher.bind(config.publish)
+        except RepublishBindError as exc:
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
     if http is not None and not stopping():
         start_http(http)
@@ -272,6 +280,7 @@ def announce_ready(
     file_sink: FileSink | None,
     amqp_sink: AmqpSinkType | None,
     http: HttpServer | None = None,
+    republisher: Republisher | None = None,
 ) -> None:
     """The ready line: where it listens, where records go, where metrics are, its pid."""
     targets = []
@@ -279,6 +288,8 @@ def announce_ready(
         targets.append(f"writing to {file_sink.directory}")
     if amqp_sink is not None:
         targets.append(f"forwarding to {redact(config.amqp_url)} exchange {config.exchange}")
+    if republisher is not None and republisher.endpoints:
+        targets.append(f"publishing on {' '.join(republisher.endpoints)}")
     if http is not None:
         targets.append(f"metrics on http://{http.address}/metrics")
     announce(
@@ -356,11 +367,14 @@ def run(
         else None,
     )
     http = build_http(config, stats, health, files)
+    republisher = Republisher(stats.published, config.publish_hwm)  # binds only with --publish
+    collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
     notifier = Notifier()
     try:
-        start(collector, config, amqp_sink, stopping, http)
+        start(collector, config, amqp_sink, stopping, http, republisher)
     except DaemonStartupError:
         collector.close()
+        republisher.close()
         if http is not None:
             http.stop()
         raise
@@ -390,6 +404,8 @@ def run(
         nonlocal next_stats
         progress.tick()
         health.tick()
+        # Subscriptions are read here, never per record; nobody listening costs one None check.
+        collector.republish = republisher.send if republisher.poll() else None
         act_on_requests(state, collector, summary, notifier)
         if config.stats_interval and time.monotonic() >= next_stats:
             # A heartbeat for operators tailing the journal: the collector is alive and counting.
@@ -401,7 +417,7 @@ def run(
             log.info("%s during start-up: stopping before accepting records", state.stop)
             notifier.notify(STOPPING)
         else:
-            announce_ready(collector, config, file_sink, amqp_sink, http)
+            announce_ready(collector, config, file_sink, amqp_sink, http, republisher)
             health.tick()
             notifier.notify(READY)
             collector.serve(stopping, config.flush_interval, act_on_signals, config.flush_delay)
@@ -411,6 +427,9 @@ def run(
             collector.drain_until_quiet(time.monotonic() + config.drain_timeout)
     finally:
         health.stopping = True
+        collector.republish = None
+        republisher.flush()
+        republisher.close()
         collector.close()
         if http is not None:
             http.stop()

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import socket
 import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import BinaryIO, Final, Generic, TypeVar
@@ -162,3 +163,22 @@ def atomic_write(path: str, text: str, *, sync: bool = True) -> None:
     """Replace *path* with *text* (UTF-8) atomically; see :func:`atomic_file`."""
     with atomic_file(path, sync=sync) as handle:
         handle.write(text.encode("utf-8"))
+
+
+def ipc_in_use(path: str) -> bool:
+    """True if something accepts connections on a Unix socket path.
+
+    libzmq unlinks an existing ipc socket file when it binds, which would
+    silently steal the endpoint from a running collector.
+    """
+    if not path or path.startswith("@") or not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        return False  # a stale file from a collector that died: safe to bind over
+    finally:
+        probe.close()
+    return True

@@ -29,6 +29,17 @@ def match_topic(pattern: str, topic: str) -> bool:
     return _match(pattern.split("."), topic.split("."))
 
 
+def check_pattern(pattern: str, what: str = "pattern") -> None:
+    """Raise :class:`RouteError` unless *pattern* is dotted words, ``*`` or ``#`` (no empty word)."""
+    if not pattern or any(
+        not word or (("*" in word or "#" in word) and word not in ("*", "#")) for word in pattern.split(".")
+    ):
+        raise RouteError(
+            f"{what} {pattern!r} is not a dotted topic pattern "
+            "(words, '*' for one word, '#' for zero or more; no empty word)"
+        )
+
+
 def _match(pattern: Sequence[str], words: Sequence[str]) -> bool:
     if not pattern:
         return not words
@@ -77,14 +88,7 @@ class Route:
 
     def __post_init__(self) -> None:
         validate_target(self.target)
-        if not self.pattern or any(
-            not word or (("*" in word or "#" in word) and word not in ("*", "#"))
-            for word in self.pattern.split(".")
-        ):
-            raise RouteError(
-                f"route pattern {self.pattern!r} is not a dotted topic pattern "
-                "(words, '*' for one word, '#' for zero or more)"
-            )
+        check_pattern(self.pattern, "route pattern")
 
     def matches(self, record: Record) -> bool:
         """True if this route takes *record*."""

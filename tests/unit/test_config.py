@@ -67,6 +67,14 @@ def test_collect_section_and_dashes(tmp_path: Path) -> None:
         ({"bind": ["tcp://a b:5558"]}, "tcp://HOST:PORT"),
         ({"bind": ["ipc://"]}, "bind = 'ipc://'"),
         ({"stats_interval": -1}, "stats_interval"),
+        ({"publish": ["tcp://nonsense"]}, "publish = 'tcp://nonsense': expected tcp://HOST:PORT"),
+        ({"publish": ["5559"]}, "publish = '5559'"),
+        (
+            {"publish": ["tcp://127.0.0.1:70000"]},
+            "publish = 'tcp://127.0.0.1:70000': port 70000 is out of range",
+        ),
+        ({"publish": "ipc://"}, "publish = 'ipc://'"),
+        ({"publish_hwm": 0}, "publish_hwm"),
         ({"amqp_url_file": "/nonexistent/amqp-url"}, "amqp_url_file"),
     ],
 )

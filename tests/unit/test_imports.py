@@ -73,7 +73,7 @@ def test_cli_help_and_version_import_no_zmq_or_gevent() -> None:
     out = fresh(f"""
         import sys
         from zlogcollect.cli import cli
-        for args in (["--help"], ["collect", "--help"], ["bridge", "--help"], ["ship", "--help"], ["send", "--help"], ["--version"]):
+        for args in (["--help"], ["collect", "--help"], ["bridge", "--help"], ["ship", "--help"], ["send", "--help"], ["tail", "--help"], ["--version"]):
             try:
                 cli.main(args, prog_name="zlogcollect")
             except SystemExit as exc:

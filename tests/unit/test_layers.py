@@ -52,6 +52,10 @@ LAYERS: dict[str, int] = {
     "sinks.amqp": 6,
     "terminal": 5,
     "httpd": 5,  # --http: gevent's WSGI server on the collector's hub
+    "republish": 5,  # --publish: the XPUB socket the daemon hands the collector's dispatch (plain zmq)
+    # `zlogcollect tail`: the pure view (patterns, lines, colour), then the SUB loop (plain zmq)
+    "display": 3,
+    "tail": 5,
     "daemon": 7,
     "cli": 8,
     "__main__": 9,
@@ -74,6 +78,7 @@ COLLECTOR_SIDE = (
     "cli",
     "httpd",
     "metrics",
+    "republish",
 )
 
 
