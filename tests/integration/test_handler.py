@@ -376,7 +376,12 @@ def test_threads_deliver_whole_records(
 
 @pytest.mark.perf
 def test_collector_absent_never_blocks(make_handler: Callable[..., ZLogHandler]) -> None:
-    """With no collector, emit returns in microseconds, and close() returns within its linger."""
+    """With no collector, emit never waits for one, and close() gives up after its linger.
+
+    The bounds are far above the real figures (microseconds per emit, 0.3 s for close)
+    and far below what waiting would take (forever): they catch blocking, not slowness
+    on a loaded machine.
+    """
     handler = make_handler(free_tcp_endpoint(), app="alone", linger=0.3, hold=100)
     logger = private_logger("alone", handler)
     slowest = 0.0
@@ -384,10 +389,10 @@ def test_collector_absent_never_blocks(make_handler: Callable[..., ZLogHandler])
         start = time.perf_counter()
         logger.info("nobody listens %d", i)
         slowest = max(slowest, time.perf_counter() - start)
-    assert slowest < 0.05
+    assert slowest < 1.0
     start = time.monotonic()
     handler.close()
-    assert time.monotonic() - start < 0.3 + 0.2
+    assert time.monotonic() - start < 0.3 + 2.0
     assert handler.stats == {"seq": 2000, "dropped": 2000, "held": 0}
 
 
