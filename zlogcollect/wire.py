@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -357,17 +358,52 @@ def _json_key(key: object) -> object:
 def encode_extension(fields: Mapping[str, Any]) -> bytes:
     """Serialise extension fields as the third frame (compact JSON, UTF-8, version tagged).
 
-    NaN and infinities are written as ``null``; integers beyond 64 bits, keys JSON
+    NaN and infinities are written as ``null`` (in ``extra``: as the words ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``); integers beyond 64 bits, keys JSON
     cannot hold and objects JSON has no type for as their ``repr``; lone
     surrogates as ``\\udXXX`` text. Raises ``TypeError`` (orjson's
     ``JSONEncodeError``) only for what is nested too deep or cyclic.
     """
     data = {"v": EXTENSION_VERSION, **fields}
     try:
-        return _ORJSON_DUMPS(data, default=_json_default, option=_ORJSON_OPTIONS)
+        out: bytes = _ORJSON_DUMPS(data, default=_json_default, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
         # Rare (a huge int, a surrogate, a tuple key): made safe, then tried once more.
-        return _ORJSON_DUMPS(_json_safe(data), default=_json_default, option=_ORJSON_OPTIONS)
+        data = _json_safe(data)
+        out = _ORJSON_DUMPS(data, default=_json_default, option=_ORJSON_OPTIONS)
+    if b"null" in out and _non_finite(data.get("extra")):
+        # orjson writes NaN as null; in extra fields the value says something (a ratio
+        # that is NaN), so it goes as the word the collector's JSON lines always showed.
+        data["extra"] = _finite_words(data["extra"])
+        out = _ORJSON_DUMPS(data, default=_json_default, option=_ORJSON_OPTIONS)
+    return out
+
+
+_NON_FINITE_WORDS: Final = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _non_finite(value: object, depth: int = 0) -> bool:
+    """True if *value* holds a NaN or an infinity (in dicts and lists up to the safe depth)."""
+    if value.__class__ is float or isinstance(value, float):
+        return not math.isfinite(value)
+    if depth < _JSON_SAFE_DEPTH:
+        if isinstance(value, dict):
+            return any(_non_finite(item, depth + 1) for item in value.values())
+        if isinstance(value, (list, tuple)):
+            return any(_non_finite(item, depth + 1) for item in value)
+    return False
+
+
+def _finite_words(value: Any, depth: int = 0) -> Any:
+    """*value* with NaN and the infinities as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE_WORDS.get(value, "NaN")
+    if depth < _JSON_SAFE_DEPTH:
+        if isinstance(value, dict):
+            return {key: _finite_words(item, depth + 1) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_finite_words(item, depth + 1) for item in value]
+    return value
 
 
 def escape_text(text: object, limit: int = 300) -> str:

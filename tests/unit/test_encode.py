@@ -122,18 +122,23 @@ def canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
-def as_wire_says(value: Any) -> Any:
-    """*value* as docs/WIRE.md says the extension carries it, modelled without orjson."""
+def as_wire_says(value: Any, words: bool = False) -> Any:
+    """*value* as docs/WIRE.md says the extension carries it, modelled without orjson.
+
+    *words*: inside ``extra``, where NaN and the infinities go as ``"NaN"``, ``"Infinity"``, ``"-Infinity"``.
+    """
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
         return int(value) if -(2**63) <= value <= 2**64 - 1 else repr(value)
     if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
+        if math.isfinite(value):
+            return float(value)
+        return ("NaN" if value != value else "Infinity" if value > 0 else "-Infinity") if words else None
     if isinstance(value, dict):
-        return {wire_key(k): as_wire_says(v) for k, v in value.items()}
+        return {wire_key(k): as_wire_says(v, words or k == "extra") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [as_wire_says(v) for v in value]
+        return [as_wire_says(v, words) for v in value]
     return repr(value)
 
 
@@ -317,13 +322,15 @@ def test_non_str_keys_become_strings_as_json_made_them() -> None:
     }
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
-def test_nan_and_infinity_are_null_and_the_json_is_valid(value: float) -> None:
-    """json.dumps wrote NaN/Infinity (not JSON); orjson writes null, which any JSON reader takes."""
-    extension, meta = extra_of({"ratio": value})
-    assert meta["extra"] == {"ratio": None}
-    assert b"NaN" not in extension and b"Infinity" not in extension
-    json.loads(extension, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+@pytest.mark.parametrize(
+    ("value", "word"), [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity")]
+)
+def test_nan_and_infinity_in_extra_are_words_and_the_json_is_valid(value: float, word: str) -> None:
+    """json.dumps wrote NaN/Infinity (not JSON); now the extension is strict JSON, and an extra
+    field keeps its meaning as the word the collector's JSON lines and AMQP bodies always showed."""
+    extension, meta = extra_of({"ratio": value, "nested": [value, {"x": value}], "fine": 1.5})
+    assert meta["extra"] == {"ratio": word, "nested": [word, {"x": word}], "fine": 1.5}
+    json.loads(extension, parse_constant=lambda bad: pytest.fail(f"{bad} is not JSON"))
 
 
 @pytest.mark.parametrize("created", [math.nan, math.inf])
