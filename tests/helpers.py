@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -79,3 +83,38 @@ def broker_unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI is set, so AMQP tests must run: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def small_tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of *size* (``1m``) of our own to fill up (tests run as root), unmounted afterwards.
+
+    Skips the test where it cannot be mounted: permissions alone do not fail a write as root.
+    """
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs as a disk that fills up")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def fill(path: Path, smallest: int = 1) -> None:
+    """Write zeros to *path* until the file system is full, down to the last *smallest* bytes."""
+    with open(path, "wb", buffering=0) as out:
+        for size in (65536, 512, 1):
+            if size < smallest:
+                break
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise

@@ -203,8 +203,19 @@ def config_cmd() -> None:
     click.echo(EXAMPLE, nl=False)
 
 
-_CONNECT_HELP = "Collector endpoint to connect to (the collector's --bind)."
-_APP_HELP = "Root topic: the collector writes the records to NAME.log."
+# The options ship and send share (declared once).
+_CONNECT = click.option(
+    "--connect",
+    "endpoint",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    metavar="ENDPOINT",
+    help="Collector endpoint to connect to (the collector's --bind).",
+)
+_APP = click.option(
+    "--app", required=True, metavar="NAME", help="Root topic: the collector writes the records to NAME.log."
+)
+_TRACEBACK = click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
 _MAX_RECORD_BYTES = click.option(
     "--max-record-bytes",
     type=int,
@@ -213,7 +224,12 @@ _MAX_RECORD_BYTES = click.option(
     metavar="N",
     help="The collector's --max-record-bytes: a longer line is cut to fit, with a note.",
 )
-_SUBTOPIC_HELP = "Subtopic of every record (never taken from the text: '::' in a line stays in it)."
+_SUBTOPIC = click.option(
+    "--subtopic",
+    default="",
+    metavar="S",
+    help="Subtopic of every record (never taken from the text: '::' in a line stays in it).",
+)
 
 
 def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
@@ -228,15 +244,8 @@ def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
 
 @cli.command()
 @click.argument("files", nargs=-1, metavar="[FILE]...")
-@click.option(
-    "--connect",
-    "endpoint",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    metavar="ENDPOINT",
-    help=_CONNECT_HELP,
-)
-@click.option("--app", required=True, metavar="NAME", help=_APP_HELP)
+@_CONNECT
+@_APP
 @click.option(
     "--level",
     default="INFO",
@@ -244,7 +253,7 @@ def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
     metavar="LEVEL",
     help="Level of every line; with --level-from, of each line in which it finds no known level.",
 )
-@click.option("--subtopic", default="", metavar="S", help=_SUBTOPIC_HELP)
+@_SUBTOPIC
 @click.option(
     "--level-from",
     metavar="REGEX",
@@ -268,7 +277,7 @@ def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
     help="Give up (exit 75) when no collector takes a record for S seconds; 0 waits as long as it takes.",
 )
 @_MAX_RECORD_BYTES
-@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+@_TRACEBACK
 def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
     """Send each line of FILEs (stdin for - or no FILE) to a collector as one record.
 
@@ -298,16 +307,9 @@ def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
 @cli.command()
 @click.argument("level")
 @click.argument("message")
-@click.option(
-    "--connect",
-    "endpoint",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    metavar="ENDPOINT",
-    help=_CONNECT_HELP,
-)
-@click.option("--app", required=True, metavar="NAME", help=_APP_HELP)
-@click.option("--subtopic", default="", metavar="S", help=_SUBTOPIC_HELP)
+@_CONNECT
+@_APP
+@_SUBTOPIC
 @click.option(
     "--timeout",
     type=float,
@@ -317,7 +319,7 @@ def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
     help="Most seconds to wait for a collector to subscribe and take the record.",
 )
 @_MAX_RECORD_BYTES
-@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+@_TRACEBACK
 def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     """Send one record, like logger(1): MESSAGE at LEVEL (INFO, WARNING, ERROR, ...).
 
@@ -372,7 +374,7 @@ def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     metavar="NAME=NUMBER",
     help="A custom level the senders use in topics, as the collector's --level (e.g. TRACE=5). Repeatable.",
 )
-@click.option("--traceback", is_flag=True, help="Show the Python traceback on errors.")
+@_TRACEBACK
 def tail(
     patterns: tuple[str, ...],
     endpoint: str,

@@ -15,7 +15,8 @@ import zmq
 import zmq.green
 from zmq.utils.monitor import parse_monitor_message
 
-from zlogcollect.helpers import Throttle, ipc_in_use
+from zlogcollect.endpoints import BindError, bind_all
+from zlogcollect.helpers import Throttle
 from zlogcollect.ledger import LossLedger, StateFile
 from zlogcollect.sinks import Sink
 from zlogcollect.stats import Stats
@@ -104,18 +105,11 @@ class Collector:
         sock.setsockopt(zmq.LINGER, 0)
         for prefix in subscriptions or ("",):
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        for endpoint in endpoints:
-            if endpoint.startswith("ipc://") and ipc_in_use(endpoint[len("ipc://") :]):
-                self.close_socket()
-                raise StartupError(
-                    f"cannot bind {endpoint}: Address already in use (another process listens there)"
-                )
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError as exc:
-                self.close_socket()
-                raise StartupError(f"cannot bind {endpoint}: {exc.strerror}") from None
-            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        try:
+            self.endpoints += bind_all(sock, endpoints)
+        except BindError as exc:
+            self.close_socket()
+            raise StartupError(str(exc)) from None
         self._poller.register(sock, zmq.POLLIN)
         self._registered = True
         self._accept_watch = AcceptWatch(sock, self.stats.errors)

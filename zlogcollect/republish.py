@@ -35,7 +35,7 @@ from typing import Final
 
 import zmq
 
-from zlogcollect.helpers import ipc_in_use
+from zlogcollect.endpoints import BindError, bind_all
 from zlogcollect.wire import STANDARD_LEVELS, Record, encode_extension
 
 __all__ = ["Reframer", "RepublishBindError", "Republisher"]
@@ -126,18 +126,11 @@ class Republisher:
         sock.setsockopt(zmq.LINGER, 0)
         # Subscribers send only subscriptions: anything big is not one.
         sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
-        for endpoint in endpoints:
-            if endpoint.startswith("ipc://") and ipc_in_use(endpoint[len("ipc://") :]):
-                self.close()
-                raise RepublishBindError(
-                    f"cannot bind {endpoint} (publish): Address already in use (another process listens there)"
-                )
-            try:
-                sock.bind(endpoint)
-            except zmq.ZMQError as exc:
-                self.close()
-                raise RepublishBindError(f"cannot bind {endpoint} (publish): {exc.strerror}") from None
-            self.endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        try:
+            self.endpoints += bind_all(sock, endpoints, "publish")
+        except BindError as exc:
+            self.close()
+            raise RepublishBindError(str(exc)) from None
 
     def poll(self) -> bool:
         """Read the subscription messages waiting (between batches); return whether anyone subscribes."""

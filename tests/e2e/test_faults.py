@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import signal
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess, StockSender, read_lines, short_ipc_endpoint, wait_until
+from tests.helpers import (
+    CollectorProcess,
+    StockSender,
+    fill,
+    read_lines,
+    short_ipc_endpoint,
+    small_tmpfs,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -32,32 +37,9 @@ def start(collectors: list[CollectorProcess], logdir: Path, *args: str) -> tuple
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs of our own (root only), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs for the disk-full test")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A 2m tmpfs of our own, unmounted afterwards."""
+    with small_tmpfs(tmp_path, "2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def fill(path: Path) -> None:
-    """Write zeros to *path* until the file system is full (down to the last 512 bytes)."""
-    with open(path, "wb", buffering=0) as out:
-        for size in (65536, 512):
-            try:
-                while True:
-                    out.write(b"\0" * size)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
 
 
 def test_disk_full_then_freed_every_line_once_and_whole(
@@ -73,7 +55,7 @@ def test_disk_full_then_freed_every_line_once_and_whole(
         sender.wait_connected(logdir)
         gap = small_disk / "gap"
         gap.write_bytes(b"\0" * 20_000)
-        fill(small_disk / "filler")
+        fill(small_disk / "filler", smallest=512)
         gap.unlink()  # ~20 kB free: the first batch of ~700 kB is cut part way
         for i in range(total):
             sender.logger.info("record %05d %s", i, "x" * 60)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import http.client
 import json
 import os
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,9 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import (
     CollectorProcess,
     StockSender,
+    fill,
     read_lines,
     run_collector,
     short_ipc_endpoint,
+    small_tmpfs,
     wait_until,
 )
 from zlogcollect.testing.process import free_port
@@ -142,32 +142,9 @@ def test_a_scrape_counts_what_was_sent_written_and_quarantined(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs of our own (tests run as root), unmounted afterwards."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs as a disk that fills up")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    """A 1m tmpfs of our own, unmounted afterwards."""
+    with small_tmpfs(tmp_path, "1m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-def fill(path: Path) -> None:
-    """Write zeros to *path* until the file system is full."""
-    with open(path, "wb", buffering=0) as out:
-        for size in (65536, 512, 1):
-            try:
-                while True:
-                    out.write(b"\0" * size)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
 
 
 def test_healthz_is_503_while_the_disk_is_full_and_200_once_it_is_not(

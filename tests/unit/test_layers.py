@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "sdnotify": 0,  # systemd readiness: one datagram, standard library only
     # 1: the wire format
     "wire": 1,
+    "endpoints": 1,  # zmq: binding with one-line errors
     "health": 1,  # /healthz's verdict from the counters
     # 2: pure logic on records
     "encode": 2,
