@@ -43,3 +43,12 @@ def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:
             assert figure["values"], (name, figure["name"])
             assert math.isfinite(figure["median"]), (name, figure["name"])
     assert "collector" in result.stdout.lower() or "capacity" in result.stdout.lower()
+
+
+def test_every_instruction_probe_runs() -> None:
+    """Each probe `python -m benchmarks.instructions` hands to valgrind runs to the end (valgrind itself is
+    not needed here): the probes use the real classes, so a change of their API shows up in CI."""
+    from benchmarks.instructions import PROBES, main
+
+    for name in PROBES:
+        assert main(["--probe", name, "-n", "50"]) == 0, name

@@ -165,7 +165,7 @@ def test_values_json_has_no_number_or_type_for_arrive_as_valid_json(
         logger.info("odd::value", extra=extra)
     frames = ipc_receiver.wait_for(3)
     metas = [json.loads(ext.decode(), parse_constant=lambda word: pytest.fail(word)) for _, _, ext in frames]
-    assert metas[0]["extra"] == {"ratio": None, "big": str(2**70), "greeting": "Grüße 日本"}
+    assert metas[0]["extra"] == {"ratio": "NaN", "big": str(2**70), "greeting": "Grüße 日本"}
     assert "Grüße 日本".encode() in frames[0][2]
     assert metas[1]["extra"] == {"keys": {"(1, 2)": "a", "3": "b"}}
     assert isinstance(metas[2]["extra"], str) and "{...}" in metas[2]["extra"]
