@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import zmq
 
 from tests.helpers import (
     CollectorProcess,
@@ -19,6 +18,9 @@ from tests.helpers import (
     read_lines,
     short_ipc_endpoint,
     wait_until,
+)
+from tests.helpers import (
+    RawSender as BareSender,
 )
 
 pytestmark = pytest.mark.e2e
@@ -36,17 +38,8 @@ def ext(**fields: object) -> bytes:
     return json.dumps({"v": 1, **fields}, separators=(",", ":")).encode()
 
 
-class RawSender:
-    """A bare PUB socket: sends any frames, nothing checked, nothing dropped at its end."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.connect(endpoint)
-
-    def send(self, *frames: bytes) -> None:
-        self.socket.send_multipart(list(frames))
+class RawSender(BareSender):
+    """The shared raw sender, plus a wait until the collector counts its records."""
 
     def wait_connected(self, proc: CollectorProcess) -> None:
         """Send stock probe records until the collector counts more (SIGUSR1, JSON counters)."""
@@ -59,10 +52,6 @@ class RawSender:
             return counter(proc, "received") > baseline
 
         wait_until(seen, 30, interval=0.05, what="the collector to receive a probe")
-
-    def close(self) -> None:
-        self.socket.close(linger=5000)
-        self.context.term()
 
 
 def lines_with(proc: CollectorProcess, text: str) -> list[str]:

@@ -17,7 +17,14 @@ import pytest
 import zmq
 from zmq.log.handlers import PUBHandler
 
-from tests.helpers import CollectorProcess, read_lines, run_collector, short_ipc_endpoint, wait_until
+from tests.helpers import (
+    CollectorProcess,
+    RawSender,
+    read_lines,
+    run_collector,
+    short_ipc_endpoint,
+    wait_until,
+)
 from zlogcollect import ZLogHandler
 from zlogcollect.testing.process import Child, free_tcp_endpoint
 from zlogcollect.wire import encode_extension
@@ -54,23 +61,6 @@ def start_tail(tails: list[Child], publish: str, *args: str) -> Child:
     child = Child([*ZLOGCOLLECT, "tail", "--connect", publish, *args], "zlogcollect tail")
     tails.append(child)
     return child
-
-
-class RawSender:
-    """A raw PUB socket connected to the collector: sends any frames, hostile ones included."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.context = zmq.Context()
-        self.socket = self.context.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.connect(endpoint)
-
-    def send(self, *frames: bytes) -> None:
-        self.socket.send_multipart(list(frames))
-
-    def close(self) -> None:
-        self.socket.close(linger=5000)
-        self.context.term()
 
 
 def probe_until_shown(send: RawSender, *children: Child, topic: bytes = b"probe.ERROR") -> None:
