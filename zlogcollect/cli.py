@@ -417,6 +417,38 @@ def tail(
     sys.exit(int(status))
 
 
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--dir",
+    "directory",
+    default=".",
+    show_default=True,
+    metavar="DIR",
+    help="Where to write the two files (created, mode 0700, if missing).",
+)
+@click.option("--force", is_flag=True, help="Replace NAME.key and NAME.key_secret if they exist.")
+@_TRACEBACK
+def keygen(name: str, directory: str, force: bool, traceback: bool) -> None:
+    """Write a CURVE certificate pair: DIR/NAME.key (public) and DIR/NAME.key_secret (mode 0600).
+
+    The files are pyzmq's certificate format (zmq.auth). The public key goes
+    to the collector's allow-list directory, the secret file stays with the
+    app or collector it names. Prints the public key on stdout and where the
+    files went on stderr. Exit: 0 written, 73 a file exists (without --force)
+    or cannot be written, 78 a bad NAME.
+    """
+    from zlogcollect.keys import KeygenError
+    from zlogcollect.keys import keygen as write_keys
+
+    try:
+        keys = write_keys(name, directory, force)
+    except KeygenError as exc:
+        _fail(str(exc), exc.status, traceback)
+    click.echo(keys.public_key)
+    click.echo(f"public key: {keys.public_file}  secret key: {keys.secret_file} (mode 0600)", err=True)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="zlogcollect")
