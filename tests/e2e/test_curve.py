@@ -6,6 +6,7 @@ handler's own CURVE keywords are tested in test_handler_curve.py).
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
@@ -381,3 +382,76 @@ def test_publish_with_its_own_allow_list(tmp_path: Path, certs: Certs, context: 
     topic, text, extension = got[0]
     assert (topic, text) == (b"web.INFO", b"watched")
     assert json.loads(extension)["peer"] == "app1"
+
+
+def test_no_secret_is_ever_shown(tmp_path: Path, certs: Certs, context: Sockets) -> None:
+    """Issue 13 item 7: with CURVE, --publish's allow-list, --http and an AMQP URL with a password (its
+    broker down, so the bridge keeps retrying and saying so), nothing the collector prints, writes or
+    serves holds the secret key or the password: stderr, stdout, the counters file, every file in --dir,
+    /metrics and /healthz, through a refusal, a SIGHUP with a broken key file, SIGUSR1 and the stop."""
+    readers = tmp_path / "readers"
+    readers.mkdir()
+    shutil.copy(certs.public("app3"), readers)
+    password = "Zl0gC0llectPassw0rd"
+    dead_broker = f"amqp://zlc:{password}@127.0.0.1:{free_tcp_endpoint().rsplit(':', 1)[1]}/"
+    collector, endpoint = start(
+        tmp_path,
+        certs,
+        "--publish",
+        free_tcp_endpoint(),
+        "--publish-allow-keys",
+        str(readers),
+        "--http",
+        "127.0.0.1:0",
+        "--amqp-url",
+        dead_broker,
+        "--log-level",
+        "DEBUG",
+        "--stats-interval",
+        "0.5",
+    )
+    served = []
+    try:
+        address = collector.stderr.split("metrics on http://", 1)[1].split("/metrics", 1)[0]
+        keep_sending(
+            curve_pub(context, endpoint, certs.secret("app1"), server_key(certs)),
+            b"web.INFO",
+            b"hello",
+            tmp_path / "logs" / "web.log",
+            "hello",
+        )
+        curve_pub(context, endpoint, certs.secret("intruder"), server_key(certs)).send_multipart(
+            [b"x.INFO", b"y"]
+        )
+        (certs.allow / "broken.key").write_text('public-key = "nonsense"\n')
+        mark = len(collector.stderr_lines)
+        collector.send(signal.SIGHUP)
+        collector.wait_stderr("keeping the 2 keys allowed before", start=mark)
+        collector.ask_counters()
+        for path in ("/metrics", "/healthz"):
+            served.append(http_get(address, path))
+    finally:
+        assert collector.stop() == 0
+    config = run_zlogcollect(["config"])
+    shown = [collector.stderr, "\n".join(collector.stdout_lines), config.stdout, config.stderr, *served]
+    shown += [
+        path.read_text(encoding="utf-8", errors="replace")
+        for path in (tmp_path / "logs").rglob("*")
+        if path.is_file()
+    ]
+    secrets = [zmq.auth.load_certificate(certs.server)[1], zmq.auth.load_certificate(certs.secret("app1"))[1]]
+    everything = "\n".join(shown)
+    assert "broken.key" in everything and "zlc" in collector.stderr  # the output is there to search
+    for secret in secrets:
+        assert secret is not None and secret.decode() not in everything
+    assert password not in everything
+
+
+def http_get(address: str, path: str) -> str:
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
