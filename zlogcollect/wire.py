@@ -773,14 +773,18 @@ class Parser:
         if trace is not None:
             meta["exc"] = escape_controls(trace if isinstance(trace, str) else repr(trace))
         meta.pop("v", None)
-        record = Record(
-            info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+        if "peer" not in meta:  # PEER_KEY, reserved: one lookup of a constant for every other record
+            return Record(
+                info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+            )
+        return self._take_peer(
+            Record(
+                info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+            ),
+            meta,
         )
-        if PEER_KEY in meta:  # reserved: one dict lookup for every other record
-            self._take_peer(record, meta)
-        return record
 
-    def _take_peer(self, record: Record, meta: dict[str, Any]) -> None:
+    def _take_peer(self, record: Record, meta: dict[str, Any]) -> Record:
         peer = meta.pop(PEER_KEY)
         if not self._trust_peer:
             meta[CLAIMED_PEER] = peer  # a client's claim: kept for the record, never its peer
@@ -791,6 +795,7 @@ class Parser:
                 "bad_extension",
                 f"peer must be a string of 1-{MAX_PEER_CHARS} characters, got {_describe(peer)}",
             )
+        return record
 
 
 def _info(topic: Topic, number: int) -> _TopicInfo:

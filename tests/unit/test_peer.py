@@ -491,3 +491,29 @@ def test_topic_of_a_parsed_peer_source_record_parses_back() -> None:
     made = with_peer_source(Parser().parse(frames(b"evil.ERROR.db"), STAMP), "app1")
     topic, number = parse_topic(made.topic)
     assert (topic.root, topic.level, topic.subtopic, number) == ("app1", "ERROR", "db", 40)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(JSON_VALUES)
+def test_any_peer_value_is_a_claim_or_a_clean_refusal_never_a_crash(peer: object) -> None:
+    sent = [b"app1.INFO", b"m", encode_extension({"peer": peer, "pub": "p", "seq": 1})]
+    claimed = Parser().parse(sent, STAMP)
+    assert claimed.peer is None
+    json.loads(json_formatter()(claimed))  # the claim is shown, as strict JSON
+    if peer is None or (isinstance(peer, str) and 0 < len(peer) <= MAX_PEER_CHARS):
+        trusted = Parser(trust_peer=True).parse(sent, STAMP)
+        assert (trusted.peer is None) is (peer is None)
+        assert text_formatter(DEFAULT_PEER_FORMAT)(trusted).count("\n") == 1  # one line, whatever the name
+    else:
+        with pytest.raises(MalformedRecord, match="bad_extension: peer must be"):
+            Parser(trust_peer=True).parse(sent, STAMP)
+    republished = extension_with_peer(sent, "app1")
+    assert Parser(trust_peer=True).parse(republished, STAMP).peer == "app1"
