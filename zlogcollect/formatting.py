@@ -413,7 +413,8 @@ class TextFormatter:
                     return self._continued(line[:-1], record) + "\n"
                 return line
         elif self._fast and not (meta and meta.get("exc")):
-            template = self._templates.get(self._key(record)) or self._template(record)
+            key = (record.topic, record.peer) if self._by_peer else record.topic
+            template = self._templates.get(key) or self._template(record)
             if template is not None:
                 stamp = record.created if record.created is not None else record.received
                 values: dict[str, Any] = {"message": record.message}
