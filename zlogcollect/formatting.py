@@ -91,6 +91,9 @@ _EXTENSION_FIELDS: Final = ("host", "pid", "process", "thread", "logger", "path"
 _HOST_UNSAFE = re.compile(r"[^\w.@+\[\]:-]")
 _MAX_ORIGIN_PART: Final = 255  # a host name is at most 253 bytes; anything longer is a peer's noise
 
+MAX_PEERS_PER_TOPIC: Final = 1000
+"""Peers whose line parts one topic keeps (the peer format); the topic's entry starts over past it."""
+
 TEMPLATE_CACHE_ENTRIES: Final = 10_000
 TEMPLATE_CACHE_BYTES: Final = 16 * 1024 * 1024
 """The per-topic template cache starts over past this many entries or characters,
@@ -285,7 +288,12 @@ class TextFormatter:
         self._split_default = split and not self._by_peer
         self._split_peer = split and self._by_peer
         # Per topic (only one of the two is used, by the format): bounded, as topics come from the network.
-        self._parts: BoundedCache[_Key, tuple[str, str, str, str]] = BoundedCache(
+        self._parts: BoundedCache[str, tuple[str, str, str, str]] = BoundedCache(
+            TEMPLATE_CACHE_ENTRIES, cache_bytes
+        )
+        # The peer format's parts: per topic, then per peer (two lookups of strings are
+        # cheaper than building and hashing a (topic, peer) key for every record).
+        self._peer_parts: BoundedCache[str, dict[str | None, tuple[str, str, str, str]]] = BoundedCache(
             TEMPLATE_CACHE_ENTRIES, cache_bytes
         )
         self._templates: BoundedCache[_Key, str] = BoundedCache(TEMPLATE_CACHE_ENTRIES, cache_bytes)
@@ -344,7 +352,15 @@ class TextFormatter:
         pieces.append(template[pos:])
         parts.append("".join(pieces))
         split = (parts[0], parts[1], parts[2], parts[3])
-        return self._parts.put(self._key(record), split, len(record.topic) + len(template))
+        cost = len(record.topic) + len(template)
+        if not self._by_peer:
+            return self._parts.put(record.topic, split, cost)
+        by_peer = self._peer_parts.get(record.topic)
+        if by_peer is None or len(by_peer) >= MAX_PEERS_PER_TOPIC:
+            by_peer = {}
+        by_peer[record.peer] = split
+        self._peer_parts.put(record.topic, by_peer, cost)  # the cost of this peer's entry added
+        return split
 
     def _origin(self, meta: dict[str, Any]) -> str:
         host = meta.get("host")
@@ -403,7 +419,8 @@ class TextFormatter:
                     return self._continued(line[:-1], record) + "\n"
                 return line
         elif self._split_peer and not (meta and meta.get("exc")):
-            parts = self._parts.get((record.topic, record.peer)) or self._split(record)
+            by_peer = self._peer_parts.get(record.topic)
+            parts = (by_peer.get(record.peer) if by_peer is not None else None) or self._split(record)
             if parts is not None:
                 message = record.message
                 stamp = record.created if record.created is not None else record.received
