@@ -517,3 +517,11 @@ def test_any_peer_value_is_a_claim_or_a_clean_refusal_never_a_crash(peer: object
             Parser(trust_peer=True).parse(sent, STAMP)
     republished = extension_with_peer(sent, "app1")
     assert Parser(trust_peer=True).parse(republished, STAMP).peer == "app1"
+
+
+def test_many_peers_on_one_topic_keep_their_own_lines() -> None:
+    render = text_formatter(DEFAULT_PEER_FORMAT)
+    peers = [f"key{n}" for n in range(formatting.MAX_PEERS_PER_TOPIC + 200)]  # past the per-topic bound
+    for _ in range(2):
+        for peer in peers:
+            assert render(record(peer=peer)) == f"{TIME} | ERROR | app1 | {peer} | - | db | timeout\n"
