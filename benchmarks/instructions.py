@@ -65,6 +65,21 @@ def _line(structured: bool) -> Callable[[int], None]:
     return run
 
 
+def _peer_line() -> Callable[[int], None]:
+    """The collector's default line with CURVE on: the peer column (DEFAULT_PEER_FORMAT)."""
+    from zlogcollect.formatting import DEFAULT_PEER_FORMAT, text_formatter
+    from zlogcollect.wire import Parser
+
+    def run(n: int) -> None:
+        record = Parser().parse(_frames(True, 1)[0], time.time())
+        record.peer = "bench"
+        render = text_formatter(DEFAULT_PEER_FORMAT)
+        for _ in range(n):
+            render(record)
+
+    return run
+
+
 def _drain(structured: bool) -> Callable[[int], None]:
     """Collector.dispatch into the real FileSink (state file on), a flush every 1,000 records."""
     from zlogcollect.collector import Collector
@@ -118,6 +133,7 @@ PROBES: dict[str, Callable[[], Callable[[int], None]]] = {
     "parse, structured record": lambda: _parse(True),
     "default line, plain record": lambda: _line(False),
     "default line, structured record": lambda: _line(True),
+    "peer line (CURVE on), structured record": _peer_line,
     "in-process drain, plain": lambda: _drain(False),
     "in-process drain, structured": lambda: _drain(True),
     "pyzmq send + receive, two frames": lambda: _zmq(False),

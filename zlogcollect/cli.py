@@ -350,7 +350,8 @@ def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     default=DEFAULT_FORMAT,
     show_default=True,
     metavar="FMT",
-    help="%-style line format, as the collector's --format (the files' default).",
+    help="%-style line format, as the collector's --format (the files' default; records with a"
+    " CURVE peer get the peer column after the source, as the files do).",
 )
 @click.option("--json", is_flag=True, help="One JSON object per record, as the collector's --json.")
 @click.option("--utc", is_flag=True, help="Times in UTC rather than local time.")

@@ -30,6 +30,7 @@ from zlogcollect.wire import (
     Parser,
     Record,
     UnknownLevel,
+    escape_controls,
     escape_text,
     with_peer_source,
 )
@@ -199,7 +200,7 @@ class Collector:
             if self._source_from_peer:
                 with_peer_source(record, peer)
             else:
-                record.peer = peer
+                record.peer = escape_controls(peer)
         meta = record.meta
         if meta:
             # The parser checked pub, seq, dropped, host and pid already (check_extension).

@@ -268,7 +268,7 @@ class CollectorConfig:
         (),
         "Also write records whose topic matches PATTERN to FILE, as PATTERN=FILE. PATTERN uses AMQP"
         " wildcards against the topic (* = one word, # = zero or more); FILE may use {source},"
-        " {level}, {host}, {pid}.",
+        " {level}, {host}, {pid} and {peer} (CURVE).",
         FILES,
         metavar="PATTERN=FILE",
         samples=("app1.ERROR.#=app1-errors.log", "*.*.db.#=db/{source}-{level}.log"),
@@ -366,7 +366,7 @@ class CollectorConfig:
     )
     routing_key: str = setting(
         "",
-        "Routing key template from {source} {level} {subtopic} {topic} {name}; '{topic}' for the"
+        "Routing key template from {source} {level} {subtopic} {topic} {name} {peer}; '{topic}' for the"
         " whole topic; '' = {source}.{level}.",
         AMQP,
         metavar="TEMPLATE",

@@ -143,8 +143,8 @@ def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
     """The rotating-file sink from a validated config."""
     directory = check_directory(config.dir)
     fmt = config.format
-    if config.curve_secret and fmt == formatting.DEFAULT_FORMAT:
-        fmt = formatting.DEFAULT_PEER_FORMAT  # CURVE on: the default line names the peer
+    if fmt == formatting.DEFAULT_FORMAT:
+        fmt = formatting.default_format(curve=bool(config.curve_secret))  # CURVE on: the line names the peer
     render = (
         formatting.json_formatter(config.utc)
         if config.json

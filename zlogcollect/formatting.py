@@ -6,15 +6,12 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from zlogcollect.helpers import JSON_ENCODER, BoundedCache
-from zlogcollect.wire import Record
+from zlogcollect.wire import Record, escape_controls
 
 DEFAULT_FORMAT: Final = "%(asctime)s | %(levelname)s | %(source)s | %(origin)s | %(subtopic)s | %(message)s"
-DEFAULT_PEER_FORMAT: Final = (
-    "%(asctime)s | %(levelname)s | %(source)s | %(peer)s | %(origin)s | %(subtopic)s | %(message)s"
-)
 """The default line: time, level, source, origin, subtopic, message, always six columns.
 
 ``2026-11-25 15:09:31.123 | ERROR | app1 | web01:4242 | db.query | timeout after 30 s``
@@ -26,6 +23,30 @@ too, so every line splits on ``" | "`` into the same six fields (the message,
 last, may itself contain ``" | "``). Continuation lines of a multi-line
 record carry their own short prefix (see :data:`CONTINUATION`).
 """
+
+DEFAULT_PEER_FORMAT: Final = (
+    "%(asctime)s | %(levelname)s | %(source)s | %(peer)s | %(origin)s | %(subtopic)s | %(message)s"
+)
+"""The default line of a collector with CURVE on: the peer's name (the certificate the record
+came with) after the source, so seven columns.
+
+``2026-11-25 15:09:31.123 | ERROR | app1 | app1 | web01:4242 | db.query | timeout after 30 s``
+"""
+
+
+def default_format(curve: bool) -> str:
+    """The collector's default ``--format``: :data:`DEFAULT_PEER_FORMAT` with CURVE on, else :data:`DEFAULT_FORMAT`."""
+    return DEFAULT_PEER_FORMAT if curve else DEFAULT_FORMAT
+
+
+def peer_text(peer: str | None) -> str:
+    """The peer column: ``-`` for none, else the name with control characters, tab and newline escaped."""
+    if not peer:
+        return "-"
+    if peer.isprintable():
+        return peer
+    return escape_controls(peer).replace("\n", "\\n").replace("\t", "\\t")
+
 
 CONTINUATION: Final = "+"
 """Marks continuation lines in ``prefix`` mode: ``2026-11-25 15:09:31.123 | app1 + KeyError: 'k'``."""
@@ -41,6 +62,7 @@ FIELDS: Final = (
     "levelname",
     "levelno",
     "source",
+    "peer",
     "subtopic",
     "topic",
     "origin",
@@ -57,6 +79,8 @@ FIELDS: Final = (
 )
 """Names a ``--format`` string may use; absent values show as ``-``.
 
+``peer`` is the name of the CURVE certificate the record came with (``-`` without CURVE).
+
 Any other name is looked up in the record's extra fields (the ``extra={...}``
 of the log call, sent in the extension) and shows empty when the record has
 no such field.
@@ -67,10 +91,17 @@ _EXTENSION_FIELDS: Final = ("host", "pid", "process", "thread", "logger", "path"
 _HOST_UNSAFE = re.compile(r"[^\w.@+\[\]:-]")
 _MAX_ORIGIN_PART: Final = 255  # a host name is at most 253 bytes; anything longer is a peer's noise
 
+MAX_PEERS_PER_TOPIC: Final = 1000
+"""Peers whose line parts one topic keeps (the peer format); the topic's entry starts over past it."""
+
 TEMPLATE_CACHE_ENTRIES: Final = 10_000
 TEMPLATE_CACHE_BYTES: Final = 16 * 1024 * 1024
 """The per-topic template cache starts over past this many entries or characters,
 so distinct huge topics from a peer cannot grow memory without bound."""
+
+
+_Key: TypeAlias = "str | tuple[str, str | None]"
+"""A template cache key: the topic, or the topic and the peer for a format that shows the peer."""
 
 
 class FormatError(ValueError):
@@ -157,6 +188,7 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
         "levelname": record.levelname,
         "levelno": record.levelno,
         "source": record.source or "-",
+        "peer": peer_text(record.peer),
         "subtopic": record.subtopic or "-",
         "topic": record.topic,
         "origin": origin(meta),
@@ -172,7 +204,8 @@ def record_fields(record: Record, utc: bool = False) -> dict[str, Any]:
 
 
 _TOKEN = re.compile(r"%%|%\((\w+)\)[#0 +-]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
-_PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "subtopic", "topic"})
+_PER_TOPIC: Final = frozenset({"levelname", "levelno", "source", "peer", "subtopic", "topic"})
+"""Filled in once per topic (once per topic and peer when the format uses ``peer``)."""
 _PER_RECORD: Final = frozenset({"asctime", "created", "received", "message", "origin"})
 
 
@@ -248,12 +281,22 @@ class TextFormatter:
         # in that order and no other per-record field) is assembled by an f-string
         # from per-topic pieces: %-formatting a dict costs about three times as much.
         per_record = [m.group(0) for m in _TOKEN.finditer(fmt) if m.group(1) in _PER_RECORD]
-        self._split_default = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
+        split = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
+        # A format with %(peer)s (DEFAULT_PEER_FORMAT) keys its templates by topic and peer: a
+        # branch of its own, so the default format's path does not even test for it.
+        self._by_peer = "peer" in names
+        self._split_default = split and not self._by_peer
+        self._split_peer = split and self._by_peer
         # Per topic (only one of the two is used, by the format): bounded, as topics come from the network.
         self._parts: BoundedCache[str, tuple[str, str, str, str]] = BoundedCache(
             TEMPLATE_CACHE_ENTRIES, cache_bytes
         )
-        self._templates: BoundedCache[str, str] = BoundedCache(TEMPLATE_CACHE_ENTRIES, cache_bytes)
+        # The peer format's parts: per topic, then per peer (two lookups of strings are
+        # cheaper than building and hashing a (topic, peer) key for every record).
+        self._peer_parts: BoundedCache[str, dict[str | None, tuple[str, str, str, str]]] = BoundedCache(
+            TEMPLATE_CACHE_ENTRIES, cache_bytes
+        )
+        self._templates: BoundedCache[_Key, str] = BoundedCache(TEMPLATE_CACHE_ENTRIES, cache_bytes)
         self._origins: BoundedCache[tuple[Any, Any], str] = BoundedCache(10_000)
         self._last_host: Any = None
         self._last_pid: Any = None
@@ -265,6 +308,7 @@ class TextFormatter:
             "levelname": record.levelname,
             "levelno": record.levelno,
             "source": record.source or "-",
+            "peer": peer_text(record.peer),
             "subtopic": record.subtopic or "-",
             "topic": record.topic,
         }
@@ -280,10 +324,13 @@ class TextFormatter:
             return None  # a topic with a newline: the general path puts the prefix in
         return template + "\n"
 
+    def _key(self, record: Record) -> _Key:
+        return (record.topic, record.peer) if self._by_peer else record.topic
+
     def _template(self, record: Record) -> str | None:
         template = self._filled(record)
         if template is not None:
-            self._templates.put(record.topic, template, len(record.topic) + len(template))
+            self._templates.put(self._key(record), template, len(record.topic) + len(template))
         return template
 
     def _split(self, record: Record) -> tuple[str, str, str, str] | None:
@@ -305,7 +352,15 @@ class TextFormatter:
         pieces.append(template[pos:])
         parts.append("".join(pieces))
         split = (parts[0], parts[1], parts[2], parts[3])
-        return self._parts.put(record.topic, split, len(record.topic) + len(template))
+        cost = len(record.topic) + len(template)
+        if not self._by_peer:
+            return self._parts.put(record.topic, split, cost)
+        by_peer = self._peer_parts.get(record.topic)
+        if by_peer is None or len(by_peer) >= MAX_PEERS_PER_TOPIC:
+            by_peer = {}
+        by_peer[record.peer] = split
+        self._peer_parts.put(record.topic, by_peer, cost)  # the cost of this peer's entry added
+        return split
 
     def _origin(self, meta: dict[str, Any]) -> str:
         host = meta.get("host")
@@ -363,8 +418,20 @@ class TextFormatter:
                 if self._prefix and "\n" in message:
                     return self._continued(line[:-1], record) + "\n"
                 return line
+        elif self._split_peer and not (meta and meta.get("exc")):
+            by_peer = self._peer_parts.get(record.topic)
+            parts = (by_peer.get(record.peer) if by_peer is not None else None) or self._split(record)
+            if parts is not None:
+                message = record.message
+                stamp = record.created if record.created is not None else record.received
+                origin_text = self._origin(meta) if meta else "-"
+                line = f"{parts[0]}{self._time(stamp)}{parts[1]}{origin_text}{parts[2]}{message}{parts[3]}"
+                if self._prefix and "\n" in message:
+                    return self._continued(line[:-1], record) + "\n"
+                return line
         elif self._fast and not (meta and meta.get("exc")):
-            template = self._templates.get(record.topic) or self._template(record)
+            key = (record.topic, record.peer) if self._by_peer else record.topic
+            template = self._templates.get(key) or self._template(record)
             if template is not None:
                 stamp = record.created if record.created is not None else record.received
                 values: dict[str, Any] = {"message": record.message}
@@ -398,7 +465,9 @@ def json_fields(record: Record, utc: bool = False, time_text: str | None = None)
     """The JSON object for one record: the core fields plus every extension field sent.
 
     ``message`` is the bare message: a traceback the sender appended to it is
-    stored once, in ``exc``.
+    stored once, in ``exc``. ``peer`` is there only when the record has one
+    (:attr:`Record.peer`, the collector-verified certificate name); a ``peer``
+    a client sent is in ``claimed_peer`` instead (the parser moved it).
     """
     stamp = record.time
     data: dict[str, Any] = {
@@ -412,6 +481,8 @@ def json_fields(record: Record, utc: bool = False, time_text: str | None = None)
         "topic": record.topic,
         "message": bare_message(record) if record.meta else record.message,
     }
+    if record.peer is not None:  # only then: without CURVE the line is as it always was
+        data["peer"] = record.peer
     for key, value in record.meta.items():
         data.setdefault(key, value)
     return data

@@ -36,7 +36,14 @@ from typing import Final
 import zmq
 
 from zlogcollect.endpoints import BindError, bind_all
-from zlogcollect.wire import STANDARD_LEVELS, Record, encode_extension
+from zlogcollect.wire import (
+    CLAIMED_PEER,
+    STANDARD_LEVELS,
+    MalformedRecord,
+    Record,
+    encode_extension,
+    extension_with_peer,
+)
 
 __all__ = ["Reframer", "RepublishBindError", "Republisher"]
 
@@ -98,6 +105,18 @@ class Reframer:
             extension = self._extension = b'{"v":1,"created":%d.%03d5}' % (seconds, millis)
             self._millisecond = millisecond
         return (frames[0], text.encode(), extension)
+
+
+def _with_peer(frames: Sequence[bytes], record: Record) -> Sequence[bytes]:
+    """The frames with the collector-verified peer in the extension (and a client's own ``peer`` moved
+    to ``claimed_peer``), and the record's topic as the collector has it (``--source-from-peer``
+    rewrote its source): a reader trusts this stream's ``peer``, never a client's."""
+    try:
+        out = extension_with_peer(frames, record.peer)
+    except (ValueError, MalformedRecord):  # pragma: no cover - the collector accepted this extension
+        return frames
+    out[0] = record.topic.encode()
+    return out
 
 
 class Republisher:
@@ -168,7 +187,11 @@ class Republisher:
     def send(self, frames: Sequence[bytes], record: Record) -> None:
         """Queue one accepted record for :meth:`flush` at the end of this batch; never blocks, never raises."""
         queue = self._queue
-        queue.append(frames if len(frames) == 3 else self._reframe(frames, record))
+        if len(frames) != 3:
+            frames = self._reframe(frames, record)
+        if record.peer is not None or (record.meta and CLAIMED_PEER in record.meta):
+            frames = _with_peer(frames, record)
+        queue.append(frames)
         if len(queue) >= FLUSH_AT:  # never more than one batch, whoever forgets to flush
             self.flush()
 

@@ -69,8 +69,12 @@ def safe_name(name: str, fallback: str = "_") -> str:
     return cleaned
 
 
-_FIELDS: Final = frozenset({"source", "level", "host", "pid"})
-_PER_RECORD_FIELDS: Final = frozenset({"host", "pid"})
+NO_PEER: Final = "_nopeer"
+"""What ``{peer}`` becomes for a record without a peer (no CURVE): never a file named ``None``."""
+
+_FIELDS: Final = frozenset({"source", "level", "host", "pid", "peer"})
+_ORIGIN_FIELDS: Final = frozenset({"host", "pid"})
+_PER_RECORD_FIELDS: Final = _ORIGIN_FIELDS | {"peer"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +83,8 @@ class Route:
 
     ``target`` is a relative path template with ``{source}``, ``{level}``,
     ``{host}`` and ``{pid}`` (the last two from the structured extension, ``_``
-    for records without them).
+    for records without them) and ``{peer}`` (the CURVE certificate's name,
+    :data:`NO_PEER` for records without one), each sanitised by :func:`safe_name`.
     """
 
     pattern: str
@@ -108,12 +113,29 @@ class Route:
             level=safe_name(record.levelname),
             host=host,
             pid=pid,
+            peer=peer_name(record),
         )
 
     @property
     def per_record(self) -> bool:
-        """True if the path depends on more than the topic (``{host}`` or ``{pid}``)."""
+        """True if the path depends on more than the topic (``{host}``, ``{pid}`` or ``{peer}``)."""
         return bool(template_fields(self.target, "file template") & _PER_RECORD_FIELDS)
+
+    @property
+    def uses_origin(self) -> bool:
+        """True if the path uses ``{host}`` or ``{pid}``."""
+        return bool(template_fields(self.target, "file template") & _ORIGIN_FIELDS)
+
+    @property
+    def uses_peer(self) -> bool:
+        """True if the path uses ``{peer}``."""
+        return "peer" in template_fields(self.target, "file template")
+
+
+def peer_name(record: Record) -> str:
+    """``{peer}`` of a file template: the peer's name sanitised like a source, :data:`NO_PEER` without one."""
+    peer = record.peer
+    return safe_name(peer) if peer else NO_PEER
 
 
 def origin_names(record: Record) -> tuple[str, str]:
@@ -132,7 +154,7 @@ def validate_target(target: str) -> None:
     if unknown:
         raise RouteError(
             f"file template {target!r} uses {', '.join(sorted(unknown))}; "
-            "only {source}, {level}, {host} and {pid} are available"
+            "only {source}, {level}, {host}, {pid} and {peer} are available"
         )
     parts = target.split("/")
     if (
@@ -177,7 +199,7 @@ def default_routes(errors_file: str | None = ERRORS_FILE, errors_level: int = 40
 class Router:
     """Maps a record to the relative file paths it belongs in (duplicates removed)."""
 
-    __slots__ = ("_default_source", "_literal", "_routes", "per_topic")
+    __slots__ = ("_default_source", "_literal", "_routes", "_uses_origin", "_uses_peer", "per_topic")
 
     def __init__(self, routes: Iterable[Route], default_source: str = "default") -> None:
         self._routes = tuple(routes)
@@ -192,14 +214,21 @@ class Router:
         }
         self.per_topic = not any(r.per_record for r in self._routes)
         """True when the paths depend only on the topic, so a caller may cache them per topic."""
+        self._uses_origin = any(r.uses_origin for r in self._routes)
+        self._uses_peer = any(r.uses_peer for r in self._routes)
 
     def cache_key(self, record: Record) -> object:
-        """What the paths of *record* depend on: its topic, plus host and pid if a route uses them."""
+        """What the paths of *record* depend on: its topic, plus host, pid and peer if a route uses them."""
         if self.per_topic:
             return record.topic
-        # The sanitised names, not the raw ones: a peer's megabyte host name
-        # must not become a cache key.
-        return (record.topic, *origin_names(record))
+        if not self._uses_peer:
+            # The sanitised names, not the raw ones: a peer's megabyte host name
+            # must not become a cache key.
+            return (record.topic, *origin_names(record))
+        # The peer as it is: names from the collector's allow-list, few and short.
+        if not self._uses_origin:
+            return (record.topic, record.peer)
+        return (record.topic, record.peer, *origin_names(record))
 
     def route(self, record: Record) -> list[str]:
         """Every distinct relative path *record* should be written to, in route order."""

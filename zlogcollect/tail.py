@@ -77,7 +77,9 @@ class Tail:
         self._say = say
         self._clock = clock
         self._notes = Throttle(1, NOTE_EVERY)
-        self._parse = Parser(view.levels, MAX_BYTES).parse
+        self._parse = Parser(
+            view.levels, MAX_BYTES, trust_peer=True
+        ).parse  # the collector set the peer (--publish)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         sock = self._socket = self._context.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)

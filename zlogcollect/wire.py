@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 import orjson
@@ -181,8 +181,11 @@ class Record:
     """Fields of the structured extension (host, pid, logger, ...), empty for stock senders."""
     topic: str
     """The canonical topic (``WARN`` spelled ``WARNING``); filled in from the parts if not given."""
-    peer: str | None = None
-    """The CURVE certificate name the record came from (the collector sets it; None without CURVE)."""
+    peer: str | None = field(default=None, init=False)
+    """The name of the CURVE certificate the record came with, as the collector verified it
+    (``app1`` for ``app1.key``); None without CURVE. Never taken from what a client sends
+    (see :data:`PEER_KEY`). Not an ``__init__`` parameter: the collector assigns it only with
+    CURVE on. The class has ``__slots__``, so ``__init__`` sets the None (one store)."""
 
     def __init__(  # written out: the generated one calls __post_init__, a third of a record's cost
         self,
@@ -205,6 +208,7 @@ class Record:
         self.created = created
         self.meta = {} if meta is None else meta
         self.topic = topic or build_topic(source, levelname, subtopic)
+        self.peer = None
 
     @property
     def time(self) -> float:
@@ -212,14 +216,54 @@ class Record:
         return self.created if self.created is not None else self.received
 
 
-def with_peer_source(record: Record, peer: str) -> None:
-    """``--source-from-peer``: *peer* becomes the record's peer and its source (the claimed one is kept
-    in ``meta["claimed_source"]``)."""
+PEER_KEY: Final = "peer"
+"""The extension key reserved for the collector-verified peer name (docs/WIRE.md).
+
+A client cannot set it: the collector's parser moves a ``peer`` a client sent to
+:data:`CLAIMED_PEER`. Only the republished stream (``--publish``) carries it, put
+there by the collector (:func:`extension_with_peer`) and read by ``tail``
+(``Parser(trust_peer=True)``)."""
+
+CLAIMED_PEER: Final = "claimed_peer"
+"""Where a ``peer`` key a client sent in its extension is kept (in ``Record.meta``): shown, never trusted."""
+
+CLAIMED_SOURCE: Final = "claimed_source"
+"""With ``--source-from-peer``: the source the record's topic claimed, when it was not the peer's name."""
+
+MAX_PEER_CHARS: Final = 255
+"""Longest peer name a trusting parser accepts (a certificate's file name; file systems allow 255 bytes)."""
+
+
+def with_peer_source(record: Record, peer: str) -> Record:
+    """*record* as ``--source-from-peer`` makes it: the peer's name is its peer and its source.
+
+    The topic is rebuilt with the peer as its root (routes, files and the
+    republished stream follow it), so a key can only ever write into its own
+    files, whatever topic it claims. The source the topic claimed is kept in
+    ``meta["claimed_source"]`` when it differs from the peer's name (so
+    ``--json`` lines show an impersonation attempt); when it is the peer's own
+    name, no key is added (and one a client sent is removed). Control
+    characters in *peer* are escaped as in a topic. Returns *record*, changed
+    in place.
+    """
+    peer = escape_controls(peer)
     record.peer = peer
-    if record.source != peer:
-        record.meta = {**record.meta, "claimed_source": record.source}
-        record.source = peer
+    claimed = record.source
+    meta = record.meta
+    if claimed == peer:
+        if CLAIMED_SOURCE in meta:
+            del meta[CLAIMED_SOURCE]
+        return record
+    meta[CLAIMED_SOURCE] = claimed
+    topic = record.topic
+    if not claimed and peer:
+        record.topic = f"{peer}.{topic}"
+    elif claimed and peer and topic.startswith(claimed) and topic[len(claimed) : len(claimed) + 1] == ".":
+        record.topic = peer + topic[len(claimed) :]  # the canonical topic: the root is its first part
+    else:
         record.topic = build_topic(peer, record.levelname, record.subtopic)
+    record.source = peer
+    return record
 
 
 _CONTROL = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -551,6 +595,14 @@ class Parser:
     (and checking its UTF-8 and NUL bytes once) keeps the per-record work to
     decoding the text. The cache is bounded by entries and by bytes (topics are
     at most :data:`MAX_TOPIC_BYTES`) and simply starts over when full.
+
+    ``peer`` is a reserved extension key (:data:`PEER_KEY`). By default (the
+    collector) a ``peer`` a client sent is moved to ``meta["claimed_peer"]`` and
+    never becomes :attr:`Record.peer`. With ``trust_peer=True`` (``tail``, which
+    reads the collector's ``--publish`` stream, where the collector put it) it
+    sets :attr:`Record.peer`: a string of 1 to :data:`MAX_PEER_CHARS` characters
+    (control characters escaped), ``null`` for none; anything else is
+    ``bad_extension``.
     """
 
     __slots__ = (
@@ -559,6 +611,7 @@ class Parser:
         "_learned",
         "_levels",
         "_max_bytes",
+        "_trust_peer",
     )
 
     def __init__(
@@ -567,8 +620,11 @@ class Parser:
         max_bytes: int = MAX_RECORD_BYTES,
         cache_size: int = 10_000,
         cache_bytes: int = 4 * 1024 * 1024,
+        trust_peer: bool = False,
     ) -> None:
         self._levels = levels
+        self._trust_peer = trust_peer
+        """True only in ``tail``: a ``peer`` key in the extension is the collector's verified peer."""
         self._max_bytes = max_bytes
         self._cache: BoundedCache[bytes, _TopicInfo] = BoundedCache(cache_size, cache_bytes)
         self._good_pubs: BoundedCache[str, bool] = BoundedCache(MAX_GOOD_PUBS)
@@ -717,9 +773,29 @@ class Parser:
         if trace is not None:
             meta["exc"] = escape_controls(trace if isinstance(trace, str) else repr(trace))
         meta.pop("v", None)
-        return Record(
-            info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+        if "peer" not in meta:  # PEER_KEY, reserved: one lookup of a constant for every other record
+            return Record(
+                info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+            )
+        return self._take_peer(
+            Record(
+                info.root, info.level, info.number, info.subtopic, text, received, stamp, meta, info.topic
+            ),
+            meta,
         )
+
+    def _take_peer(self, record: Record, meta: dict[str, Any]) -> Record:
+        peer = meta.pop(PEER_KEY)
+        if not self._trust_peer:
+            meta[CLAIMED_PEER] = peer  # a client's claim: kept for the record, never its peer
+        elif peer.__class__ is str and 0 < len(peer) <= MAX_PEER_CHARS:
+            record.peer = escape_controls(peer)
+        elif peer is not None:
+            raise MalformedRecord(
+                "bad_extension",
+                f"peer must be a string of 1-{MAX_PEER_CHARS} characters, got {_describe(peer)}",
+            )
+        return record
 
 
 def _info(topic: Topic, number: int) -> _TopicInfo:
@@ -741,6 +817,60 @@ def parse_frames(
 ) -> Record:
     """Parse one frame set without a cache; see :meth:`Parser.parse`."""
     return Parser(levels, max_bytes).parse(frames, received)
+
+
+_PEER_JSON: BoundedCache[str, bytes] = BoundedCache(1000)
+"""Peer names as JSON strings: a collector has a few, each spliced into every record it sends."""
+
+
+def _peer_json(peer: str) -> bytes:
+    text = _PEER_JSON.get(peer)
+    if text is None:
+        # As encode_extension writes it: a lone surrogate (a file name decoded with
+        # surrogateescape) as the text \udcXX, the rest as UTF-8.
+        text = _PEER_JSON.put(peer, _ORJSON_DUMPS(_json_safe(peer)))
+    return text
+
+
+def extension_with_peer(frames: Sequence[bytes], peer: str | None) -> list[bytes]:
+    """The frames of an accepted record with *peer* as its extension's ``peer`` (for ``--publish``).
+
+    A three-frame record's extension gets ``,"peer":NAME`` spliced in before
+    its closing brace (no re-encoding); a two-frame record gains the minimal
+    extension ``{"v":1,"peer":NAME}``, which a parser accepts and which has no
+    ``pub``/``seq``, so it never enters loss accounting (give it the text as
+    the collector cleaned it, i.e. after :class:`~zlogcollect.republish.Reframer`:
+    a parser keeps the text of a record with an extension as it is).
+
+    A ``peer`` key the client put in its extension is never passed on as a
+    peer: an extension that contains ``"peer"`` anywhere is decoded and
+    encoded again with that key moved to ``claimed_peer`` (and *peer*, if
+    any, as ``peer``). So with *peer* None the result carries no ``peer`` at
+    all. That is the rare path; a caller may skip this function for a record
+    whose ``peer`` is None and whose meta has no ``claimed_peer`` (the
+    collector's parser found no ``peer`` key): its frames carry none.
+    Raises ``ValueError`` for a frame count other than 2 or 3, and
+    :class:`MalformedRecord` for an extension a collector would not accept.
+    """
+    count = len(frames)
+    if count == 2:
+        if peer is None:
+            return list(frames)
+        return [frames[0], frames[1], b'{"v":1,"peer":' + _peer_json(peer) + b"}"]
+    if count != 3:
+        raise ValueError(f"expected 2 or 3 frames, got {count}")
+    extension = frames[2]
+    body = extension.rstrip()
+    if b'"peer"' not in extension and body.endswith(b"}"):
+        if peer is None:
+            return list(frames)
+        return [frames[0], frames[1], body[:-1] + b',"peer":' + _peer_json(peer) + b"}"]
+    data = decode_extension(extension)
+    if PEER_KEY in data:
+        data[CLAIMED_PEER] = data.pop(PEER_KEY)
+    if peer is not None:
+        data[PEER_KEY] = peer
+    return [frames[0], frames[1], encode_extension(data)]
 
 
 def escape_frames(frames: Sequence[bytes], limit: int = 2000) -> str:

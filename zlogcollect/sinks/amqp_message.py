@@ -13,15 +13,15 @@ import uuid
 from typing import Any, Final, NamedTuple
 
 from zlogcollect.formatting import bare_message, strict_json
-from zlogcollect.routing import RouteError, template_fields
-from zlogcollect.wire import Record
+from zlogcollect.routing import NO_PEER, RouteError, template_fields
+from zlogcollect.wire import PEER_KEY, Record
 
 CONTENT_TYPE: Final = "application/json"
 APP_ID: Final = "zlogcollect"
 PERSISTENT: Final = 2
 """AMQP ``delivery_mode`` 2: the broker writes the message to disk in a durable queue."""
 
-ROUTING_KEY_FIELDS: Final = frozenset({"source", "level", "subtopic", "topic", "name"})
+ROUTING_KEY_FIELDS: Final = frozenset({"source", "level", "subtopic", "topic", "name", "peer"})
 MAX_ROUTING_KEY: Final = 255  # bytes, the AMQP limit for a short string
 
 DEFAULT_ROUTING_KEY: Final = "{source}.{level}"
@@ -34,6 +34,10 @@ LOGRECORD_ATTRIBUTES: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
     "taskName",
 }
 """What ``logging`` itself puts on a record; an app's ``extra`` can never use these names."""
+
+
+EXTRA_PEER: Final = "extra_peer"
+"""The body key of an app's ``extra={"peer": ...}``: ``peer`` itself is the verified peer's alone."""
 
 
 class BodyError(ValueError):
@@ -123,6 +127,11 @@ def amqp_body(record: Record) -> dict[str, Any]:
     zlogcollect adds ``source``, ``subtopic``, ``topic`` and ``received``; an
     ``extra`` field of the app with one of those names (or ``host``) wins, and
     the value is still in the message headers (see docs/AMQP.md).
+
+    ``peer`` (the collector-verified CURVE certificate name) is there only when
+    the record has one, and only from :attr:`Record.peer`: nothing a sender
+    sends can set it. An app's ``extra`` field named ``peer`` is sent as
+    ``extra_peer``.
     """
     meta = record.meta
     created = record.time
@@ -165,6 +174,11 @@ def amqp_body(record: Record) -> dict[str, Any]:
             # such a key can only come from a hand-made sender: ours stay.
             if key not in LOGRECORD_ATTRIBUTES:
                 body[key] = value
+        if PEER_KEY in extra:
+            body.pop(PEER_KEY)
+            body[EXTRA_PEER] = extra[PEER_KEY]
+    if record.peer is not None:
+        body[PEER_KEY] = record.peer
     return body
 
 
@@ -180,6 +194,8 @@ def validate_routing_key(template: str) -> None:
 
 def routing_key(template: str | None, record: Record) -> str:
     """The AMQP routing key: *template* (by default ``{source}.{level}``) filled in.
+
+    ``{peer}`` is the verified peer's name, ``_nopeer`` for a record without one.
 
     A record without a source gets just its level as the default key (no empty
     word). ``/`` becomes ``.`` (AMQP topic words are dot-separated) and the key is
@@ -198,6 +214,7 @@ def routing_key(template: str | None, record: Record) -> str:
             subtopic=record.subtopic,
             topic=record.topic,
             name=logger if isinstance(logger, str) and logger else record.source,
+            peer=record.peer or NO_PEER,
         )
     key = key.replace("/", ".")
     if len(key) > MAX_ROUTING_KEY // 4:  # only a long key can be over 255 bytes
