@@ -392,11 +392,14 @@ class Collector:
         self.save_state()
 
 
+_HANDSHAKE_FAILED: Final = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
 _REFUSALS: Final = {
     "unknown_key": "its CURVE key is in no *.key file of --allow-keys",
     "no_curve": "it does not speak CURVE (a plain PUBHandler, or a handler without curve_server_key)",
     "ip_not_allowed": "its address is in no --allow-ip network",
-    "bad_handshake": "the CURVE handshake failed (a client with the wrong server key, or not ZeroMQ)",
+    "bad_handshake": "the handshake failed or was cut short (a client with the wrong server key, a client"
+    " without CURVE that hung up first, or not ZeroMQ)",
     "bad_mechanism": "it asked for a security mechanism this socket does not offer",
 }
 
@@ -440,7 +443,7 @@ class AcceptWatch:
         self._throttle = Throttle(1, 10.0)  # one line per 10 s is enough for the same cause
         events = zmq.EVENT_ACCEPT_FAILED
         if handshake_failed is not None:
-            events |= zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            events |= zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
         self._monitor = sock.get_monitor_socket(events)
         self._greenlet = gevent.spawn(self._read)
 
@@ -460,10 +463,17 @@ class AcceptWatch:
                 except zmq.Again:
                     break
                 # The first frame: the event (16 bits) and its value (32 bits), little-endian.
-                if int.from_bytes(message[0][:2], "little") == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                event = int.from_bytes(message[0][:2], "little")
+                if event & _HANDSHAKE_FAILED:
+                    # PROTOCOL: the value says why (a mechanism mismatch is a client without CURVE);
+                    # NO_DETAIL: the connection dropped mid-handshake (a client without CURVE that
+                    # saw the mismatch first, a wrong server key, a scanner).
                     if self._handshake_failed is not None:
                         value = int.from_bytes(message[0][2:6], "little")
-                        self._handshake_failed(value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+                        self._handshake_failed(
+                            event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                        )
                     continue
                 failed += 1
                 last = message

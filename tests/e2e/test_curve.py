@@ -10,7 +10,7 @@ import http.client
 import json
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,21 +163,48 @@ def test_unknown_keys_and_plain_clients_deliver_nothing_and_are_counted(
     tmp_path: Path, certs: Certs, context: Sockets
 ) -> None:
     """An unknown key, a plain PUB (a stock PUBHandler) and the wrong server key: nothing written, each
-    refusal counted by reason; an allowed key beside them still writes."""
+    refusal counted; an allowed key beside them still writes.
+
+    The plain client is counted as ``no_curve`` when the collector reads its greeting first, and as
+    ``bad_handshake`` when the client sees the mismatch first and hangs up (a race in every run).
+    """
     collector, endpoint = start(tmp_path, certs)
     logs = tmp_path / "logs"
+
+    def refusals() -> dict[str, int]:
+        counts: dict[str, int] = collector.ask_counters()["refused"]
+        return counts
+
+    def refused_after(
+        sock: zmq.Socket[bytes], name: bytes, counted: Callable[[dict[str, int]], bool]
+    ) -> None:
+        wait_until(
+            lambda: sock.send_multipart([b"evil.ERROR", b"from " + name]) is None and counted(refusals()),
+            30,
+            interval=0.2,
+            what=f"the {name.decode()} client refused and counted",
+        )
+
     try:
         intruder = curve_pub(context, endpoint, certs.secret("intruder"), server_key(certs))
+        refused_after(intruder, b"intruder", lambda counts: counts.get("unknown_key", 0) >= 1)
+        before = refusals()
         plain = curve_pub(context, endpoint, None, None)
+        refused_after(
+            plain,
+            b"plain",
+            lambda counts: (
+                counts.get("no_curve", 0) + counts.get("bad_handshake", 0)
+                > before.get("no_curve", 0) + before.get("bad_handshake", 0)
+            ),
+        )
+        before = refusals()
         wrong_server = curve_pub(context, endpoint, certs.secret("app1"), zmq.curve_keypair()[0])
-
-        def refused() -> bool:
-            for sock, name in ((intruder, b"intruder"), (plain, b"plain"), (wrong_server, b"wrong")):
-                sock.send_multipart([b"evil.ERROR", b"from " + name])
-            counts = collector.ask_counters()["refused"]
-            return all(counts.get(reason, 0) >= 1 for reason in ("unknown_key", "no_curve", "bad_handshake"))
-
-        wait_until(refused, 30, interval=0.2, what="three kinds of refusal counted")
+        refused_after(
+            wrong_server,
+            b"wrong",
+            lambda counts: counts.get("bad_handshake", 0) > before.get("bad_handshake", 0),
+        )
         good = curve_pub(context, endpoint, certs.secret("app1"), server_key(certs))
         keep_sending(good, b"web.INFO", b"allowed", logs / "web.log", "allowed")
     finally:
@@ -187,7 +214,6 @@ def test_unknown_keys_and_plain_clients_deliver_nothing_and_are_counted(
     assert "from " not in written
     assert "refused=" in collector.summary()
     assert "its CURVE key is in no *.key file" in collector.stderr
-    assert "does not speak CURVE" in collector.stderr
 
 
 def test_sighup_rereads_the_allow_list(tmp_path: Path, certs: Certs, context: Sockets) -> None:
