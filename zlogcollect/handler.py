@@ -463,7 +463,8 @@ def setup(
         endpoint: collector endpoint(s) to connect to.
         app: root topic; defaults to the script name.
         level: root logger level.
-        **options: further :class:`ZLogHandler` keyword arguments.
+        **options: further :class:`ZLogHandler` keyword arguments (``linger``,
+            ``curve_server_key`` and ``curve_client_cert``, ...).
     """
     handler = ZLogHandler(endpoint, app=app, **options)
     root = logging.getLogger()

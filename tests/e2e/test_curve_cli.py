@@ -197,36 +197,32 @@ def test_ship_with_a_wrong_server_key_waits_as_for_an_absent_collector(
 
 
 def test_tail_is_a_curve_client_of_the_publish_endpoint(keys: CurveKeys, children: list[Child]) -> None:
-    """tail with the right keys shows what a CURVE XPUB publishes; with another server's key it
-    shows nothing (as with no collector) and keeps running until stopped."""
+    """tail with the right keys shows what a CURVE XPUB publishes; with another server's key, or a
+    client key the server does not allow, it shows nothing (as with no collector) and runs on until stopped."""
     server = CurveServer(keys, zmq.XPUB, free_tcp_endpoint())
+
+    def start(name: str, server_key: Path, client_cert: Path) -> Child:
+        child = Child(
+            [
+                *ZLOGCOLLECT,
+                "tail",
+                "--connect",
+                server.endpoint,
+                "--format",
+                "%(message)s",
+                *curve_args(server_key, client_cert),
+            ],
+            name,
+        )
+        children.append(child)
+        return child
+
     try:
-        wrong = Child(
-            [
-                *ZLOGCOLLECT,
-                "tail",
-                "--connect",
-                server.endpoint,
-                "--format",
-                "%(message)s",
-                *curve_args(keys.other_server_public, keys.client_secret),
-            ],
-            "tail wrong key",
-        )
-        children.append(wrong)
-        right = Child(
-            [
-                *ZLOGCOLLECT,
-                "tail",
-                "--connect",
-                server.endpoint,
-                "--format",
-                "%(message)s",
-                *curve_args(keys.server_public, keys.client_secret),
-            ],
-            "tail",
-        )
-        children.append(right)
+        refused = [
+            start("tail wrong server key", keys.other_server_public, keys.client_secret),
+            start("tail unknown client key", keys.server_public, keys.stranger_secret),
+        ]
+        right = start("tail", keys.server_public, keys.client_secret)
         wait_until(lambda: server.socket.poll(100, zmq.POLLIN), 30, "a subscription")
         assert server.socket.recv() == b"\x01"
 
@@ -237,13 +233,16 @@ def test_tail_is_a_curve_client_of_the_publish_endpoint(keys: CurveKeys, childre
 
         wait_until(shown, 30, "tail to show a record")
         assert right.stop() == 0
-        assert wrong.alive()
-        assert wrong.stop() == 0
+        assert all(child.alive() for child in refused)
+        assert [child.stop() for child in refused] == [0, 0]
     finally:
         server.close()
-    assert wrong.stdout_lines == []
-    assert wrong.stderr == ""
-    assert keys.secret_text(keys.client_secret) not in wrong.stderr + right.stderr
+    for child in refused:
+        assert child.stdout_lines == [], child.name
+        assert child.stderr == "", child.name
+    for child in (*refused, right):
+        assert keys.secret_text(keys.client_secret) not in child.stderr
+        assert keys.secret_text(keys.stranger_secret) not in child.stderr
 
 
 BAD = [
