@@ -9,12 +9,14 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import gevent
 import zmq
 import zmq.green
 from zmq.utils.monitor import parse_monitor_message
 
+from zlogcollect.access import BAD_HANDSHAKE, NO_CURVE, PUBLISH_DOMAIN, RECEIVE_DOMAIN, Policy
 from zlogcollect.endpoints import BindError, bind_all
 from zlogcollect.helpers import Throttle
 from zlogcollect.ledger import LossLedger, StateFile
@@ -29,7 +31,9 @@ from zlogcollect.wire import (
     Record,
     UnknownLevel,
     escape_text,
+    with_peer_source,
 )
+from zlogcollect.zap import ZapServer, guard
 
 __all__ = ["BATCH", "Collector", "Sink", "StartupError"]
 
@@ -66,8 +70,15 @@ class Collector:
         rcvhwm: int = 20_000,
         clock: Callable[[], float] = time.time,
         state_path: str | None = None,
+        access: Policy | None = None,
+        source_from_peer: bool = False,
     ) -> None:
-        """*state_path*: where per-publisher sequence numbers are kept between runs (collect mode: in --dir)."""
+        """*state_path*: where per-publisher sequence numbers are kept between runs (collect mode: in --dir).
+
+        *access*: CURVE and/or ``--allow-ip`` on the receive socket (a ZAP handler on its context);
+        with CURVE every record's ``peer`` is its certificate's name, and with
+        *source_from_peer* that name is its source too.
+        """
         self.sinks = list(sinks)
         self.stats = stats
         self._parse = Parser(levels, max_bytes).parse
@@ -81,6 +92,10 @@ class Collector:
         self._complaints = Throttle(1, 10.0)
         self._unknown_levels = FirstSightings(MAX_WARNED_LEVELS)
         self._accept_watch: AcceptWatch | None = None
+        self.access = access
+        self._peers = access is not None and access.curve
+        self._source_from_peer = source_from_peer
+        self._zap: ZapServer | None = None
         self.ledger = LossLedger(stats)
         self._observe_meta = self.ledger.observe_meta
         self.state = StateFile(state_path, self.ledger, self._lines_pending) if state_path else None
@@ -96,7 +111,14 @@ class Collector:
     def bind(self, endpoints: Sequence[str], subscriptions: Sequence[str] = ("",)) -> None:
         """Create the SUB socket, subscribe and bind; :class:`StartupError` if any bind fails."""
         self._context = zmq.Context()
+        access = self.access
+        if access is not None:
+            # Before the socket binds: with no handler on its context libzmq admits every key.
+            self._zap = ZapServer(self._context, {RECEIVE_DOMAIN: access.gate}, self._refused)
+            self._zap.start()
         sock = self._socket = self._context.socket(zmq.SUB)
+        if access is not None:
+            guard(sock, RECEIVE_DOMAIN, access.secret)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
         # A frame bigger than the whole record limit can never be a valid record:
         # libzmq refuses it (and disconnects the peer) before it is ever buffered.
@@ -112,10 +134,49 @@ class Collector:
             raise StartupError(str(exc)) from None
         self._poller.register(sock, zmq.POLLIN)
         self._registered = True
-        self._accept_watch = AcceptWatch(sock, self.stats.errors)
+        self._accept_watch = AcceptWatch(
+            sock, self.stats.errors, self._handshake_failed if access is not None else None
+        )
 
-    def dispatch(self, frames: Sequence[bytes]) -> None:
-        """Parse one frame set and give the record to every sink; never raises."""
+    @property
+    def context(self) -> zmq.Context[zmq.Socket[bytes]] | None:
+        """The receive socket's context (``--publish`` shares it, and so its ZAP handler)."""
+        return self._context
+
+    def guard_publish(self, sock: zmq.Socket[bytes], access: Policy) -> None:
+        """Make *sock* (``--publish``'s XPUB, on :attr:`context`) ask this ZAP handler with *access*'s gate."""
+        if self._zap is None:
+            assert self._context is not None
+            self._zap = ZapServer(self._context, {}, self._refused)
+            self._zap.start()
+        self._zap.gates[PUBLISH_DOMAIN] = access.gate
+        guard(sock, PUBLISH_DOMAIN, access.secret)
+
+    def _refused(self, domain: str, reason: str, address: str) -> None:
+        counts = self.stats.publish_refused if domain == PUBLISH_DOMAIN else self.stats.refused
+        counts[reason] += 1
+        if self._complaints.allow(f"refused {domain} {reason}"):
+            log.warning(
+                "refused a connection%s from %s: %s (more within 10 s are only counted)",
+                " to --publish" if domain == PUBLISH_DOMAIN else "",
+                address or "a local peer",
+                _REFUSALS.get(reason, reason),
+            )
+
+    def _handshake_failed(self, no_curve: bool) -> None:
+        """A handshake that failed before the ZAP handler was asked (the monitor saw it)."""
+        reason = NO_CURVE if no_curve else BAD_HANDSHAKE
+        self.stats.refused[reason] += 1
+        if self._complaints.allow(f"refused {reason}"):
+            log.warning(
+                "refused a connection: %s (more within 10 s are only counted)", _REFUSALS.get(reason, reason)
+            )
+
+    def dispatch(self, frames: Sequence[bytes], peer: str | None = None) -> None:
+        """Parse one frame set and give the record to every sink; never raises.
+
+        *peer*: the CURVE certificate name the frames came from (None without CURVE).
+        """
         stats = self.stats
         stats.received += 1
         try:
@@ -126,13 +187,19 @@ class Collector:
                 self.ledger.observe(bad.mark, self._clock())
             if isinstance(bad, UnknownLevel):
                 self._warn_unknown_level(bad)
-            self._quarantine(bad.reason, bad.detail, frames)
+            detail = bad.detail if peer is None else f"{bad.detail} (peer {escape_text(peer, 100)})"
+            self._quarantine(bad.reason, detail, frames)
             self._after_record()
             return
         except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the receive loop
             self._quarantine("parse_error", escape_text(f"{type(exc).__name__}: {exc}", 200), frames)
             self._complain("parse_error", "a record could not be parsed")
             return
+        if peer is not None:
+            if self._source_from_peer:
+                with_peer_source(record, peer)
+            else:
+                record.peer = peer
         meta = record.meta
         if meta:
             # The parser checked pub, seq, dropped, host and pid already (check_extension).
@@ -185,15 +252,27 @@ class Collector:
         sock = self._socket
         assert sock is not None
         received = 0
-        recv = sock.recv_multipart
         dispatch = self.dispatch
-        while received < budget:
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            received += 1
-            dispatch(frames)
+        if self._peers:
+            # CURVE: frames as zmq.Frame, to read each message's ZAP User-Id (the peer's name).
+            recv_frames = sock.recv_multipart
+            while received < budget:
+                try:
+                    parts = recv_frames(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                received += 1
+                peer = parts[0].get("User-Id")  # the ZAP handler's answer: the certificate's name
+                dispatch([part.bytes for part in parts], peer if peer.__class__ is str and peer else None)
+        else:
+            recv = sock.recv_multipart
+            while received < budget:
+                try:
+                    frames = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                received += 1
+                dispatch(frames)
         if received and self.after_drain is not None:
             self.after_drain()
         return received
@@ -297,6 +376,9 @@ class Collector:
                 self._registered = False
             self._socket.close(linger=0)
             self._socket = None
+        if self._zap is not None:
+            self._zap.stop()
+            self._zap = None
         if self._context is not None:
             self._context.term()
             self._context = None
@@ -307,6 +389,15 @@ class Collector:
         self._each_sink("close", "sink_error")
         self.ledger.report(final=True)
         self.save_state()
+
+
+_REFUSALS: Final = {
+    "unknown_key": "its CURVE key is in no *.key file of --allow-keys",
+    "no_curve": "it does not speak CURVE (a plain PUBHandler, or a handler without curve_server_key)",
+    "ip_not_allowed": "its address is in no --allow-ip network",
+    "bad_handshake": "the CURVE handshake failed (a client with the wrong server key, or not ZeroMQ)",
+    "bad_mechanism": "it asked for a security mechanism this socket does not offer",
+}
 
 
 class FirstSightings:
@@ -329,15 +420,27 @@ class FirstSightings:
 class AcceptWatch:
     """Counts failed accepts (EMFILE: out of descriptors) from a socket monitor, off the hot loop.
 
-    The monitor only reports the one event asked for, so it costs nothing per
+    With *handshake_failed* (CURVE or ``--allow-ip``) it also reports handshakes
+    that failed before the ZAP handler was asked: a client without CURVE (the
+    mechanism mismatch, ``True``) or with the wrong server key (``False``).
+    The monitor only reports the events asked for, so it costs nothing per
     message; its greenlet runs while the receive loop waits or idles.
     """
 
-    def __init__(self, sock: zmq.Socket[bytes], errors: Counter[str]) -> None:
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        errors: Counter[str],
+        handshake_failed: Callable[[bool], None] | None = None,
+    ) -> None:
         self._socket = sock
         self._errors = errors
+        self._handshake_failed = handshake_failed
         self._throttle = Throttle(1, 10.0)  # one line per 10 s is enough for the same cause
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPT_FAILED)
+        events = zmq.EVENT_ACCEPT_FAILED
+        if handshake_failed is not None:
+            events |= zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        self._monitor = sock.get_monitor_socket(events)
         self._greenlet = gevent.spawn(self._read)
 
     def _read(self) -> None:
@@ -350,12 +453,19 @@ class AcceptWatch:
             gevent.sleep(MONITOR_PASS)
             failed = 0
             last: list[bytes] | None = None
-            while failed < 100_000:
+            for _ in range(100_000):
                 try:
-                    last = monitor.recv_multipart(zmq.NOBLOCK)
+                    message = monitor.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
+                # The first frame: the event (16 bits) and its value (32 bits), little-endian.
+                if int.from_bytes(message[0][:2], "little") == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                    if self._handshake_failed is not None:
+                        value = int.from_bytes(message[0][2:6], "little")
+                        self._handshake_failed(value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+                    continue
                 failed += 1
+                last = message
             if not failed or last is None:
                 continue
             self._errors["accept_failed"] += failed

@@ -196,6 +196,42 @@ class CollectorConfig:
         metavar="N",
         check=at_least(1),
     )
+    curve_secret: str = setting(
+        "",
+        "CURVE: this collector's certificate (a NAME.key_secret file from `zlogcollect keygen`); every"
+        " bound endpoint becomes an encrypting CURVE server that admits only the keys in --allow-keys."
+        " '' = off (plain ZeroMQ: anyone who reaches the port may write).",
+        RECEIVE,
+        metavar="FILE",
+        heading="Security: CURVE encryption and an allow-list of app keys (docs/SECURITY.md).",
+    )
+    allow_keys: str = setting(
+        "",
+        "CURVE: a directory of the apps' public NAME.key files; only those keys may connect, and each"
+        " record is marked with its key's NAME (the peer). SIGHUP re-reads it.",
+        RECEIVE,
+        metavar="DIR",
+    )
+    allow_ip: tuple[str, ...] = setting(
+        (),
+        "Accept TCP connections only from this address or CIDR network (repeatable; ipc:// peers are"
+        " not affected); with or without CURVE.",
+        RECEIVE,
+        metavar="CIDR",
+    )
+    source_from_peer: bool = setting(
+        False,
+        "CURVE: file each record under its peer's name instead of the source its topic claims, so a"
+        " key can only ever write into its own files (the secure choice when apps do not trust each other).",
+        RECEIVE,
+    )
+    publish_allow_keys: str = setting(
+        "",
+        "CURVE on --publish too: only readers (`zlogcollect tail`) whose public NAME.key is in this"
+        " directory may subscribe; needs --curve-secret. '' = --publish is plain.",
+        RECEIVE,
+        metavar="DIR",
+    )
     levels: Mapping[str, int] = setting(
         {},
         "A custom level name senders use in topics, with its number (NAME=NUMBER, e.g. TRACE=5).",
@@ -532,6 +568,32 @@ def validate(config: CollectorConfig) -> None:
     _check_each_setting(config)
     _check_routes_and_format(config)
     _check_amqp(config)
+    _check_access(config)
+
+
+def _check_access(config: CollectorConfig) -> None:
+    """The security settings that go together (the files themselves are read at start-up)."""
+    from zlogcollect.access import AccessError, parse_networks
+
+    if bool(config.curve_secret) != bool(config.allow_keys):
+        given, missing = (
+            ("curve_secret", "allow_keys") if config.curve_secret else ("allow_keys", "curve_secret")
+        )
+        raise ConfigError(
+            f"{given} needs {missing} too: CURVE takes the collector's secret and the allowed keys"
+        )
+    if config.source_from_peer and not config.curve_secret:
+        raise ConfigError(
+            "source_from_peer needs curve_secret and allow_keys: without CURVE there is no peer"
+        )
+    if config.publish_allow_keys and not config.curve_secret:
+        raise ConfigError("publish_allow_keys needs curve_secret: --publish uses the collector's certificate")
+    if config.publish_allow_keys and not config.publish:
+        raise ConfigError("publish_allow_keys needs publish: there is no --publish endpoint to guard")
+    try:
+        parse_networks(config.allow_ip)
+    except AccessError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_endpoints(name: str, endpoints: tuple[str, ...], required: bool = True) -> None:

@@ -10,11 +10,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import gevent
 
 from zlogcollect import formatting
+from zlogcollect.access import (
+    AccessError,
+    Gate,
+    Policy,
+    load_allow_list,
+    load_secret_certificate,
+    parse_networks,
+)
 from zlogcollect.collector import Collector, StartupError
 from zlogcollect.config import CollectorConfig, parse_queue, redact
 from zlogcollect.exits import ExitStatus
@@ -133,10 +142,13 @@ def check_directory(path: str) -> str:
 def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
     """The rotating-file sink from a validated config."""
     directory = check_directory(config.dir)
+    fmt = config.format
+    if config.curve_secret and fmt == formatting.DEFAULT_FORMAT:
+        fmt = formatting.DEFAULT_PEER_FORMAT  # CURVE on: the default line names the peer
     render = (
         formatting.json_formatter(config.utc)
         if config.json
-        else formatting.text_formatter(config.format, config.utc, config.multiline)
+        else formatting.text_formatter(fmt, config.utc, config.multiline)
     )
     rotation = Rotation(
         when=config.when,
@@ -153,6 +165,78 @@ def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
         rotation,
         stats,
         max_files=config.max_files,
+    )
+
+
+@dataclass
+class Access:
+    """The security of the receive socket and of ``--publish`` (CURVE, ``--allow-ip``); SIGHUP reloads."""
+
+    receive: Policy | None
+    publish: Policy | None
+    allow_keys: str
+    publish_allow_keys: str
+
+    def reload(self) -> None:
+        """Re-read the allow-list directories: new keys admitted, removed ones refused (new connections).
+
+        A directory that cannot be read (or has no key left) keeps the previous list, with one line.
+        """
+        for policy, directory, what in (
+            (self.receive, self.allow_keys, "allow_keys"),
+            (self.publish, self.publish_allow_keys, "publish_allow_keys"),
+        ):
+            if policy is None or policy.gate.allow is None:
+                continue
+            before = policy.gate.allow
+            try:
+                after = load_allow_list(directory, what)
+            except AccessError as exc:
+                log.error("SIGHUP: %s; keeping the %d keys allowed before", exc, len(before))
+                continue
+            policy.gate.reload(after)
+            added = sorted(set(after.names.values()) - set(before.names.values()))
+            removed = sorted(set(before.names.values()) - set(after.names.values()))
+            log.info(
+                "SIGHUP: %s re-read: %d keys allowed (added: %s; removed: %s)",
+                what,
+                len(after),
+                ", ".join(added) or "none",
+                ", ".join(removed) or "none",
+            )
+
+
+def build_access(config: CollectorConfig) -> Access | None:
+    """Read the CURVE certificate and allow-lists, parse --allow-ip; None when all are off."""
+    if not (config.curve_secret or config.allow_ip):
+        return None
+    try:
+        networks = parse_networks(config.allow_ip)
+        secret = None
+        receive_keys = publish_keys = None
+        if config.curve_secret:
+            import zmq
+
+            if not zmq.has("curve"):
+                raise AccessError("curve_secret: this libzmq has no CURVE support (install pyzmq's wheel)")
+            secret = load_secret_certificate(config.curve_secret)
+            receive_keys = load_allow_list(config.allow_keys)
+            if config.publish_allow_keys:
+                publish_keys = load_allow_list(config.publish_allow_keys, "publish_allow_keys")
+    except AccessError as exc:
+        raise DaemonStartupError(str(exc), ExitStatus.CONFIG) from None
+    for allow in (receive_keys, publish_keys):
+        if allow is not None and allow.duplicates:
+            log.warning(
+                "%s: %s hold a key an earlier file already holds; the earlier name is used",
+                allow.directory,
+                ", ".join(allow.duplicates),
+            )
+    publish = Policy(Gate(publish_keys, networks), secret) if publish_keys is not None else None
+    if publish is None and networks and config.publish:
+        publish = Policy(Gate(None, networks))  # --allow-ip guards --publish too
+    return Access(
+        Policy(Gate(receive_keys, networks), secret), publish, config.allow_keys, config.publish_allow_keys
     )
 
 
@@ -251,6 +335,7 @@ def start(
     stopping: Callable[[], bool],
     http: HttpServer | None = None,
     republisher: Republisher | None = None,
+    access: Access | None = None,
 ) -> None:
     """Start-up in order: saved state, bind, publish, HTTP, then the broker; each step skipped once a stop came."""
     if not stopping():
@@ -263,8 +348,12 @@ def start(
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
     if republisher is not None and config.publish and not stopping():
         check_ipc_directories(config.publish)
+        guard = None
+        publish_policy = access.publish if access is not None else None
+        if publish_policy is not None:
+            guard = partial(collector.guard_publish, access=publish_policy)
         try:
-            republisher.bind(config.publish)
+            republisher.bind(config.publish, collector.context, guard)
         except RepublishBindError as exc:
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
     if http is not None and not stopping():
@@ -281,9 +370,16 @@ def announce_ready(
     amqp_sink: AmqpSinkType | None,
     http: HttpServer | None = None,
     republisher: Republisher | None = None,
+    access: Access | None = None,
 ) -> None:
-    """The ready line: where it listens, where records go, where metrics are, its pid."""
+    """The ready line: where it listens, whom it admits, where records go, where metrics are, its pid."""
     targets = []
+    if access is not None and access.receive is not None:
+        allow = access.receive.gate.allow
+        if allow is not None:
+            targets.append(f"CURVE on, {len(allow)} key{'s' if len(allow) != 1 else ''} allowed")
+        if access.receive.gate.networks:
+            targets.append(f"only from {' '.join(str(net) for net in access.receive.gate.networks)}")
     if file_sink is not None:
         targets.append(f"writing to {file_sink.directory}")
     if amqp_sink is not None:
@@ -309,15 +405,22 @@ def counters_path(config: CollectorConfig, file_sink: FileSink | None) -> str:
 
 
 def act_on_requests(
-    state: SignalState, collector: Collector, summary: Callable[[], str], notifier: Notifier | None = None
+    state: SignalState,
+    collector: Collector,
+    summary: Callable[[], str],
+    notifier: Notifier | None = None,
+    access: Access | None = None,
 ) -> None:
-    """Between batches: SIGHUP reopens the files (telling systemd it reloads), SIGUSR1 announces the counters line."""
+    """Between batches: SIGHUP reopens the files and re-reads the allow-lists (telling systemd it
+    reloads), SIGUSR1 announces the counters line."""
     if state.reopen:
         state.reopen = False
         log.info("SIGHUP: reopening files")
         if notifier is not None:
             notifier.notify(reloading())
         collector.reopen()
+        if access is not None:
+            access.reload()
         if notifier is not None:
             notifier.notify(READY)
     if state.report:
@@ -349,6 +452,7 @@ def run(
     stats = Stats()
     # The AMQP settings first: a bad URL must fail before --dir is created.
     amqp_sink = build_amqp_sink(config, stats) if config.amqp_url else None
+    access = build_access(config)  # before --dir too: a bad key file changes nothing on disk
     file_sink = build_file_sink(config, stats) if files else None
     sinks: list[Sink] = [file_sink] if file_sink is not None else []
     collector = Collector(
@@ -358,6 +462,8 @@ def run(
         max_bytes=config.max_record_bytes,
         rcvhwm=config.rcvhwm,
         state_path=os.path.join(file_sink.directory, PUBLISHERS_FILE) if file_sink is not None else None,
+        access=access.receive if access is not None else None,
+        source_from_peer=config.source_from_peer,
     )
     health = Health(
         stats,
@@ -371,10 +477,10 @@ def run(
     collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
     notifier = Notifier()
     try:
-        start(collector, config, amqp_sink, stopping, http, republisher)
+        start(collector, config, amqp_sink, stopping, http, republisher, access)
     except DaemonStartupError:
+        republisher.close()  # first: it may share the collector's context
         collector.close()
-        republisher.close()
         if http is not None:
             http.stop()
         raise
@@ -406,7 +512,7 @@ def run(
         health.tick()
         # Subscriptions are read here, never per record; nobody listening costs one None check.
         collector.republish = republisher.send if republisher.poll() else None
-        act_on_requests(state, collector, summary, notifier)
+        act_on_requests(state, collector, summary, notifier, access)
         if config.stats_interval and time.monotonic() >= next_stats:
             # A heartbeat for operators tailing the journal: the collector is alive and counting.
             next_stats = time.monotonic() + config.stats_interval
@@ -417,7 +523,7 @@ def run(
             log.info("%s during start-up: stopping before accepting records", state.stop)
             notifier.notify(STOPPING)
         else:
-            announce_ready(collector, config, file_sink, amqp_sink, http, republisher)
+            announce_ready(collector, config, file_sink, amqp_sink, http, republisher, access)
             health.tick()
             notifier.notify(READY)
             collector.serve(stopping, config.flush_interval, act_on_signals, config.flush_delay)

@@ -12,6 +12,9 @@ from zlogcollect.helpers import JSON_ENCODER, BoundedCache
 from zlogcollect.wire import Record
 
 DEFAULT_FORMAT: Final = "%(asctime)s | %(levelname)s | %(source)s | %(origin)s | %(subtopic)s | %(message)s"
+DEFAULT_PEER_FORMAT: Final = (
+    "%(asctime)s | %(levelname)s | %(source)s | %(peer)s | %(origin)s | %(subtopic)s | %(message)s"
+)
 """The default line: time, level, source, origin, subtopic, message, always six columns.
 
 ``2026-11-25 15:09:31.123 | ERROR | app1 | web01:4242 | db.query | timeout after 30 s``

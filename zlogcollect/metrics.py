@@ -88,6 +88,18 @@ class StatsCollector:
             "Records --publish dropped at a subscriber's high-water mark (they are written all the same).",
             stats.published["dropped"],
         )
+        yield _labelled(
+            "zlogcollect_connections_refused",
+            "Connections the receive socket refused (--curve-secret, --allow-ip), by reason.",
+            "reason",
+            stats.refused,
+        )
+        yield _labelled(
+            "zlogcollect_publish_connections_refused",
+            "Connections --publish's socket refused (--publish-allow-keys, --allow-ip), by reason.",
+            "reason",
+            stats.publish_refused,
+        )
         last = self._health.last_record
         if last is not None:
             yield GaugeMetricFamily(

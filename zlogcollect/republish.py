@@ -30,7 +30,7 @@ one ``is None`` check per record. Plain zmq: only ``NOBLOCK`` calls, never a wai
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import zmq
@@ -116,10 +116,22 @@ class Republisher:
         self._reframe = Reframer()
         self._queue: list[Sequence[bytes]] = []
 
-    def bind(self, endpoints: Sequence[str]) -> None:
-        """Create the XPUB socket and bind it; :class:`RepublishBindError` if any bind fails."""
-        self._context = zmq.Context()
-        sock = self._socket = self._context.socket(zmq.XPUB)
+    def bind(
+        self,
+        endpoints: Sequence[str],
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        guard: Callable[[zmq.Socket[bytes]], None] | None = None,
+    ) -> None:
+        """Create the XPUB socket and bind it; :class:`RepublishBindError` if any bind fails.
+
+        *context*: the collector's (its ZAP handler then answers for this socket too; it is
+        not terminated here); *guard*: called with the socket before it binds (CURVE).
+        """
+        if context is None:
+            context = self._context = zmq.Context()
+        sock = self._socket = context.socket(zmq.XPUB)
+        if guard is not None:
+            guard(sock)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         # Beyond the HWM a send fails with EAGAIN instead of dropping in silence: that is the count.
         sock.setsockopt(zmq.XPUB_NODROP, 1)
@@ -192,7 +204,7 @@ class Republisher:
             published["dropped"] += dropped
 
     def close(self) -> None:
-        """Close the socket (queued records are discarded: readers are live views) and its context."""
+        """Close the socket (queued records are discarded: readers are live views) and its own context."""
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None

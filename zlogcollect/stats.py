@@ -72,6 +72,11 @@ class Stats:
     published: Counter[str] = field(default_factory=Counter)
     """The republished stream (``--publish``): ``sent``, and ``dropped`` at the high-water mark
     (records that are on disk all the same; only a slow subscriber missed them)."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Connections the receive socket refused, by reason (``access``: ``unknown_key``, ``no_curve``,
+    ``ip_not_allowed``, ``bad_handshake``): with ``--curve-secret`` or ``--allow-ip`` only."""
+    publish_refused: Counter[str] = field(default_factory=Counter)
+    """The same for ``--publish``'s socket (with ``--publish-allow-keys``)."""
 
     def observe_sequence(
         self, publisher: str, host: str, pid: int | None, seq: int, announced: int, now: float = 0.0
@@ -165,6 +170,8 @@ class Stats:
         data["errors"] = dict(sorted(self.errors.items()))
         data["amqp"] = dict(sorted(self.amqp.items()))
         data["published"] = dict(sorted(self.published.items()))
+        data["refused"] = dict(sorted(self.refused.items()))
+        data["publish_refused"] = dict(sorted(self.publish_refused.items()))
         data["publishers"] = len(self.publishers)
         data["lost"] = self.lost_by_publishers
         data["unseen_before_start"] = sum(p.unseen for p in self.publishers.values())
@@ -199,7 +206,7 @@ def render_summary(data: dict[str, Any]) -> str:
     parts.append(f"malformed={data['malformed']}")
     if data["unrouted"]:
         parts.append(f"unrouted={data['unrouted']}")
-    for group in ("dropped", "errors", "amqp", "published"):
+    for group in ("dropped", "errors", "amqp", "published", "refused", "publish_refused"):
         if data.get(group):
             parts.append(f"{group}={pairs(data[group])}")
     if data["publishers"]:

@@ -181,6 +181,8 @@ class Record:
     """Fields of the structured extension (host, pid, logger, ...), empty for stock senders."""
     topic: str
     """The canonical topic (``WARN`` spelled ``WARNING``); filled in from the parts if not given."""
+    peer: str | None = None
+    """The CURVE certificate name the record came from (the collector sets it; None without CURVE)."""
 
     def __init__(  # written out: the generated one calls __post_init__, a third of a record's cost
         self,
@@ -208,6 +210,16 @@ class Record:
     def time(self) -> float:
         """When the event happened: the sender's stamp when it sent one, else the receive time."""
         return self.created if self.created is not None else self.received
+
+
+def with_peer_source(record: Record, peer: str) -> None:
+    """``--source-from-peer``: *peer* becomes the record's peer and its source (the claimed one is kept
+    in ``meta["claimed_source"]``)."""
+    record.peer = peer
+    if record.source != peer:
+        record.meta = {**record.meta, "claimed_source": record.source}
+        record.source = peer
+        record.topic = build_topic(peer, record.levelname, record.subtopic)
 
 
 _CONTROL = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")

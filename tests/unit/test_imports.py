@@ -31,6 +31,7 @@ LIGHT_MODULES = [
     "zlogcollect.terminal",
     "zlogcollect.stats",
     "zlogcollect.health",
+    "zlogcollect.access",
     "zlogcollect.metrics",
     "zlogcollect.sdnotify",
     "zlogcollect.sinks",

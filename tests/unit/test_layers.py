@@ -30,11 +30,13 @@ LAYERS: dict[str, int] = {
     "endpoints": 1,  # zmq: binding with one-line errors
     "keys": 1,  # keygen and a CURVE client's keys: zmq.auth certificates, imported when called
     "health": 1,  # /healthz's verdict from the counters
+    "access": 1,  # who may connect: CURVE allow-list, --allow-ip, the ZAP verdict (pure)
     # 2: pure logic on records
     "encode": 2,
     "routing": 2,
     "formatting": 2,
     "ledger": 2,
+    "zap": 2,  # the ZAP handler: a greenlet answering libzmq's handshake questions with access.Gate
     "metrics": 2,  # the counters as Prometheus families (prometheus_client, no sockets)
     "sinks": 2,  # the Sink protocol
     "sinks.rotating": 2,

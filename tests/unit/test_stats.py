@@ -156,6 +156,8 @@ def test_counters_as_data_are_json_and_the_line_is_rendered_from_them() -> None:
         "errors": {"reopened": 1},
         "amqp": {},
         "published": {},
+        "refused": {},
+        "publish_refused": {},
         "publishers": 1,
         "lost": 1,
         "unseen_before_start": 2,
