@@ -1,8 +1,9 @@
 """`ship`, `send` and `tail` with --curve-server-key and --curve-client-cert, as real subprocesses.
 
 The server is a real CURVE socket in the test (a SUB for ship and send, an XPUB
-for tail) with pyzmq's ThreadAuthenticator on its context, started before bind:
-it stands in for the collector until the collector has CURVE itself.
+for tail) with pyzmq's ThreadAuthenticator on its context, started before bind,
+so each case controls the server exactly; the last test runs them all against
+a real `zlogcollect collect` with CURVE on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from tests.helpers import CurveKeys, CurveServer, free_tcp_endpoint, wait_until
+from tests.helpers import CollectorProcess, CurveKeys, CurveServer, free_tcp_endpoint, read_lines, wait_until
 from tests.helpers_handler import Receiver
 from zlogcollect.testing.process import Child
 from zlogcollect.wire import encode_extension
@@ -296,3 +297,62 @@ def test_bad_keys_are_one_line_and_exit_78_without_the_secret(
     assert filled(needle) in one_error_line(done.stderr)
     assert done.stdout == ""
     assert secret not in done.stderr and secret[:39] not in done.stderr
+
+
+def test_against_a_collector_with_curve_on(
+    keys: CurveKeys, tmp_path: Path, collectors: list[CollectorProcess], children: list[Child]
+) -> None:
+    """The real thing: `collect --curve-secret --allow-keys --publish-allow-keys`. ship with the
+    allowed key writes, a tail with the allowed key sees it live, ship with a key the collector
+    does not allow gives up with 75 and the collector counts it as refused (unknown_key)."""
+    logdir = tmp_path / "logs"
+    endpoint, publish = free_tcp_endpoint(), free_tcp_endpoint()
+    proc = CollectorProcess(
+        [
+            "--bind",
+            endpoint,
+            "--dir",
+            str(logdir),
+            "--flush-interval",
+            "0.05",
+            "--format",
+            "%(message)s",
+            "--curve-secret",
+            str(keys.server_secret),
+            "--allow-keys",
+            str(keys.allow),
+            "--publish",
+            publish,
+            "--publish-allow-keys",
+            str(keys.allow),
+        ]
+    )
+    collectors.append(proc)
+    proc.wait_ready()
+    allowed = curve_args(keys.server_public, keys.client_secret)
+    tail = Child([*ZLOGCOLLECT, "tail", "--connect", publish, "--format", "%(message)s", *allowed], "tail")
+    children.append(tail)
+
+    def shown() -> bool:
+        probe = run(["send", "INFO", "probe", "--app", "probe", "--connect", endpoint, *allowed])
+        assert probe.returncode == 0, probe.stderr
+        return "probe" in tail.stdout_lines
+
+    wait_until(shown, 60, "tail to show a probe over CURVE")
+    source = tmp_path / "x.log"
+    source.write_text("one\ntwo\n")
+    shipped = run(["ship", str(source), "--connect", endpoint, "--app", "web", *allowed])
+    assert shipped.returncode == 0, shipped.stderr
+    wait_until(lambda: read_lines(logdir / "web.log") == ["one", "two"], 20, "the shipped lines")
+    wait_until(lambda: tail.stdout_lines[-2:] == ["one", "two"], 20, "the shipped lines in tail")
+    stranger = curve_args(keys.server_public, keys.stranger_secret)
+    refused = run(
+        ["ship", str(source), "--connect", endpoint, "--app", "intruder", "--timeout", "1", *stranger]
+    )
+    assert refused.returncode == 75
+    assert "(with CURVE, a wrong --curve-server-key" in one_error_line(refused.stderr)
+    assert keys.secret_text(keys.stranger_secret) not in refused.stdout + refused.stderr
+    assert proc.ask_counters()["refused"].get("unknown_key", 0) >= 1
+    assert not (logdir / "intruder.log").exists()
+    assert tail.stop() == 0
+    assert proc.stop() == 0
