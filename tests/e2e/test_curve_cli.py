@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from tests.helpers import CollectorProcess, CurveKeys, CurveServer, free_tcp_endpoint, read_lines, wait_until
-from tests.helpers_handler import Receiver
+from tests.helpers_handler import Receiver, run_app
 from zlogcollect.testing.process import Child
 from zlogcollect.wire import encode_extension
 
@@ -304,7 +304,8 @@ def test_against_a_collector_with_curve_on(
 ) -> None:
     """The real thing: `collect --curve-secret --allow-keys --publish-allow-keys`. ship with the
     allowed key writes, a tail with the allowed key sees it live, ship with a key the collector
-    does not allow gives up with 75 and the collector counts it as refused (unknown_key)."""
+    does not allow gives up with 75, an app with that key exits quietly, and the collector counts
+    them as refused (unknown_key)."""
     logdir = tmp_path / "logs"
     endpoint, publish = free_tcp_endpoint(), free_tcp_endpoint()
     proc = CollectorProcess(
@@ -352,6 +353,24 @@ def test_against_a_collector_with_curve_on(
     assert refused.returncode == 75
     assert "(with CURVE, a wrong --curve-server-key" in one_error_line(refused.stderr)
     assert keys.secret_text(keys.stranger_secret) not in refused.stdout + refused.stderr
+    # An app with that key: its handshake is left unanswered (the collector's refusal), yet it
+    # logs and exits within its linger and a margin (a hang would be the subprocess timeout).
+    app = run_app(
+        """
+        import logging, sys
+        import zlogcollect
+        zlogcollect.setup(sys.argv[1], app="intruder", linger=1.0, curve_server_key=sys.argv[2], curve_client_cert=sys.argv[3])
+        for i in range(100):
+            logging.warning("refused %d", i)
+        """,
+        endpoint,
+        str(keys.server_public),
+        str(keys.stranger_secret),
+        cwd=tmp_path,
+        timeout=1.0 + 20.0,
+    )
+    assert app.returncode == 0, app.stderr
+    assert app.stderr == ""
     assert proc.ask_counters()["refused"].get("unknown_key", 0) >= 1
     assert not (logdir / "intruder.log").exists()
     assert tail.stop() == 0
