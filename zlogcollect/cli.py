@@ -242,7 +242,7 @@ _CURVE_CLIENT_CERT = click.option(
     type=click.Path(),  # checked by keys.client_certificate: a bad file is exit 78, not click's 2
     metavar="FILE",
     help="CURVE: this client's .key_secret file (zlogcollect keygen); its public key must be"
-    " in the collector's allow-list.",
+    " in the collector's allow-list (--allow-keys; for tail, --publish-allow-keys).",
 )
 
 
