@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # 1: the wire format
     "wire": 1,
     "endpoints": 1,  # zmq: binding with one-line errors
+    "privileges": 1,  # the root policy, --user, file modes (standard library)
     "keys": 1,  # keygen: zmq.auth certificates, imported when called
     "health": 1,  # /healthz's verdict from the counters
     # 2: pure logic on records
