@@ -145,12 +145,14 @@ def check_root_policy(
     """
     euid = os.geteuid() if euid is None else euid
     address = config.http_address
-    reachable = privileges.exposed(
-        (*config.bind, *config.publish),
-        address[0] if address else None,
-        privileges.host_is_loopback,
-        config.http,
-    )
+    reachable = []
+    if euid == 0:  # only root needs to know (a host name costs a lookup)
+        reachable = privileges.exposed(
+            (*config.bind, *config.publish),
+            address[0] if address else None,
+            privileges.host_is_loopback,
+            config.http,
+        )
     try:
         warning = privileges.root_policy(euid, reachable, config.user, config.allow_root)
         user = privileges.lookup_user(config.user) if config.user else None

@@ -195,11 +195,18 @@ class ServiceUser:
 
 
 def lookup_user(spec: str) -> ServiceUser:
-    """The account *spec* names (a user name or a numeric uid); :class:`PolicyError` if there is none."""
+    """The account *spec* names (a user name or a numeric uid); :class:`PolicyError` if there is
+    none, or if it is root (dropping to root would be no drop at all)."""
+    shown = repr(spec[:64]) + ("..." if len(spec) > 64 else "")
     try:
-        entry = pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
-    except (KeyError, OverflowError):
-        raise PolicyError(f"user = {spec!r}: no such user on this host", ExitStatus.CONFIG) from None
+        entry = pwd.getpwuid(int(spec)) if spec.isascii() and spec.isdigit() else pwd.getpwnam(spec)
+    except (KeyError, OverflowError, ValueError):  # ValueError: a NUL in the name
+        raise PolicyError(f"user = {shown}: no such user on this host", ExitStatus.CONFIG) from None
+    if entry.pw_uid == 0:
+        raise PolicyError(
+            f"user = {shown}: that is root; name an unprivileged user (or give --allow-root instead)",
+            ExitStatus.CONFIG,
+        )
     return ServiceUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 

@@ -194,6 +194,21 @@ def test_users_are_looked_up_by_name_or_uid() -> None:
         lookup_user("99999999999999999999")
 
 
+@pytest.mark.parametrize("spec", ["a\x00b", "\udcff", "-1", "x" * 5000, "\uff14\uff12", " nobody", ""])
+def test_hostile_user_names_are_one_line_refusals_never_an_exception(spec: str) -> None:
+    """NUL bytes, surrogates, huge names, digits that are not ASCII (no uid 42 from '\uff14\uff12')."""
+    with pytest.raises(PolicyError, match="no such user") as caught:
+        lookup_user(spec)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("spec", ["root", "0"])
+def test_dropping_to_root_is_no_drop_and_is_refused(spec: str) -> None:
+    with pytest.raises(PolicyError, match="that is root") as caught:
+        lookup_user(spec)
+    assert caught.value.status == ExitStatus.CONFIG
+
+
 def test_created_files_and_dirs_get_their_modes_whatever_the_umask(tmp_path: Path) -> None:
     """The rotating file and its route directory: exact modes under umask 0 and 077; an existing
     file and directory keep the operator's modes."""
