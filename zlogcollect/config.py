@@ -318,7 +318,7 @@ class CollectorConfig:
         check=at_least(3, "two are the collector's own"),
     )
     file_mode: str = setting(
-        privileges.FILE_MODE,
+        f"{privileges.FILE_MODE:04o}",
         "Octal mode of every log file the collector creates (rotated and .gz backups keep it),"
         " whatever the umask; files that exist already are left as they are. State files get at"
         " most 0640.",
@@ -327,7 +327,7 @@ class CollectorConfig:
         check=privileges.file_mode_problem,
     )
     dir_mode: str = setting(
-        privileges.DIR_MODE,
+        f"{privileges.DIR_MODE:04o}",
         "Octal mode of every directory the collector creates (--dir and route subdirectories),"
         " whatever the umask; existing directories are left as they are.",
         FILES,

@@ -334,8 +334,10 @@ def start(
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
     if http is not None and not stopping():
         start_http(http)
-    if user is not None and not stopping():
-        become(user)  # every socket is bound; no file under --dir was opened yet
+    if user is not None:
+        # Every socket is bound and no file under --dir was opened yet; even after a stop
+        # signal, so that the counters file written on the way out is not root's.
+        become(user)
     if not stopping():
         open_log_dir(collector, config, file_sink, user)
     if amqp_sink is not None and not stopping():

@@ -18,9 +18,9 @@ from typing import Final
 
 from zlogcollect.exits import ExitStatus
 
-FILE_MODE: Final = "0640"
+FILE_MODE: Final = 0o640
 """Log files (and rotated and compressed backups): owner read-write, group read."""
-DIR_MODE: Final = "0750"
+DIR_MODE: Final = 0o750
 """Directories the collector creates: owner all, group enter and list."""
 STATE_MODE_MAX: Final = 0o640
 """The collector's state files (``_publishers.json``, the counters) are never more open than this."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from zlogcollect.helpers import atomic_file
+from zlogcollect.privileges import DIR_MODE, FILE_MODE
 
 K = TypeVar("K")
 
@@ -57,10 +58,6 @@ class RefusedFile(OSError):
     def __init__(self, reason: str, path: str) -> None:
         super().__init__(errno.ELOOP if reason == "symlink" else errno.EINVAL, reason, path)
         self.reason = reason
-
-
-DIR_MODE = 0o750
-FILE_MODE = 0o640
 
 
 def open_dir(root: str, subdir: str, create: bool, mode: int = DIR_MODE) -> int:
