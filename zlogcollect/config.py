@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from zlogcollect import formatting
+from zlogcollect import formatting, privileges
 from zlogcollect.options import AMQP, FILES, RECEIVE, Option, at_least, render_example, setting, table
 from zlogcollect.routing import (
     ERRORS_FILE,
@@ -240,6 +240,22 @@ class CollectorConfig:
         metavar="NAME=NUMBER",
         samples=(("TRACE", 5), ("SUCCESS", 25)),
     )
+    # Who runs it (collect and bridge): as root, endpoints other hosts reach need one of these.
+    user: str = setting(
+        "",
+        "Started as root: drop to this user (a name or uid; its primary and supplementary groups)"
+        " once every endpoint is bound, before any file under --dir is opened; '' = stay who it is."
+        " Better still: User= in the systemd unit.",
+        RECEIVE,
+        metavar="NAME",
+    )
+    allow_root: bool = setting(
+        False,
+        "Run as root even with endpoints (--bind, --publish, --http) that other hosts can reach;"
+        " without it (or --user) that is refused with exit 77. Loopback and ipc only start as"
+        " root with a warning.",
+        RECEIVE,
+    )
     # The file sink (collect only).
     dir: str = setting(
         "logs",
@@ -336,6 +352,23 @@ class CollectorConfig:
         FILES,
         metavar="N",
         check=at_least(3, "two are the collector's own"),
+    )
+    file_mode: str = setting(
+        f"{privileges.FILE_MODE:04o}",
+        "Octal mode of every log file the collector creates (rotated and .gz backups keep it),"
+        " whatever the umask; files that exist already are left as they are. State files get at"
+        " most 0640.",
+        FILES,
+        metavar="MODE",
+        check=privileges.file_mode_problem,
+    )
+    dir_mode: str = setting(
+        f"{privileges.DIR_MODE:04o}",
+        "Octal mode of every directory the collector creates (--dir and route subdirectories),"
+        " whatever the umask; existing directories are left as they are.",
+        FILES,
+        metavar="MODE",
+        check=privileges.dir_mode_problem,
     )
     # The AMQP bridge (needs the `amqp` extra: pika).
     amqp_url: str = setting(
@@ -442,6 +475,16 @@ class CollectorConfig:
     def http_address(self) -> tuple[str, int] | None:
         """``http`` as (host, port), or None when it is off (validated at load)."""
         return parse_http_address(self.http) if self.http else None
+
+    @property
+    def file_mode_value(self) -> int:
+        """``file_mode`` as a number (validated at load)."""
+        return privileges.parse_mode(self.file_mode)
+
+    @property
+    def dir_mode_value(self) -> int:
+        """``dir_mode`` as a number (validated at load)."""
+        return privileges.parse_mode(self.dir_mode)
 
     @property
     def level_table(self) -> Levels:

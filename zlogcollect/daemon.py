@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from zlogcollect import formatting
+from zlogcollect import formatting, privileges
 from zlogcollect.access import (
     AccessError,
     Gate,
@@ -125,23 +125,85 @@ def check_ipc_directories(endpoints: tuple[str, ...]) -> None:
             )
 
 
-def check_directory(path: str) -> str:
-    """Create the log directory if needed and prove it is writable."""
+def check_directory(path: str, mode: int = 0o750, user: privileges.ServiceUser | None = None) -> str:
+    """Create the log directory if needed (the last part with *mode*, whatever the umask) and
+    prove it is writable (by *user*, the account dropped to, if any)."""
     full = os.path.abspath(path)
     try:
-        os.makedirs(full, exist_ok=True)
+        if not os.path.isdir(full):
+            os.makedirs(full, mode, exist_ok=True)
+            os.chmod(full, mode)
         with tempfile.TemporaryFile(dir=full):
             pass
     except OSError as exc:
+        by = f" by user {user.name}" if user is not None else ""
         raise DaemonStartupError(
-            f"dir {path!r} is not writable: {exc.strerror or exc}", ExitStatus.CANTCREAT
+            f"dir {path!r} is not writable{by}: {exc.strerror or exc}", ExitStatus.CANTCREAT
         ) from None
     return full
 
 
+def check_root_policy(
+    config: CollectorConfig, euid: int | None = None
+) -> tuple[privileges.ServiceUser | None, str | None]:
+    """Apply the root policy before anything is bound: the ``--user`` to drop to, and a warning.
+
+    As root, endpoints other hosts can reach need ``--user`` or ``--allow-root``
+    (else exit 77); loopback and ipc only are allowed with a warning, which the
+    caller logs once the collector is ready, so a start-up error stays one line.
+    """
+    euid = os.geteuid() if euid is None else euid
+    address = config.http_address
+    reachable = []
+    if euid == 0:  # only root needs to know (a host name costs a lookup)
+        reachable = privileges.exposed(
+            (*config.bind, *config.publish),
+            address[0] if address else None,
+            privileges.host_is_loopback,
+            config.http,
+        )
+    try:
+        warning = privileges.root_policy(euid, reachable, config.user, config.allow_root)
+        user = privileges.lookup_user(config.user) if config.user else None
+    except privileges.PolicyError as exc:
+        raise DaemonStartupError(str(exc), exc.status) from None
+    return user, warning
+
+
+def open_log_dir(
+    collector: Collector,
+    config: CollectorConfig,
+    file_sink: FileSink | None,
+    user: privileges.ServiceUser | None,
+) -> None:
+    """After binding (and dropping to *user*): check --dir as the user who writes it, load the saved state."""
+    if file_sink is not None:
+        check_directory(config.dir, config.dir_mode_value, user)
+    if collector.state is not None:
+        collector.state.mode = privileges.state_mode(config.file_mode_value)
+    collector.load_state()
+
+
+def log_root_warning(warning: str | None) -> None:
+    """Say once, when ready, that it runs as root (only on loopback and ipc, or it would have refused)."""
+    if warning is not None:
+        log.warning("%s", warning)
+
+
+def become(user: privileges.ServiceUser) -> None:
+    """Drop to *user* for good: called once every socket is bound, before any file under --dir is opened."""
+    try:
+        privileges.drop_to(user)
+    except OSError as exc:
+        raise DaemonStartupError(
+            f"user = {user.name!r}: cannot drop to uid {user.uid}: {exc.strerror or exc}", ExitStatus.NOPERM
+        ) from None
+    log.debug("dropped to user %s (uid %d, gid %d)", user.name, user.uid, user.gid)
+
+
 def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
-    """The rotating-file sink from a validated config."""
-    directory = check_directory(config.dir)
+    """The rotating-file sink from a validated config (--dir is checked by :func:`start`)."""
+    directory = os.path.abspath(config.dir)
     fmt = config.format
     if fmt == formatting.DEFAULT_FORMAT:
         fmt = formatting.default_format(curve=bool(config.curve_secret))  # CURVE on: the line names the peer
@@ -157,6 +219,8 @@ def build_file_sink(config: CollectorConfig, stats: Stats) -> FileSink:
         utc=config.utc,
         at_time=config.at_time_value,
         compress=config.compress,
+        file_mode=config.file_mode_value,
+        dir_mode=config.dir_mode_value,
     )
     return FileSink(
         directory,
@@ -297,10 +361,10 @@ def connect_amqp(amqp_sink: AmqpSinkType, stopping: Callable[[], bool]) -> None:
         watcher.kill()
 
 
-def save_counters(path: str, stats: Stats, files: bool) -> None:
+def save_counters(path: str, stats: Stats, files: bool, mode: int = privileges.STATE_MODE_MAX) -> None:
     """Write the counters as JSON (``--stats-file``), whole or not at all; a failure is only logged."""
     try:
-        atomic_write(path, JSON_ENCODER.encode(stats.as_dict(files)) + "\n")
+        atomic_write(path, JSON_ENCODER.encode(stats.as_dict(files)) + "\n", mode=mode)
     except (OSError, ValueError) as exc:
         stats.errors["stats_file"] += 1
         log.warning("cannot write the counters to %s: %s", path, escape_text(str(exc)))
@@ -336,10 +400,11 @@ def start(
     http: HttpServer | None = None,
     republisher: Republisher | None = None,
     access: Access | None = None,
+    file_sink: FileSink | None = None,
+    user: privileges.ServiceUser | None = None,
 ) -> None:
-    """Start-up in order: saved state, bind, publish, HTTP, then the broker; each step skipped once a stop came."""
-    if not stopping():
-        collector.load_state()
+    """Start-up in order: bind, publish, HTTP, drop to --user, --dir and the saved state, then the
+    broker; each step skipped once a stop came."""
     if not stopping():
         check_ipc_directories(config.bind)
         try:
@@ -358,6 +423,12 @@ def start(
             raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
     if http is not None and not stopping():
         start_http(http)
+    if user is not None:
+        # Every socket is bound and no file under --dir was opened yet; even after a stop
+        # signal, so that the counters file written on the way out is not root's.
+        become(user)
+    if not stopping():
+        open_log_dir(collector, config, file_sink, user)
     if amqp_sink is not None and not stopping():
         connect_amqp(amqp_sink, stopping)
         collector.sinks.append(amqp_sink)
@@ -448,6 +519,7 @@ def run(
             state.stop = stop_requested()
         return state.stop is not None
 
+    user, root_warning = check_root_policy(config)
     raise_fd_limit()
     stats = Stats()
     # The AMQP settings first: a bad URL must fail before --dir is created.
@@ -477,7 +549,9 @@ def run(
     collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
     notifier = Notifier()
     try:
-        start(collector, config, amqp_sink, stopping, http, republisher, access)
+        start(
+            collector, config, amqp_sink, stopping, http, republisher, access, file_sink=file_sink, user=user
+        )
     except DaemonStartupError:
         republisher.close()  # first: it may share the collector's context
         collector.close()
@@ -501,7 +575,7 @@ def run(
         line finds the file already up to date)."""
         # A bridge writes no files: file counters would only be noise on its line.
         if stats_path:
-            save_counters(stats_path, stats, files)
+            save_counters(stats_path, stats, files, privileges.state_mode(config.file_mode_value))
         return stats.summary(files=files)
 
     next_stats = time.monotonic() + config.stats_interval
@@ -523,6 +597,7 @@ def run(
             log.info("%s during start-up: stopping before accepting records", state.stop)
             notifier.notify(STOPPING)
         else:
+            log_root_warning(root_warning)
             announce_ready(collector, config, file_sink, amqp_sink, http, republisher, access)
             health.tick()
             notifier.notify(READY)

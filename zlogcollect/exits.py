@@ -14,4 +14,5 @@ class ExitStatus(enum.IntEnum):
     UNAVAILABLE = 69  # an endpoint cannot be bound
     CANTCREAT = 73  # the log directory cannot be written
     TEMPFAIL = 75  # `send`/`ship`: no collector took the records in time; try again later
+    NOPERM = 77  # the root policy refused: as root, an endpoint other hosts reach, no --user or --allow-root
     CONFIG = 78  # a setting is wrong

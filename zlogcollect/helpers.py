@@ -134,8 +134,12 @@ class Backoff:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str, *, dir_fd: int | None = None, sync: bool = True) -> Iterator[BinaryIO]:
+def atomic_file(
+    path: str, *, dir_fd: int | None = None, sync: bool = True, mode: int = 0o640
+) -> Iterator[BinaryIO]:
     """Write *path* whole or not at all: into ``path + ".tmp"``, then fsync (if *sync*) and rename.
+
+    The new file has *mode* exactly, whatever the umask.
 
     A stale temp file (or a link planted in its place) is removed, not followed:
     unlink acts on the link itself, and ``O_EXCL|O_NOFOLLOW`` refuse one made
@@ -145,9 +149,10 @@ def atomic_file(path: str, *, dir_fd: int | None = None, sync: bool = True) -> I
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp, dir_fd=dir_fd)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o644, dir_fd=dir_fd)
+    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
     try:
         with open(fd, "wb") as handle:
+            os.fchmod(fd, mode)
             yield handle
             handle.flush()
             if sync:
@@ -159,9 +164,9 @@ def atomic_file(path: str, *, dir_fd: int | None = None, sync: bool = True) -> I
         raise
 
 
-def atomic_write(path: str, text: str, *, sync: bool = True) -> None:
-    """Replace *path* with *text* (UTF-8) atomically; see :func:`atomic_file`."""
-    with atomic_file(path, sync=sync) as handle:
+def atomic_write(path: str, text: str, *, sync: bool = True, mode: int = 0o640) -> None:
+    """Replace *path* with *text* (UTF-8) atomically, as a file of *mode*; see :func:`atomic_file`."""
+    with atomic_file(path, sync=sync, mode=mode) as handle:
         handle.write(text.encode("utf-8"))
 
 

@@ -166,6 +166,8 @@ class StateFile:
         """A save was put off while lines were pending; the loop flushes and saves once it may."""
         self._complaints = Throttle(1, 10.0)
         self._written_changes = 0
+        self.mode = 0o640
+        """The file's mode whatever the umask (the daemon sets it from --file-mode, at most 0640)."""
 
     def after_record(self) -> None:
         """Save right after a sink wrote a batch (the file sink flushes early from inside
@@ -224,7 +226,7 @@ class StateFile:
         try:
             # No fsync: the state guards against a collector that dies, and the log
             # lines it vouches for are not synced either; the rename is what counts.
-            atomic_write(self.path, ledger.to_json(complete), sync=False)
+            atomic_write(self.path, ledger.to_json(complete), sync=False, mode=self.mode)
         except (OSError, ValueError, TypeError) as exc:
             ledger.stats.errors["state_file"] += 1
             if self._complaints.allow("state_file"):

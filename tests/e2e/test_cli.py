@@ -78,7 +78,8 @@ def test_counters_are_printed_whatever_the_log_level(
 
 
 def test_unwritable_dir_is_one_line_and_exit_73(tmp_path: Path) -> None:
-    """A --dir that cannot be created or written fails before binding anything."""
+    """A --dir that cannot be created or written fails at start-up (checked right after binding, as the
+    user who writes it), before a record is taken."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     result = run_collector(["collect", "--bind", short_ipc_endpoint(), "--dir", str(blocker / "sub")])

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from zlogcollect.helpers import atomic_file
+from zlogcollect.privileges import DIR_MODE, FILE_MODE
 
 K = TypeVar("K")
 
@@ -31,6 +32,26 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _os_write = os.write  # one name the unit tests can replace to simulate a full disk
 
 
+def create_or_open(name: str, dir_fd: int, mode: int) -> int:
+    """Open *name* in *dir_fd* for appending (never through a link): a file made now gets *mode*
+    exactly, whatever the umask; one that exists keeps the mode it has (the operator's)."""
+    for _ in range(3):
+        try:
+            fd = os.open(name, _FILE_FLAGS | os.O_EXCL, mode, dir_fd=dir_fd)
+        except FileExistsError:  # a link in its place too: O_EXCL never follows one
+            try:
+                return os.open(name, _FILE_FLAGS & ~os.O_CREAT, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # removed in between: create it after all
+        try:
+            os.fchmod(fd, mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    return os.open(name, _FILE_FLAGS, mode, dir_fd=dir_fd)
+
+
 class RefusedFile(OSError):
     """A path in --dir that must not be written: a symbolic link, or not a regular file."""
 
@@ -39,16 +60,19 @@ class RefusedFile(OSError):
         self.reason = reason
 
 
-def open_dir(root: str, subdir: str, create: bool) -> int:
-    """A descriptor for *root*/*subdir*, creating missing parts, never following a link below *root*."""
+def open_dir(root: str, subdir: str, create: bool, mode: int = DIR_MODE) -> int:
+    """A descriptor for *root*/*subdir*, creating missing parts (with *mode* exactly, whatever the
+    umask), never following a link below *root*."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in subdir.split(os.sep) if subdir else ():
             if part in ("", "."):
                 continue
+            made = False
             if create:
                 try:
-                    os.mkdir(part, 0o755, dir_fd=fd)
+                    os.mkdir(part, mode, dir_fd=fd)
+                    made = True
                 except FileExistsError:
                     pass
             try:
@@ -61,6 +85,8 @@ def open_dir(root: str, subdir: str, create: bool) -> int:
                 raise
             os.close(fd)
             fd = child
+            if made:
+                os.fchmod(fd, mode)  # mkdir's mode went through the umask; ours is the setting
     except BaseException:
         os.close(fd)
         raise
@@ -124,6 +150,10 @@ class Rotation:
     utc: bool = False
     at_time: datetime.time | None = None
     compress: bool = False
+    file_mode: int = FILE_MODE
+    """Mode of the files created (the live file, rotated names keep it, the .gz), whatever the umask."""
+    dir_mode: int = DIR_MODE
+    """Mode of the directories created below the root (route templates with ``/``)."""
 
 
 class RotatingFile(logging.handlers.TimedRotatingFileHandler):
@@ -168,6 +198,8 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         self.fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self.stamp = stamp_pattern(self.when)
+        self._file_mode = rotation.file_mode
+        self._dir_mode = rotation.dir_mode
 
     def write_batch(self, data: bytes | str, now: float, continuing: bool = False) -> int:
         """Rotate if due at *now*, then append *data*; return the bytes written.
@@ -211,10 +243,10 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         """The open descriptor, opening the file first if needed (below --dir, never through a link)."""
         if self.fd is not None:
             return self.fd
-        dfd = open_dir(self.root, self.subdir, create=True)
+        dfd = open_dir(self.root, self.subdir, create=True, mode=self._dir_mode)
         try:
             try:
-                fd = os.open(self.leaf, _FILE_FLAGS, 0o644, dir_fd=dfd)
+                fd = create_or_open(self.leaf, dfd, self._file_mode)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     raise RefusedFile("symlink", self.baseFilename) from exc
@@ -295,7 +327,7 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         finally:
             os.close(dfd)
         if self._compress and self._background is not None:
-            self._background.compress(self.root, self.subdir, os.path.basename(plain))
+            self._background.compress(self.root, self.subdir, os.path.basename(plain), self._file_mode)
 
     def getFilesToDelete(self) -> list[str]:
         """Backups of *this* file only (see ``backups_to_delete``)."""
@@ -337,9 +369,9 @@ class Background:
             self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
             self._pending.append(self._pool.submit(fn))
 
-    def compress(self, root: str, subdir: str, plain: str) -> None:
-        """Gzip *plain* (in root/subdir) to *plain*.gz later."""
-        self._submit(lambda: _gzip_file(root, subdir, plain))
+    def compress(self, root: str, subdir: str, plain: str, mode: int = FILE_MODE) -> None:
+        """Gzip *plain* (in root/subdir) to *plain*.gz (created with *mode*) later."""
+        self._submit(lambda: _gzip_file(root, subdir, plain, mode))
 
     def prune(self, handle: RotatingFile) -> None:
         """Note that *handle*'s backups beyond its backupCount are to be deleted at the next ``start_pruning``."""
@@ -455,13 +487,13 @@ def _backup_index(names: list[str]) -> dict[str, list[str]]:
     return index
 
 
-def _gzip_file(root: str, subdir: str, plain: str) -> None:
+def _gzip_file(root: str, subdir: str, plain: str, mode: int) -> None:
     dfd = open_dir(root, subdir, create=False)
     try:
         src = os.open(plain, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         with (
             open(src, "rb") as source,
-            atomic_file(plain + ".gz", dir_fd=dfd) as raw,
+            atomic_file(plain + ".gz", dir_fd=dfd, mode=mode) as raw,
             gzip.GzipFile(filename=plain, mode="wb", fileobj=raw) as out,
         ):
             shutil.copyfileobj(source, out, 1024 * 1024)
