@@ -238,7 +238,9 @@ def _decode(frame: bytes, what: str) -> str:
         raise MalformedRecord("bad_utf8", f"{what} is not valid UTF-8 at byte {exc.start}") from exc
     if "\x00" in text:
         raise MalformedRecord("nul_byte", f"{what} contains a NUL byte")
-    return escape_controls(text)
+    # A topic is one line: a newline in it would split the source or subtopic column of
+    # a line (and the continuation prefix, which repeats the source) into a line of its own.
+    return escape_controls(text).replace("\n", "\\n")
 
 
 _JSON_DECODE = json.JSONDecoder().decode  # json.loads(bytes) also sniffs the encoding per call
