@@ -210,9 +210,10 @@ class Record:
         return self.created if self.created is not None else self.received
 
 
-_CONTROL = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-"""Characters that act on a terminal or break a line (CR, ESC, C1, the Unicode line separators);
-tab and newline are text (a newline starts a continuation line)."""
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters that act on a terminal or break a line (NUL, CR, ESC, C1, the Unicode line separators);
+tab and newline are text (a newline starts a continuation line). NUL makes a topic or text
+malformed; in the extension's strings (exc, \\u0000 in JSON) it is escaped like the rest."""
 
 
 def _escaped(match: re.Match[str]) -> str:

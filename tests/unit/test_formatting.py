@@ -290,10 +290,10 @@ def test_template_cache_is_bounded_by_bytes() -> None:
 
 def test_extension_strings_in_a_custom_format_are_escaped() -> None:
     """Found by test_fuzz: logger, path and extra fields reached the line raw (ESC, CR, DEL, U+2028)."""
-    meta = {"logger": "\x1b[2J\rdb", "path": "a\x7fb", "extra": {"user": "bob\u2028x\x85"}}
+    meta = {"logger": "\x1b[2J\rdb\x00", "path": "a\x7fb", "extra": {"user": "bob\u2028x\x85"}}
     record = Record("app", "INFO", 20, "", "m", STAMP, meta=meta)
     line = text_formatter("%(logger)s %(path)s %(user)s %(message)s")(record)
-    assert line == "\\x1b[2J\\rdb a\\x7fb bob\\u2028x\\x85 m\n"
+    assert line == "\\x1b[2J\\rdb\\x00 a\\x7fb bob\\u2028x\\x85 m\n"
 
 
 def test_json_lines_write_del_c1_and_line_separators_as_escapes() -> None:

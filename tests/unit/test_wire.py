@@ -331,3 +331,9 @@ def test_a_newline_in_the_topic_is_escaped_so_no_line_can_be_forged() -> None:
     assert (record.subtopic, record.topic.count("\n")) == ("a\\nb", 0)
     record = parse_frames([b"\n.NOTSET", b""], 1.0)
     assert record.source == "\\n"
+
+
+def test_a_nul_in_the_traceback_is_escaped() -> None:
+    """Found by test_fuzz: ``{"exc":"\\u0000"}`` put a raw NUL into the line (grep calls the file binary)."""
+    record = parse_frames([b"NOTSET", b"", b'{"exc":"a\\u0000b","v":1}'], 1.0)
+    assert record.meta["exc"] == "a\\x00b"
