@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+import zmq
 
 from tests.e2e.test_hostile import RawSender
 from tests.helpers import CollectorProcess, read_lines, short_ipc_endpoint, wait_until
@@ -165,15 +166,22 @@ def test_random_frames_neither_crash_the_collector_nor_escape_the_directory(
 
     # A frame over the limit is refused by libzmq (MAXMSGSIZE) before it is ever received, and
     # the connection that sent it is dropped with whatever it had queued: so these go on a
-    # connection of their own, and none of them counts as received.
-    big = RawSender(endpoint)
+    # connection of their own, and none of them counts as received. An XPUB socket, as it sees the
+    # collector's subscription: what it sends then goes out (a PUB would drop it until then).
+    context = zmq.Context()
+    big = context.socket(zmq.XPUB)
     try:
+        big.setsockopt(zmq.SNDHWM, 0)
+        big.connect(endpoint)
+        assert big.poll(10_000), "no subscription from the collector"
+        big.recv()
         for _ in range(5):
             frames = garbage(rng)
             frames.insert(rng.randrange(len(frames) + 1), rng.randbytes(LIMIT + 1 + rng.randrange(LIMIT)))
-            big.send(*frames)
+            big.send_multipart(frames)
     finally:
-        big.close()
+        big.close(linger=5000)
+        context.term()
     after = RawSender(endpoint)
     try:  # still alive, still accepting
         wait_until(
