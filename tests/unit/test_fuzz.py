@@ -311,6 +311,19 @@ def test_the_parser_returns_a_record_or_raises_malformed(
         check_record(first, received)
 
 
+@settings(FUZZ, max_examples=max(EXAMPLES // 3, 1))
+@given(batch=st.lists(frame_sets | record_frames, min_size=2, max_size=10))
+def test_one_parser_for_many_frame_sets_answers_as_a_fresh_one(batch: list[list[bytes]]) -> None:
+    """The topic cache, the learned levels and the known publishers never change what a set parses to."""
+    shared = Parser()
+    for frames in batch:
+        got, fresh = outcome(shared, frames, 1.0), outcome(Parser(), frames, 1.0)
+        if isinstance(fresh, Record):
+            assert summary(got) == summary(fresh)
+        else:  # the detail may differ: a learned level makes the hint name its number
+            assert isinstance(got, MalformedRecord) and got.reason == fresh.reason
+
+
 @FUZZ
 @given(frames=record_frames, received=st.floats(0, 7.3e9))
 def test_records_a_sender_meant_to_send_are_well_typed(frames: list[bytes], received: float) -> None:
