@@ -392,12 +392,15 @@ class TextFormatter:
                 value = extra.get(name)
                 fields[name] = "" if value is None else value
         try:
-            return self._fmt % fields
+            line = self._fmt % fields
         except (TypeError, ValueError, OverflowError):
             # Only a value of a type the format was not checked against gets here
             # (the check covers every type a sender can send, so this is a seat
             # belt): the record is kept, in the default layout.
-            return DEFAULT_FORMAT % fields
+            line = DEFAULT_FORMAT % fields
+        # The parser escaped the topic, the text and exc; the extension's other strings
+        # (logger, path, extra fields, ...) are a peer's too, and reach the line here.
+        return escape_controls(line)
 
     def _continued(self, line: str, record: Record) -> str:
         head, _, rest = line.partition("\n")
@@ -506,7 +509,7 @@ def strict_json(data: Mapping[str, Any]) -> str:
     ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``, so every parser reads the line and
     the value is not lost; a value nested too deeply to encode becomes a short note."""
     try:
-        return JSON_ENCODER.encode(data)
+        return _one_line(JSON_ENCODER.encode(data))
     except (ValueError, RecursionError):
         pass
     clean: dict[str, Any] = {}
@@ -516,7 +519,26 @@ def strict_json(data: Mapping[str, Any]) -> str:
             JSON_ENCODER.encode(clean[key])
         except (ValueError, RecursionError):
             clean[key] = "<not encodable: nested too deeply>"
-    return JSON_ENCODER.encode(clean)
+    return _one_line(JSON_ENCODER.encode(clean))
+
+
+_JSON_RAW: Final = re.compile("[\x7f-\x9f\u2028\u2029]")
+"""What JSON may hold raw in a string but a terminal acts on or a line reader splits at."""
+
+
+def _one_line(text: str) -> str:
+    """*text* (JSON) with DEL, the C1 controls and the Unicode line separators as ``\\u`` escapes.
+
+    The encoder escapes the C0 controls itself; these it writes raw, non-ASCII
+    being kept. The escaped JSON reads back as the same value.
+    """
+    if text.isprintable():  # the common case, checked in C
+        return text
+    return _JSON_RAW.sub(_json_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def json_formatter(utc: bool = False) -> Callable[[Record], str]:

@@ -17,6 +17,10 @@ RESERVED_NAMES: Final = frozenset({"errors", "_malformed", "_overflow"})
 MAX_NAME_LENGTH: Final = 100
 """Longest file stem a topic may produce (file systems allow 255 bytes, rotation adds ~20)."""
 
+MAX_COMPONENT_BYTES: Final = 200
+"""Longest file or directory name (in UTF-8) a template may produce: file systems allow 255
+bytes, and a rotated, compressed backup on its way adds up to 27 (``.2026-11-24_15-09-31.gz.tmp``)."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
@@ -102,19 +106,27 @@ class Route:
         return self.pattern == "#" or match_topic(self.pattern, record.topic)
 
     def path_for(self, record: Record, default_source: str) -> str:
-        """The relative file path for *record*, with every placeholder sanitised."""
+        """The relative file path for *record*, with every placeholder sanitised.
+
+        A name that several placeholders make longer than :data:`MAX_COMPONENT_BYTES`
+        (``{source}-{level}-{host}.log``, each up to 100 characters) is cut to it,
+        its extension kept.
+        """
         if not self.per_record:
-            return self.target.format(
+            path = self.target.format(
                 source=safe_name(record.source or default_source), level=safe_name(record.levelname)
             )
-        host, pid = origin_names(record)
-        return self.target.format(
-            source=safe_name(record.source or default_source),
-            level=safe_name(record.levelname),
-            host=host,
-            pid=pid,
-            peer=peer_name(record),
-        )
+        else:
+            host, pid = origin_names(record)
+            path = self.target.format(
+                source=safe_name(record.source or default_source),
+                level=safe_name(record.levelname),
+                host=host,
+                pid=pid,
+                peer=peer_name(record),
+            )
+        # Each character is at most 4 bytes: a short path cannot have a long name.
+        return path if len(path) <= MAX_COMPONENT_BYTES // 4 else "/".join(map(_fit, path.split("/")))
 
     @property
     def per_record(self) -> bool:
@@ -136,6 +148,19 @@ def peer_name(record: Record) -> str:
     """``{peer}`` of a file template: the peer's name sanitised like a source, :data:`NO_PEER` without one."""
     peer = record.peer
     return safe_name(peer) if peer else NO_PEER
+
+
+def _fit(name: str) -> str:
+    """*name* cut to :data:`MAX_COMPONENT_BYTES` bytes of UTF-8, its extension (``.log``) kept."""
+    data = name.encode("utf-8", "surrogatepass")
+    if len(data) <= MAX_COMPONENT_BYTES:
+        return name
+    stem, ext = os.path.splitext(name)
+    if len(ext) > 16:  # no extension, only a dot in a long name
+        stem, ext = name, ""
+    budget = MAX_COMPONENT_BYTES - len(ext.encode("utf-8", "surrogatepass"))
+    # "ignore": a character cut in two (or a lone surrogate of the operator's template) is left out.
+    return stem.encode("utf-8", "surrogatepass")[:budget].decode("utf-8", "ignore") + ext
 
 
 def origin_names(record: Record) -> tuple[str, str]:

@@ -266,9 +266,10 @@ def with_peer_source(record: Record, peer: str) -> Record:
     return record
 
 
-_CONTROL = re.compile("[\x01-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
-"""Characters that act on a terminal or break a line (CR, ESC, C1, the Unicode line separators);
-tab and newline are text (a newline starts a continuation line)."""
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters that act on a terminal or break a line (NUL, CR, ESC, C1, the Unicode line separators);
+tab and newline are text (a newline starts a continuation line). NUL makes a topic or text
+malformed; in the extension's strings (exc, \\u0000 in JSON) it is escaped like the rest."""
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -294,7 +295,9 @@ def _decode(frame: bytes, what: str) -> str:
         raise MalformedRecord("bad_utf8", f"{what} is not valid UTF-8 at byte {exc.start}") from exc
     if "\x00" in text:
         raise MalformedRecord("nul_byte", f"{what} contains a NUL byte")
-    return escape_controls(text)
+    # A topic is one line: a newline in it would split the source or subtopic column of
+    # a line (and the continuation prefix, which repeats the source) into a line of its own.
+    return escape_controls(text).replace("\n", "\\n")
 
 
 _JSON_DECODE = json.JSONDecoder().decode  # json.loads(bytes) also sniffs the encoding per call

@@ -354,8 +354,8 @@ def test_sink_failures_name_the_source_escaped_on_one_line(caplog: pytest.LogCap
     assert stats.dropped["sink_error"] == 2
     (message,) = [r.getMessage() for r in caplog.records]
     assert "\n" not in message and "\x1b" not in message
-    # The ESC was escaped on receive (the source holds "\\x1b"), and again for stderr.
-    assert "evil\\n2026 zlogcollect ERROR: forged\\\\x1b[2J" in message and "RuntimeError" in message
+    # The newline and the ESC were escaped on receive (the source holds "\\n" and "\\x1b"), and again for stderr.
+    assert "evil\\\\n2026 zlogcollect ERROR: forged\\\\x1b[2J" in message and "RuntimeError" in message
 
 
 def received(proc: CollectorProcess) -> int:

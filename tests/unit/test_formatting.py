@@ -286,3 +286,21 @@ def test_template_cache_is_bounded_by_bytes() -> None:
     # Short topics still come from the cache.
     render(Record("app", "INFO", 20, "", "m", STAMP))
     assert "app.INFO" in render._parts  # noqa: SLF001 - the cache is the point
+
+
+def test_extension_strings_in_a_custom_format_are_escaped() -> None:
+    """Found by test_fuzz: logger, path and extra fields reached the line raw (ESC, CR, DEL, U+2028)."""
+    meta = {"logger": "\x1b[2J\rdb\x00", "path": "a\x7fb", "extra": {"user": "bob\u2028x\x85"}}
+    record = Record("app", "INFO", 20, "", "m", STAMP, meta=meta)
+    line = text_formatter("%(logger)s %(path)s %(user)s %(message)s")(record)
+    assert line == "\\x1b[2J\\rdb\\x00 a\\x7fb bob\\u2028x\\x85 m\n"
+
+
+def test_json_lines_write_del_c1_and_line_separators_as_escapes() -> None:
+    """Found by test_fuzz: JSON may hold DEL, C1 and U+2028 raw; the line has them as \\u escapes."""
+    meta = {"process": "\x7f", "logger": "a\u2028b\u2029c\x85\x9b"}
+    line = json_formatter()(Record("app", "INFO", 20, "", "Gr\u00fc\u00dfe", STAMP, meta=meta))
+    assert '"process": "\\u007f"' in line and '"logger": "a\\u2028b\\u2029c\\u0085\\u009b"' in line
+    assert "Gr\u00fc\u00dfe" in line  # other non-ASCII stays as it is
+    data = json.loads(line)
+    assert (data["process"], data["logger"]) == ("\x7f", "a\u2028b\u2029c\x85\x9b")

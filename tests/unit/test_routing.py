@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from zlogcollect.routing import Route, RouteError, Router, default_routes, match_topic, parse_route, safe_name
+from zlogcollect.routing import (
+    MAX_COMPONENT_BYTES,
+    Route,
+    RouteError,
+    Router,
+    default_routes,
+    match_topic,
+    parse_route,
+    safe_name,
+)
 from zlogcollect.wire import Record
 
 
@@ -170,3 +179,17 @@ def test_router_cache_key_follows_host_and_pid_only_when_routes_use_them() -> No
     assert by_host.route(a) == ["web01/app1.log"] and by_host.route(b) == ["web02/app1.log"]
     big = Record("app1", "INFO", 20, "", "m", 0.0, meta={"host": "h" * 1_000_000})
     assert len(repr(by_host.cache_key(big))) < 300  # a peer's huge host is not kept as a key
+
+
+def test_a_name_made_of_several_placeholders_is_cut_to_fit_a_file_system() -> None:
+    """Found by test_fuzz: '{source}-{level}-{host}.log' with 300-character names made a 306-byte name."""
+    route = Route("#", "{source}-{level}-{host}.log")
+    record = Record("s" * 300, "INFO", 20, "", "m", 0.0, meta={"host": "h" * 300})
+    path = route.path_for(record, "d")
+    assert path == "s" * 100 + "-INFO-" + "h" * 90 + ".log"
+    assert len(path) == MAX_COMPONENT_BYTES
+    nested = Route("#", "{source}{source}/{host}{host}{host}")
+    assert [len(part) for part in nested.path_for(record, "d").split("/")] == [200, 200]
+    # An operator's own non-ASCII text is cut on a character boundary, the extension kept.
+    wide = Route("#", "\u00e9" * 60 + "{source}.log").path_for(record, "d")
+    assert wide == "\u00e9" * 60 + "s" * 76 + ".log" and len(wide.encode()) == MAX_COMPONENT_BYTES

@@ -317,3 +317,23 @@ def test_a_publisher_id_of_the_wrong_type_is_malformed_not_a_crash(pub: object) 
     with pytest.raises(MalformedRecord) as caught:
         parser.parse([b"app.INFO", b"x", json.dumps({"v": 1, "pub": pub, "seq": 1}).encode()], 0.0)
     assert caught.value.reason == "bad_extension"
+
+
+def test_a_newline_in_the_topic_is_escaped_so_no_line_can_be_forged() -> None:
+    """Found by test_fuzz: a source with a newline split the line and its continuation prefix in two.
+
+    ``x\\n2026-11-25 15:00:00.000 | CRITICAL | bank.INFO`` made the line after it look like a
+    CRITICAL record of ``bank``; a topic is one line, so its newline is written ``\\n``.
+    """
+    forged = b"x\n2026-11-25 15:00:00.000 | CRITICAL | bank | web01:1 | - | forged.INFO.a\nb"
+    record = parse_frames([forged, b"first\nsecond"], 1.0)
+    assert record.source == "x\\n2026-11-25 15:00:00.000 | CRITICAL | bank | web01:1 | - | forged"
+    assert (record.subtopic, record.topic.count("\n")) == ("a\\nb", 0)
+    record = parse_frames([b"\n.NOTSET", b""], 1.0)
+    assert record.source == "\\n"
+
+
+def test_a_nul_in_the_traceback_is_escaped() -> None:
+    """Found by test_fuzz: ``{"exc":"\\u0000"}`` put a raw NUL into the line (grep calls the file binary)."""
+    record = parse_frames([b"NOTSET", b"", b'{"exc":"a\\u0000b","v":1}'], 1.0)
+    assert record.meta["exc"] == "a\\x00b"
