@@ -32,6 +32,7 @@ LIGHT_MODULES = [
     "zlogcollect.stats",
     "zlogcollect.health",
     "zlogcollect.access",
+    "zlogcollect.live",
     "zlogcollect.metrics",
     "zlogcollect.sdnotify",
     "zlogcollect.sinks",

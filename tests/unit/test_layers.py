@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "republish": 5,  # --publish: the XPUB socket the daemon hands the collector's dispatch (plain zmq)
     # `zlogcollect tail`: the pure view (patterns, lines, colour), then the SUB loop (plain zmq)
     "display": 3,
+    "live": 2,  # the web viewer's filters (pure)
     "tail": 5,
     "daemon": 7,
     "cli": 8,
