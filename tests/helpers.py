@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import logging
 import os
 import shutil
@@ -33,6 +34,8 @@ __all__ = [
     "broker_unavailable",
     "counter",
     "free_tcp_endpoint",
+    "http_get",
+    "one_error_line",
     "read_lines",
     "run_collector",
     "short_ipc_endpoint",
@@ -82,6 +85,28 @@ class StockSender:
     def close(self) -> None:
         self.socket.close(linger=5000)
         self.context.term()
+
+
+def one_error_line(stderr: str, prefixes: tuple[str, ...] = ("zlogcollect: error: ",)) -> str:
+    """The one non-blank line of *stderr*, checked: no traceback, and it starts with one of *prefixes*
+    (add ``"Error: "`` where click's own usage errors may answer)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith(prefixes), lines[0]
+    return lines[0]
+
+
+def http_get(address: str, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """``GET path`` from ``HOST:PORT``: (status, body)."""
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def broker_unavailable(reason: str) -> NoReturn:
@@ -178,6 +203,10 @@ class CurveKeys:
             other_server_public=Path(made["other-server"][0]),
             allow=allow,
         )
+
+    def server_text(self) -> str:
+        """The server's public key as Z85 text (what --curve-server-key also takes), from its .key file."""
+        return self.server_public.read_text().split('public-key = "')[1][:40]
 
     def secret_text(self, path: Path) -> str:
         """The Z85 secret key in *path*, to grep output for."""

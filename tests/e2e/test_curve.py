@@ -6,7 +6,6 @@ handler's own CURVE keywords are tested in test_handler_curve.py).
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import signal
@@ -18,6 +17,7 @@ import pytest
 import zmq
 import zmq.auth
 
+from tests.helpers import http_get
 from zlogcollect.testing.process import Collector, free_tcp_endpoint, read_lines, run_zlogcollect, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -455,7 +455,7 @@ def test_no_secret_is_ever_shown(tmp_path: Path, certs: Certs, context: Sockets)
         collector.wait_stderr("keeping the 2 keys allowed before", start=mark)
         collector.ask_counters()
         for path in ("/metrics", "/healthz"):
-            served.append(http_get(address, path))
+            served.append(http_get(address, path)[1].decode())
     finally:
         assert collector.stop() == 0
     config = run_zlogcollect(["config"])
@@ -471,13 +471,3 @@ def test_no_secret_is_ever_shown(tmp_path: Path, certs: Certs, context: Sockets)
     for secret in secrets:
         assert secret is not None and secret.decode() not in everything
     assert password not in everything
-
-
-def http_get(address: str, path: str) -> str:
-    host, port = address.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import CollectorProcess, read_lines, short_ipc_endpoint, wait_until
 from zlogcollect.lines import Line, message_text
 from zlogcollect.testing.process import Child
@@ -58,11 +59,8 @@ def run(
 
 
 def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith(("zlogcollect: error: ", "Error: ")), lines[0]
-    return lines[0]
+    """One error line, ours or click's usage error."""
+    return helpers.one_error_line(stderr, ("zlogcollect: error: ", "Error: "))
 
 
 def wait_for(path: Path, expected: list[str], timeout: float = 60) -> None:
