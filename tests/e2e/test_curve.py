@@ -319,7 +319,7 @@ def test_allow_ip_admits_its_network(tmp_path: Path, context: Sockets) -> None:
             "curve_secret '{missing}': No such file",
         ),
         (["--curve-secret", "{public}", "--allow-keys", "{allow}"], "holds no secret key"),
-        (["--curve-secret", "{garbage}", "--allow-keys", "{allow}"], "not a certificate"),
+        (["--curve-secret", "{garbage}", "--allow-keys", "{allow}"], "no public-key line"),
         (["--curve-secret", "{secret}", "--allow-keys", "{empty}"], "no *.key public key files"),
         (["--curve-secret", "{secret}", "--allow-keys", "{missing}"], "allow_keys '{missing}': No such file"),
         (["--curve-secret", "{secret}"], "curve_secret needs allow_keys too"),
