@@ -9,8 +9,9 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,6 +38,7 @@ __all__ = [
     "http_get",
     "one_error_line",
     "read_lines",
+    "run_cli",
     "run_collector",
     "short_ipc_endpoint",
     "wait_until",
@@ -85,6 +87,24 @@ class StockSender:
     def close(self) -> None:
         self.socket.close(linger=5000)
         self.context.term()
+
+
+def run_cli(
+    args: Sequence[str], stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``zlogcollect ARGS`` (ship, send, tail, ...) to the end, *stdin* as its input (else none):
+    stdout and stderr as text, stderr decoded even when it holds invalid UTF-8."""
+    result = subprocess.run(
+        [sys.executable, "-m", "zlogcollect", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")
+    )
 
 
 def one_error_line(stderr: str, prefixes: tuple[str, ...] = ("zlogcollect: error: ",)) -> str:

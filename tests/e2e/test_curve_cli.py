@@ -8,10 +8,8 @@ a real `zlogcollect collect` with CURVE on.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from tests.helpers import (
     free_tcp_endpoint,
     one_error_line,
     read_lines,
+    run_cli,
     wait_until,
 )
 from tests.helpers_handler import Receiver, run_app
@@ -33,15 +32,6 @@ from zlogcollect.wire import encode_extension
 pytestmark = pytest.mark.e2e
 
 ZLOGCOLLECT = [sys.executable, "-m", "zlogcollect"]
-
-
-def run(args: Sequence[str], stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*ZLOGCOLLECT, *args], input=stdin, capture_output=True, timeout=timeout, check=False
-    )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode(errors="replace")
-    )
 
 
 def curve_args(server_key: Path | str, client_cert: Path) -> list[str]:
@@ -55,7 +45,7 @@ def test_ship_and_send_with_an_allowed_key_deliver(
     source = tmp_path / "lines.log"
     lines = [f"line {i} 2001:db8::{i}" for i in range(500)]
     source.write_text("".join(line + "\n" for line in lines))
-    shipped = run(
+    shipped = run_cli(
         [
             "ship",
             str(source),
@@ -71,7 +61,7 @@ def test_ship_and_send_with_an_allowed_key_deliver(
     frames = curve_receiver.wait_for(500)
     assert [f[1].decode() for f in frames] == lines
     server_text = curve_keys.server_text()
-    sent = run(
+    sent = run_cli(
         [
             "send",
             "ERROR",
@@ -101,7 +91,7 @@ def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
     source = tmp_path / "x.log"
     source.write_text("a\nb\n")
     curve = curve_args(server_key, client_cert)
-    shipped = run(
+    shipped = run_cli(
         [
             "ship",
             str(source),
@@ -117,7 +107,7 @@ def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
     assert shipped.returncode == 75
     line = one_error_line(shipped.stderr)
     assert "took records for 1 s; 2 lines read were not sent (with CURVE, a wrong --curve-server-key" in line
-    sent = run(
+    sent = run_cli(
         ["send", "INFO", "hi", "--app", "x", "--connect", curve_receiver.endpoint, "--timeout", "0.5", *curve]
     )
     assert sent.returncode == 75
@@ -127,7 +117,7 @@ def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
     for done in (shipped, sent):
         assert secret not in done.stdout + done.stderr
     # The server was there all along: the allowed client gets through.
-    good = run(
+    good = run_cli(
         [
             "send",
             "INFO",
@@ -269,7 +259,7 @@ def test_bad_keys_are_one_line_and_exit_78_without_the_secret(
         return text
 
     base = {"ship": ["ship", "--app", "x"], "send": ["send", "INFO", "hi", "--app", "x"], "tail": ["tail"]}
-    done = run([*base[command], *(filled(arg) for arg in args)])
+    done = run_cli([*base[command], *(filled(arg) for arg in args)])
     assert done.returncode == 78, done.stderr
     assert filled(needle) in one_error_line(done.stderr)
     assert done.stdout == ""
@@ -312,19 +302,19 @@ def test_against_a_collector_with_curve_on(
     children.append(tail)
 
     def shown() -> bool:
-        probe = run(["send", "INFO", "probe", "--app", "probe", "--connect", endpoint, *allowed])
+        probe = run_cli(["send", "INFO", "probe", "--app", "probe", "--connect", endpoint, *allowed])
         assert probe.returncode == 0, probe.stderr
         return "probe" in tail.stdout_lines
 
     wait_until(shown, 60, "tail to show a probe over CURVE")
     source = tmp_path / "x.log"
     source.write_text("one\ntwo\n")
-    shipped = run(["ship", str(source), "--connect", endpoint, "--app", "web", *allowed])
+    shipped = run_cli(["ship", str(source), "--connect", endpoint, "--app", "web", *allowed])
     assert shipped.returncode == 0, shipped.stderr
     wait_until(lambda: read_lines(logdir / "web.log") == ["one", "two"], 20, "the shipped lines")
     wait_until(lambda: tail.stdout_lines[-2:] == ["one", "two"], 20, "the shipped lines in tail")
     stranger = curve_args(curve_keys.server_public, curve_keys.stranger_secret)
-    refused = run(
+    refused = run_cli(
         ["ship", str(source), "--connect", endpoint, "--app", "intruder", "--timeout", "1", *stranger]
     )
     assert refused.returncode == 75
