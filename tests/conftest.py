@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pluggy
 import pytest
+import zmq
 from hypothesis import settings
 
-from tests.helpers import CollectorProcess, broker_unavailable
+from tests.helpers import CollectorProcess, CurveKeys, CurveServer, broker_unavailable, free_tcp_endpoint
+from tests.helpers_handler import Receiver
+from zlogcollect.testing.process import Child
 from zlogcollect.testing.rabbitmq import RabbitNode, RabbitNodeError
 
 # Property tests are derandomized in CI (the same examples every run, no example
@@ -54,6 +57,31 @@ def collectors(request: pytest.FixtureRequest) -> Iterator[list[CollectorProcess
         proc.kill()
         if failed is not None and failed.failed:
             print(f"--- collector {proc.args}\n{proc.stderr}")
+
+
+@pytest.fixture
+def children() -> Iterator[list[Child]]:
+    """Track `Child` processes (tail, ship, ...); kill leftovers, each by its own pid."""
+    started: list[Child] = []
+    yield started
+    for child in started:
+        child.kill()
+
+
+@pytest.fixture
+def curve_keys(tmp_path: Path) -> CurveKeys:
+    """A CURVE server's, an allowed client's and a stranger's certificates and the allow-list."""
+    return CurveKeys.make(tmp_path / "certs")
+
+
+@pytest.fixture
+def curve_receiver(curve_keys: CurveKeys) -> Iterator[Receiver]:
+    """The collector's part: a CURVE SUB server on tcp taking only the allowed client's key."""
+    server = CurveServer(curve_keys, zmq.SUB, free_tcp_endpoint())
+    receiver = Receiver(server.endpoint, server.context, bound=server.socket)
+    yield receiver
+    receiver.close()
+    server.close()
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -33,7 +35,10 @@ __all__ = [
     "broker_unavailable",
     "counter",
     "free_tcp_endpoint",
+    "http_get",
+    "one_error_line",
     "read_lines",
+    "run_cli",
     "run_collector",
     "short_ipc_endpoint",
     "wait_until",
@@ -82,6 +87,46 @@ class StockSender:
     def close(self) -> None:
         self.socket.close(linger=5000)
         self.context.term()
+
+
+def run_cli(
+    args: Sequence[str], stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``zlogcollect ARGS`` (ship, send, tail, ...) to the end, *stdin* as its input (else none):
+    stdout and stderr as text, stderr decoded even when it holds invalid UTF-8."""
+    result = subprocess.run(
+        [sys.executable, "-m", "zlogcollect", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")
+    )
+
+
+def one_error_line(stderr: str, prefixes: tuple[str, ...] = ("zlogcollect: error: ",)) -> str:
+    """The one non-blank line of *stderr*, checked: no traceback, and it starts with one of *prefixes*
+    (add ``"Error: "`` where click's own usage errors may answer)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith(prefixes), lines[0]
+    return lines[0]
+
+
+def http_get(address: str, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """``GET path`` from ``HOST:PORT``: (status, body)."""
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def broker_unavailable(reason: str) -> NoReturn:
@@ -178,6 +223,10 @@ class CurveKeys:
             other_server_public=Path(made["other-server"][0]),
             allow=allow,
         )
+
+    def server_text(self) -> str:
+        """The server's public key as Z85 text (what --curve-server-key also takes), from its .key file."""
+        return self.server_public.read_text().split('public-key = "')[1][:40]
 
     def secret_text(self, path: Path) -> str:
         """The Z85 secret key in *path*, to grep output for."""

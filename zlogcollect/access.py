@@ -5,7 +5,8 @@ every handshake and sends its verdict back to libzmq; the collector reads the
 certificate name it returned as the ZAP User-Id of each message (the peer).
 
 The files are pyzmq's certificate format (``zmq.auth``, written by
-``zlogcollect keygen``); ``zmq.auth`` and ``zmq.utils.z85`` are imported when a
+``zlogcollect keygen``), read and checked by :mod:`zlogcollect.certfile` as the
+app side's keys are; ``zmq.auth`` and ``zmq.utils.z85`` are imported when a
 file is read, so importing this module loads no libzmq.
 """
 
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+
+from zlogcollect.certfile import CertificateError, read_certificate
 
 __all__ = [
     "AccessError",
@@ -30,8 +32,6 @@ __all__ = [
     "parse_networks",
 ]
 
-MAX_CERT_BYTES: Final = 64 * 1024
-"""A certificate file is a few hundred bytes; anything far bigger is not one (and is not read)."""
 KEY_SUFFIX: Final = ".key"
 RECEIVE_DOMAIN: Final = "zlogcollect"
 """The ZAP domain of the collector's receive socket."""
@@ -71,40 +71,12 @@ class AllowList:
         return len(self.names)
 
 
-def _z85_key(text: bytes, what: str) -> bytes:
-    from zmq.utils import z85
-
-    if len(text) != 40:
-        raise AccessError(f"{what}: not a CURVE key (expected 40 Z85 characters)")
-    try:
-        return z85.decode(text)
-    except (ValueError, KeyError, IndexError):
-        raise AccessError(f"{what}: not a CURVE key (not Z85 text)") from None
-
-
 def _certificate(path: str, what: str) -> tuple[bytes, bytes | None]:
     """The Z85 public key and secret key (or None) of one certificate file, checked."""
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise AccessError(f"{what} {path!r}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise AccessError(f"{what} {path!r}: not a regular file")
-    if info.st_size > MAX_CERT_BYTES:
-        raise AccessError(f"{what} {path!r}: {info.st_size} bytes is too big for a certificate")
-    import zmq.auth
-
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except OSError as exc:
-        raise AccessError(f"{what} {path!r}: {exc.strerror or 'cannot read it'}") from None
-    except ValueError:
-        raise AccessError(f"{what} {path!r}: not a certificate (no public-key line)") from None
-    _z85_key(public, f"{what} {path!r}: public-key")
-    if secret is not None:
-        # The message names the file, never the text it holds.
-        _z85_key(secret, f"{what} {path!r}: secret-key")
-    return public, secret
+        return read_certificate(path)
+    except CertificateError as exc:
+        raise AccessError(f"{what} {path!r}: {exc}") from None
 
 
 def load_secret_certificate(path: str, what: str = "curve_secret") -> tuple[bytes, bytes]:
@@ -123,6 +95,8 @@ def load_allow_list(directory: str, what: str = "allow_keys") -> AllowList:
     A file that is not a readable certificate fails the whole load: a typo must
     not silently lock an app out (or, at a SIGHUP, the previous list is kept).
     """
+    from zmq.utils import z85
+
     try:
         entries = sorted(os.listdir(directory))
     except OSError as exc:
@@ -133,7 +107,7 @@ def load_allow_list(directory: str, what: str = "allow_keys") -> AllowList:
         if not entry.endswith(KEY_SUFFIX) or entry.startswith(".") or entry == KEY_SUFFIX:
             continue
         public, _ = _certificate(os.path.join(directory, entry), what)
-        key = _z85_key(public, f"{what} {entry!r}")
+        key = z85.decode(public)  # 40 Z85 characters: checked by _certificate
         if key in names:
             duplicates.append(entry)
             continue

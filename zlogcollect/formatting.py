@@ -282,11 +282,9 @@ class TextFormatter:
         # from per-topic pieces: %-formatting a dict costs about three times as much.
         per_record = [m.group(0) for m in _TOKEN.finditer(fmt) if m.group(1) in _PER_RECORD]
         split = self._fast and per_record == ["%(asctime)s", "%(origin)s", "%(message)s"]
-        # A format with %(peer)s (DEFAULT_PEER_FORMAT) keys its templates by topic and peer: a
-        # branch of its own, so the default format's path does not even test for it.
+        self._assembled = split
+        # A format with %(peer)s (DEFAULT_PEER_FORMAT) keys its parts (and templates) by topic and peer.
         self._by_peer = "peer" in names
-        self._split_default = split and not self._by_peer
-        self._split_peer = split and self._by_peer
         # Per topic (only one of the two is used, by the format): bounded, as topics come from the network.
         self._parts: BoundedCache[str, tuple[str, str, str, str]] = BoundedCache(
             TEMPLATE_CACHE_ENTRIES, cache_bytes
@@ -409,8 +407,12 @@ class TextFormatter:
 
     def __call__(self, record: Record) -> str:  # noqa: C901 - the per-line hot path, kept in one frame on purpose
         meta = record.meta
-        if self._split_default and not (meta and meta.get("exc")):
-            parts = self._parts.get(record.topic) or self._split(record)
+        if self._assembled and not (meta and meta.get("exc")):
+            if self._by_peer:
+                by_peer = self._peer_parts.get(record.topic)
+                parts = (by_peer.get(record.peer) if by_peer is not None else None) or self._split(record)
+            else:
+                parts = self._parts.get(record.topic) or self._split(record)
             if parts is not None:
                 message = record.message
                 stamp = record.created if record.created is not None else record.received
@@ -418,17 +420,6 @@ class TextFormatter:
                 line = f"{parts[0]}{self._time(stamp)}{parts[1]}{origin_text}{parts[2]}{message}{parts[3]}"
                 # Only the message can bring a newline here: topic fields with one
                 # take the general path, and origin is sanitised.
-                if self._prefix and "\n" in message:
-                    return self._continued(line[:-1], record) + "\n"
-                return line
-        elif self._split_peer and not (meta and meta.get("exc")):
-            by_peer = self._peer_parts.get(record.topic)
-            parts = (by_peer.get(record.peer) if by_peer is not None else None) or self._split(record)
-            if parts is not None:
-                message = record.message
-                stamp = record.created if record.created is not None else record.received
-                origin_text = self._origin(meta) if meta else "-"
-                line = f"{parts[0]}{self._time(stamp)}{parts[1]}{origin_text}{parts[2]}{message}{parts[3]}"
                 if self._prefix and "\n" in message:
                     return self._continued(line[:-1], record) + "\n"
                 return line

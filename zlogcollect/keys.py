@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zlogcollect.certfile import KEY_TEXT_LENGTH, Z85_CHARS, CertificateError, is_key_text, read_certificate
 from zlogcollect.exits import ExitStatus
 
 __all__ = [
@@ -92,14 +92,6 @@ def keygen(name: str, directory: str, force: bool = False) -> NewKeys:
 
 # --- loading keys for a CURVE client -------------------------------------------------------------
 
-Z85_CHARS: frozenset[str] = frozenset(
-    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
-)
-"""ZeroMQ's Z85 alphabet; a CURVE key is 40 of these characters (32 bytes)."""
-KEY_TEXT_LENGTH = 40
-MAX_CERTIFICATE_BYTES = 64 * 1024
-"""A certificate file is a few hundred bytes; anything larger is not one (and is not read whole)."""
-
 
 class KeyFileError(ValueError):
     """A key or certificate that cannot be used; the message is one line and never holds a secret key."""
@@ -123,18 +115,6 @@ class ClientCurve:
         socket.curve_secretkey = self.secret_key
 
 
-def _is_key_text(text: str) -> bool:
-    """40 Z85 characters that decode to 32 bytes (a Z85 group above 2**32 - 1 does not)."""
-    if len(text) != KEY_TEXT_LENGTH or not Z85_CHARS.issuperset(text):
-        return False
-    from zmq.utils import z85
-
-    try:
-        return len(z85.decode(text)) == 32
-    except Exception:  # noqa: BLE001 - a group too large for 32 bits (struct.error): no key
-        return False
-
-
 def _shown(path: str) -> str:
     """*path* for a one-line message: as it is when printable, else quoted with escapes."""
     return path if path.isprintable() else repr(path)
@@ -142,39 +122,10 @@ def _shown(path: str) -> str:
 
 def _read_certificate(path: str) -> tuple[bytes, bytes | None]:
     """The (public, secret-or-None) keys of a certificate file, both checked; KeyFileError naming *path*."""
-    name = _shown(path)
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise KeyFileError(f"{name}: {exc.strerror or 'cannot be read'}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise KeyFileError(f"{name}: is a directory, not a certificate file")
-    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
-        raise KeyFileError(f"{name}: not a regular file, so not a certificate file")
-    if info.st_size > MAX_CERTIFICATE_BYTES:
-        raise KeyFileError(
-            f"{name}: larger than {MAX_CERTIFICATE_BYTES // 1024} KiB, so not a certificate file"
-            " (zlogcollect keygen writes them)"
-        )
-    import zmq.auth
-
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except OSError as exc:
-        raise KeyFileError(f"{name}: {exc.strerror or 'cannot be read'}") from None
-    except ValueError:  # no public-key line
-        raise KeyFileError(
-            f"{name}: no public-key line, so not a CURVE certificate (zlogcollect keygen writes them)"
-        ) from None
-    if not _is_key_text(public.decode("ascii", "replace")):
-        raise KeyFileError(f"{name}: its public key is not {KEY_TEXT_LENGTH} Z85 characters")
-    if secret is not None:
-        # Never show the secret, not even a part of it: say only what is wrong with it.
-        if not _is_key_text(secret.decode("ascii", "replace")):
-            raise KeyFileError(f"{name}: its secret key is not {KEY_TEXT_LENGTH} Z85 characters")
-        if zmq.curve_public(secret) != public:
-            raise KeyFileError(f"{name}: its public key does not belong to its secret key")
-    return public, secret
+        return read_certificate(path)
+    except CertificateError as exc:
+        raise KeyFileError(f"{_shown(path)}: {exc}") from None
 
 
 def _looks_like_a_path(value: str) -> bool:
@@ -190,13 +141,13 @@ def server_public_key(value: str | os.PathLike[str] | bytes) -> bytes:
     """
     if isinstance(value, bytes):
         text = value.decode("ascii", "replace")
-        if _is_key_text(text):
+        if is_key_text(text):
             return text.encode("ascii")
         raise KeyFileError(f"{len(value)} bytes given, not a {KEY_TEXT_LENGTH}-character Z85 key")
     path = os.fspath(value)
     if not path:
         raise KeyFileError(f"empty (give a .key file or the {KEY_TEXT_LENGTH}-character Z85 key)")
-    if _is_key_text(path) and not os.path.lexists(path):
+    if is_key_text(path) and not os.path.lexists(path):
         return path.encode("ascii")
     if not os.path.lexists(path) and not _looks_like_a_path(path):
         # Perhaps a key with a typo, perhaps a secret one: never echo it.

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import (
     CollectorProcess,
     StockSender,
@@ -30,12 +31,9 @@ else:
 pytestmark = pytest.mark.e2e
 
 
-def one_error_line(result_stderr: str) -> str:
-    lines = [line for line in result_stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result_stderr
-    assert "Traceback" not in result_stderr
-    assert lines[0].startswith("zlogcollect: error: ") or lines[0].startswith("Error: "), lines[0]
-    return lines[0]
+def one_error_line(stderr: str) -> str:
+    """One error line, ours or click's usage error."""
+    return helpers.one_error_line(stderr, ("zlogcollect: error: ", "Error: "))
 
 
 def test_address_in_use_is_one_line_and_exit_69(logdir: Path) -> None:

@@ -6,7 +6,6 @@ handler's own CURVE keywords are tested in test_handler_curve.py).
 
 from __future__ import annotations
 
-import http.client
 import json
 import shutil
 import signal
@@ -18,6 +17,7 @@ import pytest
 import zmq
 import zmq.auth
 
+from tests.helpers import http_get
 from zlogcollect.testing.process import Collector, free_tcp_endpoint, read_lines, run_zlogcollect, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -101,22 +101,12 @@ def server_key(certs: Certs) -> bytes:
     return zmq.auth.load_certificate(certs.root / "collector.key")[0]
 
 
-def start(tmp_path: Path, certs: Certs, *extra: str) -> tuple[Collector, str]:
+def start(tmp_path: Path, certs: Certs | None, *extra: str) -> tuple[Collector, str]:
+    """A collector on a free tcp port writing to tmp_path/logs, with CURVE on when given *certs*."""
     endpoint = free_tcp_endpoint()
+    curve = ["--curve-secret", str(certs.server), "--allow-keys", str(certs.allow)] if certs else []
     collector = Collector(
-        [
-            "--bind",
-            endpoint,
-            "--dir",
-            str(tmp_path / "logs"),
-            "--curve-secret",
-            str(certs.server),
-            "--allow-keys",
-            str(certs.allow),
-            "--stats-interval",
-            "0",
-            *extra,
-        ]
+        ["--bind", endpoint, "--dir", str(tmp_path / "logs"), *curve, "--stats-interval", "0", *extra]
     )
     collector.wait_ready()
     return collector, endpoint
@@ -130,6 +120,24 @@ def keep_sending(sock: zmq.Socket[bytes], topic: bytes, text: bytes, path: Path,
         return path.exists() and needle in path.read_text(encoding="utf-8")
 
     wait_until(arrived, 20, interval=0.05, what=f"{needle!r} in {path}")
+
+
+def send_until_refused(
+    sock: zmq.Socket[bytes],
+    frames: list[bytes],
+    collector: Collector,
+    counted: Callable[[dict[str, int]], bool],
+    what: str,
+    timeout: float = 20,
+) -> None:
+    """Send *frames* until the collector's ``refused`` counts satisfy *counted*: a refused client's
+    records go nowhere, and it retries its handshake, so only the counters tell."""
+    wait_until(
+        lambda: sock.send_multipart(frames) is None and counted(collector.ask_counters()["refused"]),
+        timeout,
+        interval=0.2,
+        what=what,
+    )
 
 
 def test_an_allowed_key_writes_and_its_lines_name_the_peer(
@@ -178,11 +186,13 @@ def test_unknown_keys_and_plain_clients_deliver_nothing_and_are_counted(
     def refused_after(
         sock: zmq.Socket[bytes], name: bytes, counted: Callable[[dict[str, int]], bool]
     ) -> None:
-        wait_until(
-            lambda: sock.send_multipart([b"evil.ERROR", b"from " + name]) is None and counted(refusals()),
+        send_until_refused(
+            sock,
+            [b"evil.ERROR", b"from " + name],
+            collector,
+            counted,
+            f"the {name.decode()} client refused and counted",
             30,
-            interval=0.2,
-            what=f"the {name.decode()} client refused and counted",
         )
 
     try:
@@ -223,14 +233,12 @@ def test_sighup_rereads_the_allow_list(tmp_path: Path, certs: Certs, context: So
     logs = tmp_path / "logs"
     try:
         app3 = curve_pub(context, endpoint, certs.secret("app3"), server_key(certs))
-        wait_until(
-            lambda: (
-                app3.send_multipart([b"three.INFO", b"early"]) is None
-                and collector.ask_counters()["refused"].get("unknown_key", 0) >= 1
-            ),
-            20,
-            interval=0.2,
-            what="app3 refused",
+        send_until_refused(
+            app3,
+            [b"three.INFO", b"early"],
+            collector,
+            lambda counts: counts.get("unknown_key", 0) >= 1,
+            "app3 refused",
         )
         shutil.copy(certs.public("app3"), certs.allow)
         (certs.allow / "app2.key").unlink()
@@ -243,14 +251,12 @@ def test_sighup_rereads_the_allow_list(tmp_path: Path, certs: Certs, context: So
         keep_sending(app3, b"three.INFO", b"late", logs / "three.log", "late")
         before = collector.ask_counters()["refused"].get("unknown_key", 0)
         app2 = curve_pub(context, endpoint, certs.secret("app2"), server_key(certs))
-        wait_until(
-            lambda: (
-                app2.send_multipart([b"two.INFO", b"removed"]) is None
-                and collector.ask_counters()["refused"].get("unknown_key", 0) > before
-            ),
-            20,
-            interval=0.2,
-            what="app2 refused after its key was removed",
+        send_until_refused(
+            app2,
+            [b"two.INFO", b"removed"],
+            collector,
+            lambda counts: counts.get("unknown_key", 0) > before,
+            "app2 refused after its key was removed",
         )
     finally:
         assert collector.stop() == 0
@@ -277,30 +283,15 @@ def test_source_from_peer_keeps_each_key_in_its_own_file(
 
 def test_allow_ip_refuses_other_addresses_without_curve(tmp_path: Path, context: Sockets) -> None:
     """--allow-ip alone (no CURVE): a loopback peer outside the allowed network is refused and counted."""
-    endpoint = free_tcp_endpoint()
-    collector = Collector(
-        [
-            "--bind",
-            endpoint,
-            "--dir",
-            str(tmp_path / "logs"),
-            "--allow-ip",
-            "10.0.0.0/8",
-            "--stats-interval",
-            "0",
-        ]
-    )
-    collector.wait_ready()
+    collector, endpoint = start(tmp_path, None, "--allow-ip", "10.0.0.0/8")
     try:
         pub = curve_pub(context, endpoint, None, None)
-        wait_until(
-            lambda: (
-                pub.send_multipart([b"web.INFO", b"x"]) is None
-                and collector.ask_counters()["refused"].get("ip_not_allowed", 0) >= 1
-            ),
-            20,
-            interval=0.2,
-            what="the loopback peer refused",
+        send_until_refused(
+            pub,
+            [b"web.INFO", b"x"],
+            collector,
+            lambda counts: counts.get("ip_not_allowed", 0) >= 1,
+            "the loopback peer refused",
         )
     finally:
         assert collector.stop() == 0
@@ -309,12 +300,8 @@ def test_allow_ip_refuses_other_addresses_without_curve(tmp_path: Path, context:
 
 
 def test_allow_ip_admits_its_network(tmp_path: Path, context: Sockets) -> None:
-    endpoint = free_tcp_endpoint()
+    collector, endpoint = start(tmp_path, None, "--allow-ip", "127.0.0.0/8")
     logs = tmp_path / "logs"
-    collector = Collector(
-        ["--bind", endpoint, "--dir", str(logs), "--allow-ip", "127.0.0.0/8", "--stats-interval", "0"]
-    )
-    collector.wait_ready()
     try:
         keep_sending(
             curve_pub(context, endpoint, None, None), b"web.INFO", b"local", logs / "web.log", "local"
@@ -332,7 +319,7 @@ def test_allow_ip_admits_its_network(tmp_path: Path, context: Sockets) -> None:
             "curve_secret '{missing}': No such file",
         ),
         (["--curve-secret", "{public}", "--allow-keys", "{allow}"], "holds no secret key"),
-        (["--curve-secret", "{garbage}", "--allow-keys", "{allow}"], "not a certificate"),
+        (["--curve-secret", "{garbage}", "--allow-keys", "{allow}"], "no public-key line"),
         (["--curve-secret", "{secret}", "--allow-keys", "{empty}"], "no *.key public key files"),
         (["--curve-secret", "{secret}", "--allow-keys", "{missing}"], "allow_keys '{missing}': No such file"),
         (["--curve-secret", "{secret}"], "curve_secret needs allow_keys too"),
@@ -455,7 +442,7 @@ def test_no_secret_is_ever_shown(tmp_path: Path, certs: Certs, context: Sockets)
         collector.wait_stderr("keeping the 2 keys allowed before", start=mark)
         collector.ask_counters()
         for path in ("/metrics", "/healthz"):
-            served.append(http_get(address, path))
+            served.append(http_get(address, path)[1].decode())
     finally:
         assert collector.stop() == 0
     config = run_zlogcollect(["config"])
@@ -471,13 +458,3 @@ def test_no_secret_is_ever_shown(tmp_path: Path, certs: Certs, context: Sockets)
     for secret in secrets:
         assert secret is not None and secret.decode() not in everything
     assert password not in everything
-
-
-def http_get(address: str, path: str) -> str:
-    host, port = address.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()

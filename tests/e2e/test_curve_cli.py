@@ -8,16 +8,23 @@ a real `zlogcollect collect` with CURVE on.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import zmq
 
-from tests.helpers import CollectorProcess, CurveKeys, CurveServer, free_tcp_endpoint, read_lines, wait_until
+from tests.helpers import (
+    CollectorProcess,
+    CurveKeys,
+    CurveServer,
+    free_tcp_endpoint,
+    one_error_line,
+    read_lines,
+    run_cli,
+    wait_until,
+)
 from tests.helpers_handler import Receiver, run_app
 from zlogcollect.testing.process import Child
 from zlogcollect.wire import encode_extension
@@ -27,74 +34,34 @@ pytestmark = pytest.mark.e2e
 ZLOGCOLLECT = [sys.executable, "-m", "zlogcollect"]
 
 
-@pytest.fixture
-def keys(tmp_path: Path) -> CurveKeys:
-    return CurveKeys.make(tmp_path / "certs")
-
-
-@pytest.fixture
-def receiver(keys: CurveKeys) -> Iterator[Receiver]:
-    """The collector's part: a CURVE SUB server taking only the allowed client's key."""
-    server = CurveServer(keys, zmq.SUB, free_tcp_endpoint())
-    receiver = Receiver(server.endpoint, server.context, bound=server.socket)
-    yield receiver
-    receiver.close()
-    server.close()
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.kill()
-
-
-def run(args: Sequence[str], stdin: bytes = b"", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*ZLOGCOLLECT, *args], input=stdin, capture_output=True, timeout=timeout, check=False
-    )
-    return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode(), done.stderr.decode(errors="replace")
-    )
-
-
 def curve_args(server_key: Path | str, client_cert: Path) -> list[str]:
     return ["--curve-server-key", str(server_key), "--curve-client-cert", str(client_cert)]
 
 
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith("zlogcollect: error: "), lines[0]
-    return lines[0]
-
-
 def test_ship_and_send_with_an_allowed_key_deliver(
-    keys: CurveKeys, receiver: Receiver, tmp_path: Path
+    curve_keys: CurveKeys, curve_receiver: Receiver, tmp_path: Path
 ) -> None:
     """ship (the server key as a file) and send (as Z85 text) reach the CURVE server; exit 0, quiet."""
     source = tmp_path / "lines.log"
     lines = [f"line {i} 2001:db8::{i}" for i in range(500)]
     source.write_text("".join(line + "\n" for line in lines))
-    shipped = run(
+    shipped = run_cli(
         [
             "ship",
             str(source),
             "--connect",
-            receiver.endpoint,
+            curve_receiver.endpoint,
             "--app",
             "web",
-            *curve_args(keys.server_public, keys.client_secret),
+            *curve_args(curve_keys.server_public, curve_keys.client_secret),
         ]
     )
     assert shipped.returncode == 0, shipped.stderr
     assert shipped.stderr == ""
-    frames = receiver.wait_for(500)
+    frames = curve_receiver.wait_for(500)
     assert [f[1].decode() for f in frames] == lines
-    server_text = keys.server_public.read_text().split('public-key = "')[1][:40]
-    sent = run(
+    server_text = curve_keys.server_text()
+    sent = run_cli(
         [
             "send",
             "ERROR",
@@ -102,34 +69,34 @@ def test_ship_and_send_with_an_allowed_key_deliver(
             "--app",
             "cron",
             "--connect",
-            receiver.endpoint,
-            *curve_args(server_text, keys.client_secret),
+            curve_receiver.endpoint,
+            *curve_args(server_text, curve_keys.client_secret),
         ]
     )
     assert sent.returncode == 0, sent.stderr
     assert sent.stderr == ""
-    assert receiver.wait_for(501)[-1][:2] == [b"cron.ERROR", b"disk failed"]
+    assert curve_receiver.wait_for(501)[-1][:2] == [b"cron.ERROR", b"disk failed"]
 
 
 @pytest.mark.parametrize("wrong", ["server key", "client key"])
 def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
-    keys: CurveKeys, receiver: Receiver, tmp_path: Path, wrong: str
+    curve_keys: CurveKeys, curve_receiver: Receiver, tmp_path: Path, wrong: str
 ) -> None:
     """Another server's public key, or a client key the server does not allow: ship and send give up
     after --timeout with 75 as when no collector is there (with a hint), nothing arrives, and
     nothing they print holds the client's secret key."""
-    server_key = keys.other_server_public if wrong == "server key" else keys.server_public
-    client_cert = keys.client_secret if wrong == "server key" else keys.stranger_secret
-    secret = keys.secret_text(client_cert)
+    server_key = curve_keys.other_server_public if wrong == "server key" else curve_keys.server_public
+    client_cert = curve_keys.client_secret if wrong == "server key" else curve_keys.stranger_secret
+    secret = curve_keys.secret_text(client_cert)
     source = tmp_path / "x.log"
     source.write_text("a\nb\n")
     curve = curve_args(server_key, client_cert)
-    shipped = run(
+    shipped = run_cli(
         [
             "ship",
             str(source),
             "--connect",
-            receiver.endpoint,
+            curve_receiver.endpoint,
             "--app",
             "x",
             "--timeout",
@@ -140,17 +107,17 @@ def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
     assert shipped.returncode == 75
     line = one_error_line(shipped.stderr)
     assert "took records for 1 s; 2 lines read were not sent (with CURVE, a wrong --curve-server-key" in line
-    sent = run(
-        ["send", "INFO", "hi", "--app", "x", "--connect", receiver.endpoint, "--timeout", "0.5", *curve]
+    sent = run_cli(
+        ["send", "INFO", "hi", "--app", "x", "--connect", curve_receiver.endpoint, "--timeout", "0.5", *curve]
     )
     assert sent.returncode == 75
-    assert f"no collector at {receiver.endpoint} subscribed within 0.5 s (with CURVE" in one_error_line(
+    assert f"no collector at {curve_receiver.endpoint} subscribed within 0.5 s (with CURVE" in one_error_line(
         sent.stderr
     )
     for done in (shipped, sent):
         assert secret not in done.stdout + done.stderr
     # The server was there all along: the allowed client gets through.
-    good = run(
+    good = run_cli(
         [
             "send",
             "INFO",
@@ -158,16 +125,16 @@ def test_a_wrong_key_is_as_no_collector_and_the_secret_never_shows(
             "--app",
             "x",
             "--connect",
-            receiver.endpoint,
-            *curve_args(keys.server_public, keys.client_secret),
+            curve_receiver.endpoint,
+            *curve_args(curve_keys.server_public, curve_keys.client_secret),
         ]
     )
     assert good.returncode == 0, good.stderr
-    assert [f[1] for f in receiver.wait_for(1)] == [b"ok"]
+    assert [f[1] for f in curve_receiver.wait_for(1)] == [b"ok"]
 
 
 def test_ship_with_a_wrong_server_key_waits_as_for_an_absent_collector(
-    keys: CurveKeys, receiver: Receiver, tmp_path: Path, children: list[Child]
+    curve_keys: CurveKeys, curve_receiver: Receiver, tmp_path: Path, children: list[Child]
 ) -> None:
     """Without --timeout ship waits, says so once (naming the keys as a cause), and on TERM exits 75
     counting the lines it could not send; its secret key appears nowhere in what it printed."""
@@ -179,10 +146,10 @@ def test_ship_with_a_wrong_server_key_waits_as_for_an_absent_collector(
             "ship",
             str(source),
             "--connect",
-            receiver.endpoint,
+            curve_receiver.endpoint,
             "--app",
             "x",
-            *curve_args(keys.other_server_public, keys.client_secret),
+            *curve_args(curve_keys.other_server_public, curve_keys.client_secret),
         ],
         "ship",
     )
@@ -193,14 +160,14 @@ def test_ship_with_a_wrong_server_key_waits_as_for_an_absent_collector(
     assert ship.stderr_lines[-1].startswith("zlogcollect: error: stopped with 3 lines read but not sent")
     output = "\n".join(ship.stdout_lines + ship.stderr_lines)
     assert "Traceback" not in output
-    assert keys.secret_text(keys.client_secret) not in output
-    assert receiver.frames == []
+    assert curve_keys.secret_text(curve_keys.client_secret) not in output
+    assert curve_receiver.frames == []
 
 
-def test_tail_is_a_curve_client_of_the_publish_endpoint(keys: CurveKeys, children: list[Child]) -> None:
+def test_tail_is_a_curve_client_of_the_publish_endpoint(curve_keys: CurveKeys, children: list[Child]) -> None:
     """tail with the right keys shows what a CURVE XPUB publishes; with another server's key, or a
     client key the server does not allow, it shows nothing (as with no collector) and runs on until stopped."""
-    server = CurveServer(keys, zmq.XPUB, free_tcp_endpoint())
+    server = CurveServer(curve_keys, zmq.XPUB, free_tcp_endpoint())
 
     def start(name: str, server_key: Path, client_cert: Path) -> Child:
         child = Child(
@@ -220,10 +187,10 @@ def test_tail_is_a_curve_client_of_the_publish_endpoint(keys: CurveKeys, childre
 
     try:
         refused = [
-            start("tail wrong server key", keys.other_server_public, keys.client_secret),
-            start("tail unknown client key", keys.server_public, keys.stranger_secret),
+            start("tail wrong server key", curve_keys.other_server_public, curve_keys.client_secret),
+            start("tail unknown client key", curve_keys.server_public, curve_keys.stranger_secret),
         ]
-        right = start("tail", keys.server_public, keys.client_secret)
+        right = start("tail", curve_keys.server_public, curve_keys.client_secret)
         wait_until(lambda: server.socket.poll(100, zmq.POLLIN), 30, "a subscription")
         assert server.socket.recv() == b"\x01"
 
@@ -242,8 +209,8 @@ def test_tail_is_a_curve_client_of_the_publish_endpoint(keys: CurveKeys, childre
         assert child.stdout_lines == [], child.name
         assert child.stderr == "", child.name
     for child in (*refused, right):
-        assert keys.secret_text(keys.client_secret) not in child.stderr
-        assert keys.secret_text(keys.stranger_secret) not in child.stderr
+        assert curve_keys.secret_text(curve_keys.client_secret) not in child.stderr
+        assert curve_keys.secret_text(curve_keys.stranger_secret) not in child.stderr
 
 
 BAD = [
@@ -275,13 +242,13 @@ BAD = [
 @pytest.mark.parametrize("command", ["ship", "send", "tail"])
 @pytest.mark.parametrize(("args", "needle"), BAD, ids=[f"bad{n}" for n in range(len(BAD))])
 def test_bad_keys_are_one_line_and_exit_78_without_the_secret(
-    keys: CurveKeys, tmp_path: Path, command: str, args: list[str], needle: str
+    curve_keys: CurveKeys, tmp_path: Path, command: str, args: list[str], needle: str
 ) -> None:
     (tmp_path / "garbage.key").write_bytes(b"\xff\x00garbage\n" * 50)
-    secret = keys.secret_text(keys.client_secret)
+    secret = curve_keys.secret_text(curve_keys.client_secret)
     values = {
-        "{server}": str(keys.server_public),
-        "{cert}": str(keys.client_secret),
+        "{server}": str(curve_keys.server_public),
+        "{cert}": str(curve_keys.client_secret),
         "{tmp}": str(tmp_path),
         "{secret39}": secret[:39],  # a secret key pasted where the server's key goes, one character short
     }
@@ -292,7 +259,7 @@ def test_bad_keys_are_one_line_and_exit_78_without_the_secret(
         return text
 
     base = {"ship": ["ship", "--app", "x"], "send": ["send", "INFO", "hi", "--app", "x"], "tail": ["tail"]}
-    done = run([*base[command], *(filled(arg) for arg in args)])
+    done = run_cli([*base[command], *(filled(arg) for arg in args)])
     assert done.returncode == 78, done.stderr
     assert filled(needle) in one_error_line(done.stderr)
     assert done.stdout == ""
@@ -300,7 +267,7 @@ def test_bad_keys_are_one_line_and_exit_78_without_the_secret(
 
 
 def test_against_a_collector_with_curve_on(
-    keys: CurveKeys, tmp_path: Path, collectors: list[CollectorProcess], children: list[Child]
+    curve_keys: CurveKeys, tmp_path: Path, collectors: list[CollectorProcess], children: list[Child]
 ) -> None:
     """The real thing: `collect --curve-secret --allow-keys --publish-allow-keys`. ship with the
     allowed key writes, a tail with the allowed key sees it live, ship with a key the collector
@@ -319,40 +286,40 @@ def test_against_a_collector_with_curve_on(
             "--format",
             "%(message)s",
             "--curve-secret",
-            str(keys.server_secret),
+            str(curve_keys.server_secret),
             "--allow-keys",
-            str(keys.allow),
+            str(curve_keys.allow),
             "--publish",
             publish,
             "--publish-allow-keys",
-            str(keys.allow),
+            str(curve_keys.allow),
         ]
     )
     collectors.append(proc)
     proc.wait_ready()
-    allowed = curve_args(keys.server_public, keys.client_secret)
+    allowed = curve_args(curve_keys.server_public, curve_keys.client_secret)
     tail = Child([*ZLOGCOLLECT, "tail", "--connect", publish, "--format", "%(message)s", *allowed], "tail")
     children.append(tail)
 
     def shown() -> bool:
-        probe = run(["send", "INFO", "probe", "--app", "probe", "--connect", endpoint, *allowed])
+        probe = run_cli(["send", "INFO", "probe", "--app", "probe", "--connect", endpoint, *allowed])
         assert probe.returncode == 0, probe.stderr
         return "probe" in tail.stdout_lines
 
     wait_until(shown, 60, "tail to show a probe over CURVE")
     source = tmp_path / "x.log"
     source.write_text("one\ntwo\n")
-    shipped = run(["ship", str(source), "--connect", endpoint, "--app", "web", *allowed])
+    shipped = run_cli(["ship", str(source), "--connect", endpoint, "--app", "web", *allowed])
     assert shipped.returncode == 0, shipped.stderr
     wait_until(lambda: read_lines(logdir / "web.log") == ["one", "two"], 20, "the shipped lines")
     wait_until(lambda: tail.stdout_lines[-2:] == ["one", "two"], 20, "the shipped lines in tail")
-    stranger = curve_args(keys.server_public, keys.stranger_secret)
-    refused = run(
+    stranger = curve_args(curve_keys.server_public, curve_keys.stranger_secret)
+    refused = run_cli(
         ["ship", str(source), "--connect", endpoint, "--app", "intruder", "--timeout", "1", *stranger]
     )
     assert refused.returncode == 75
     assert "(with CURVE, a wrong --curve-server-key" in one_error_line(refused.stderr)
-    assert keys.secret_text(keys.stranger_secret) not in refused.stdout + refused.stderr
+    assert curve_keys.secret_text(curve_keys.stranger_secret) not in refused.stdout + refused.stderr
     # An app with that key: its handshake is left unanswered (the collector's refusal), yet it
     # logs and exits within its linger and a margin (a hang would be the subprocess timeout).
     app = run_app(
@@ -364,8 +331,8 @@ def test_against_a_collector_with_curve_on(
             logging.warning("refused %d", i)
         """,
         endpoint,
-        str(keys.server_public),
-        str(keys.stranger_secret),
+        str(curve_keys.server_public),
+        str(curve_keys.stranger_secret),
         cwd=tmp_path,
         timeout=1.0 + 20.0,
     )

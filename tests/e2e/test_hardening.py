@@ -18,6 +18,7 @@ from tests.helpers import (
     CollectorProcess,
     RawSender,
     StockSender,
+    one_error_line,
     read_lines,
     run_collector,
     short_ipc_endpoint,
@@ -31,14 +32,6 @@ as_root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="the root policy and --user are only in force when started as root (uid 0)"
 )
 STATE_FILES = {"_stats.json", "_publishers.json"}
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith("zlogcollect: error: "), lines[0]
-    return lines[0]
 
 
 def modes(root: Path) -> dict[str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -21,6 +20,8 @@ from tests.helpers import (
     CollectorProcess,
     StockSender,
     fill,
+    http_get,
+    one_error_line,
     read_lines,
     run_collector,
     short_ipc_endpoint,
@@ -34,21 +35,9 @@ pytestmark = pytest.mark.e2e
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def get(address: str, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    """``GET path`` from ``HOST:PORT``: (status, body)."""
-    host, port = address.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
 def scrape(address: str, timeout: float = 10.0) -> Samples:
     """Every sample of ``/metrics``, parsed by prometheus_client's own parser, by (name, labels)."""
-    status, body = get(address, "/metrics", timeout)
+    status, body = http_get(address, "/metrics", timeout)
     assert status == 200, body
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -58,7 +47,7 @@ def scrape(address: str, timeout: float = 10.0) -> Samples:
 
 
 def health(address: str) -> tuple[int, dict[str, Any]]:
-    status, body = get(address, "/healthz")
+    status, body = http_get(address, "/healthz")
     data: dict[str, Any] = json.loads(body)
     return status, data
 
@@ -227,22 +216,14 @@ def test_hostile_http_clients_do_not_hurt_it(collectors: list[CollectorProcess],
                         pass
                 except OSError:
                     pass  # the server may close on us mid-send: that is an answer too
-        assert get(address, "/healthz")[0] == 200
-        assert get(address, "/nothing-here")[0] == 404
+        assert http_get(address, "/healthz")[0] == 200
+        assert http_get(address, "/nothing-here")[0] == 404
         assert scrape(address)[("zlogcollect_records_received_total", ())] == 0
     finally:
         silent.close()
     assert proc.stop() == 0
     assert "Traceback" not in proc.stderr
     assert "\x1b" not in proc.stderr
-
-
-def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith("zlogcollect: error: "), lines[0]
-    return lines[0]
 
 
 def test_a_port_in_use_is_one_line_and_exit_69(logdir: Path) -> None:
@@ -310,7 +291,7 @@ def test_systemd_hears_ready_reloading_and_stopping(
         proc, _, address = start(collectors, logdir, *args, command=command, NOTIFY_SOCKET=systemd.path)
         assert systemd.next() == "READY=1"
         assert any("ready:" in line for line in proc.stderr_lines)  # after the ready line, so bound
-        assert get(address, "/healthz")[0] in (200, 503)  # and the HTTP server listens already
+        assert http_get(address, "/healthz")[0] in (200, 503)  # and the HTTP server listens already
         proc.send(signal.SIGHUP)
         reloading = systemd.next().split("\n")
         assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC=")

@@ -11,12 +11,12 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CollectorProcess, read_lines, short_ipc_endpoint, wait_until
+from tests import helpers
+from tests.helpers import CollectorProcess, read_lines, run_cli, short_ipc_endpoint, wait_until
 from zlogcollect.lines import Line, message_text
 from zlogcollect.testing.process import Child
 from zlogcollect.wire import escape_controls
@@ -40,29 +40,9 @@ def start_collector(
     return proc, endpoint
 
 
-def run(
-    args: Sequence[str], stdin: bytes | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run ``zlogcollect ARGS`` to the end; stdout and stderr as text."""
-    result = subprocess.run(
-        [*ZLOGCOLLECT, *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
-    return subprocess.CompletedProcess(
-        result.args, result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")
-    )
-
-
 def one_error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    assert lines[0].startswith(("zlogcollect: error: ", "Error: ")), lines[0]
-    return lines[0]
+    """One error line, ours or click's usage error."""
+    return helpers.one_error_line(stderr, ("zlogcollect: error: ", "Error: "))
 
 
 def wait_for(path: Path, expected: list[str], timeout: float = 60) -> None:
@@ -82,7 +62,7 @@ def test_ship_delivers_a_100k_line_file_whole_once_and_in_order(
     ]
     source = tmp_path / "access.log"
     source.write_text("".join(line + "\n" for line in lines))
-    result = run(["ship", str(source), "--connect", endpoint, "--app", "web"])
+    result = run_cli(["ship", str(source), "--connect", endpoint, "--app", "web"])
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     wait_for(logdir / "web.log", lines)
@@ -103,7 +83,7 @@ def test_lines_keep_their_colons_and_take_level_and_subtopic_from_options(
         "[verbose] a level nobody knows\n"
         "[CRIT] disk full\n"
     )
-    result = run(
+    result = run_cli(
         [
             "ship",
             str(source),
@@ -166,7 +146,7 @@ def test_binary_garbage_and_invalid_utf8_arrive_escaped(
     blob = random.Random(12).randbytes(1 << 20) + b"\x00\xff\xfe tail without newline"
     source = tmp_path / "garbage.bin"
     source.write_bytes(blob)
-    result = run(["ship", str(source), "--connect", endpoint, "--app", "junk"])
+    result = run_cli(["ship", str(source), "--connect", endpoint, "--app", "junk"])
     assert result.returncode == 0, result.stderr
     expected = [escape_controls(message_text(Line(raw, 0))) for raw in blob.split(b"\n")]
     wait_for(logdir / "junk.log", expected)
@@ -183,7 +163,7 @@ def test_an_over_long_line_is_cut_with_the_handlers_note(
     size = 3 << 20
     source = tmp_path / "long.log"
     source.write_bytes(b"before\n" + b"x" * size + b"\nafter\n")
-    result = run(["ship", str(source), "--connect", endpoint, "--app", "long", *extra])
+    result = run_cli(["ship", str(source), "--connect", endpoint, "--app", "long", *extra])
     assert result.returncode == 0, result.stderr
     path = logdir / "long.log"
     wait_until(lambda: len(read_lines(path)) >= 4, 30, "four lines")
@@ -294,7 +274,7 @@ def test_a_named_pipe_is_read_across_writers_that_come_and_go(
 def test_ship_reads_stdin(collectors: list[CollectorProcess], logdir: Path, args: list[str]) -> None:
     """No FILE, or '-', is stdin, read to its end."""
     _, endpoint = start_collector(collectors, logdir)
-    result = run(["ship", *args, "--connect", endpoint, "--app", "script"], stdin=b"one\ntwo\r\nthree")
+    result = run_cli(["ship", *args, "--connect", endpoint, "--app", "script"], stdin=b"one\ntwo\r\nthree")
     assert result.returncode == 0, result.stderr
     wait_for(logdir / "script.log", ["one", "two", "three"])
 
@@ -335,7 +315,7 @@ def test_a_progress_bar_on_a_terminal(
 def test_ship_without_a_collector_gives_up_after_timeout_with_75(tmp_path: Path) -> None:
     source = tmp_path / "x.log"
     source.write_text("a\nb\n")
-    result = run(["ship", str(source), "--connect", short_ipc_endpoint(), "--app", "x", "--timeout", "1"])
+    result = run_cli(["ship", str(source), "--connect", short_ipc_endpoint(), "--app", "x", "--timeout", "1"])
     assert result.returncode == 75
     assert "took records for 1 s; 2 lines read were not sent" in one_error_line(result.stderr)
 
@@ -376,7 +356,7 @@ def test_ship_stopped_before_a_collector_came_exits_75_saying_how_many_lines_wai
 def test_bad_input_is_one_line_and_an_exit_status_from_the_table(
     tmp_path: Path, args: list[str], status: int, needle: str
 ) -> None:
-    result = run([arg.replace("{tmp}", str(tmp_path)) for arg in args], stdin=b"")
+    result = run_cli([arg.replace("{tmp}", str(tmp_path)) for arg in args], stdin=b"")
     assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     if status != 2:
@@ -389,7 +369,7 @@ def test_send_exits_0_once_a_collector_took_the_record(
     collectors: list[CollectorProcess], logdir: Path
 ) -> None:
     _, endpoint = start_collector(collectors, logdir, fmt=None)
-    result = run(
+    result = run_cli(
         [
             "send",
             "err",
@@ -411,7 +391,7 @@ def test_send_exits_0_once_a_collector_took_the_record(
     assert fields[4:] == ["backup", "db::down at 2001:db8::7"]
     assert read_lines(logdir / "errors.log") == [line]
     invalid = os.fsdecode(b"caf\xc3\xa9 \xff\xfe")  # argv bytes that are not UTF-8
-    result = run(["send", "info", invalid, "--app", "cron", "--connect", endpoint])
+    result = run_cli(["send", "info", invalid, "--app", "cron", "--connect", endpoint])
     assert result.returncode == 0, result.stderr
     wait_until(lambda: len(read_lines(logdir / "cron.log")) == 2, 20, "the second record")
     second = read_lines(logdir / "cron.log")[1].split(" | ")
@@ -420,7 +400,7 @@ def test_send_exits_0_once_a_collector_took_the_record(
 
 def test_send_without_a_collector_exits_75_with_one_line() -> None:
     endpoint = short_ipc_endpoint()
-    result = run(["send", "INFO", "anyone?", "--app", "cron", "--connect", endpoint, "--timeout", "0.5"])
+    result = run_cli(["send", "INFO", "anyone?", "--app", "cron", "--connect", endpoint, "--timeout", "0.5"])
     assert result.returncode == 75
     assert f"no collector at {endpoint} subscribed within 0.5 s" in one_error_line(result.stderr)
 
@@ -430,7 +410,7 @@ def test_a_line_that_starts_with_its_level_name_arrives_whole(
 ) -> None:
     """Syslog-like 'ERROR disk failed' with --level-from '^(?P<level>\\w+) ' keeps its first word."""
     _, endpoint = start_collector(collectors, logdir)
-    result = run(
+    result = run_cli(
         ["ship", "--connect", endpoint, "--app", "sys", "--level-from", r"^(?P<level>\w+) "],
         stdin=b"ERROR disk failed\nWARNING disk slow\n",
     )

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +33,6 @@ pytestmark = pytest.mark.e2e
 ZLOGCOLLECT = [sys.executable, "-m", "zlogcollect"]
 
 
-@pytest.fixture
-def tails() -> Iterator[list[Child]]:
-    """Track tail processes; kill leftovers (each by its own pid)."""
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.kill()
-
-
 def start_collector(
     collectors: list[CollectorProcess], logdir: Path, *args: str
 ) -> tuple[CollectorProcess, str, str]:
@@ -57,9 +47,9 @@ def start_collector(
     return proc, bind, publish
 
 
-def start_tail(tails: list[Child], publish: str, *args: str) -> Child:
+def start_tail(children: list[Child], publish: str, *args: str) -> Child:
     child = Child([*ZLOGCOLLECT, "tail", "--connect", publish, *args], "zlogcollect tail")
-    tails.append(child)
+    children.append(child)
     return child
 
 
@@ -90,7 +80,7 @@ def not_probes(lines: list[str]) -> list[str]:
 
 
 def test_a_record_logged_by_an_app_appears_in_tail_as_in_the_file(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     """ZLogHandler -> collector -> tail: the line on tail's stdout is the file's line.
 
@@ -98,7 +88,7 @@ def test_a_record_logged_by_an_app_appears_in_tail_as_in_the_file(
     benchmarks/latency.py: "log call -> tail stdout").
     """
     _, bind, publish = start_collector(collectors, logdir)
-    tail = start_tail(tails, publish)
+    tail = start_tail(children, publish)
     handler = ZLogHandler(bind, app="shop")
     log = logging.Logger("shop.web", logging.DEBUG)
     log.addHandler(handler)
@@ -128,12 +118,12 @@ def test_a_record_logged_by_an_app_appears_in_tail_as_in_the_file(
 
 
 def test_patterns_select_and_json_shows_every_field(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     """AMQP-style patterns select exactly the matching topics, in order; --json shows every record."""
     proc, bind, publish = start_collector(collectors, logdir)
-    picky = start_tail(tails, publish, "*.ERROR.#", "app3.#", "--format", "%(topic)s %(message)s")
-    everything = start_tail(tails, publish, "--json")
+    picky = start_tail(children, publish, "*.ERROR.#", "app3.#", "--format", "%(topic)s %(message)s")
+    everything = start_tail(children, publish, "--json")
     sender = RawSender(bind)
     try:
         probe_until_shown(sender, picky, everything)
@@ -173,11 +163,11 @@ def test_patterns_select_and_json_shows_every_field(
 
 
 def test_count_exits_0_after_exactly_n_matching_records(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     """--count 3 with a pattern prints three consecutive matching records and exits 0."""
     _, bind, publish = start_collector(collectors, logdir)
-    tail = start_tail(tails, publish, "--count", "3", "--format", "%(message)s", "counted.#")
+    tail = start_tail(children, publish, "--count", "3", "--format", "%(message)s", "counted.#")
     sender = RawSender(bind)
     try:
         i = 0
@@ -196,11 +186,11 @@ def test_count_exits_0_after_exactly_n_matching_records(
 
 
 def test_stock_pubhandler_records_show_the_cleaned_text(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     """The stock formatters' 'WARNING ' prefix and ' - None' are gone in tail, as in the file."""
     _, bind, publish = start_collector(collectors, logdir)
-    tail = start_tail(tails, publish, "stock.#")
+    tail = start_tail(children, publish, "stock.#")
     context = zmq.Context()
     sock = context.socket(zmq.PUB)
     sock.connect(bind)
@@ -232,10 +222,10 @@ def test_stock_pubhandler_records_show_the_cleaned_text(
 
 
 def test_hostile_frames_are_quarantined_and_never_reach_tail(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     proc, bind, publish = start_collector(collectors, logdir)
-    tail = start_tail(tails, publish, "--format", "%(topic)s %(message)s")
+    tail = start_tail(children, publish, "--format", "%(topic)s %(message)s")
     sender = RawSender(bind)
     hostile = [
         (b"only one frame",),
@@ -262,13 +252,13 @@ def test_hostile_frames_are_quarantined_and_never_reach_tail(
     assert tail.stderr == ""
 
 
-def test_tail_skips_what_does_not_parse_from_a_peer_that_is_no_collector(tails: list[Child]) -> None:
+def test_tail_skips_what_does_not_parse_from_a_peer_that_is_no_collector(children: list[Child]) -> None:
     """Garbage straight from a hostile publisher: skipped, counted in one note on stderr; tail goes on."""
     context = zmq.Context()
     pub = context.socket(zmq.XPUB)
     endpoint = short_ipc_endpoint("evil.sock")
     pub.bind(endpoint)
-    tail = start_tail(tails, endpoint, "--format", "%(message)s")
+    tail = start_tail(children, endpoint, "--format", "%(message)s")
     try:
         wait_until(lambda: pub.poll(100, zmq.POLLIN), 20, "tail's subscription")
         pub.recv()
@@ -292,12 +282,12 @@ def test_tail_skips_what_does_not_parse_from_a_peer_that_is_no_collector(tails: 
 
 
 def test_a_stopped_tail_makes_the_collector_drop_and_count_while_the_files_get_everything(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     proc, bind, publish = start_collector(
         collectors, logdir, "--publish-hwm", "100", "--format", "%(message)s"
     )
-    tail = start_tail(tails, publish, "bulk.#", "probe.#", "--format", "%(message)s")
+    tail = start_tail(children, publish, "bulk.#", "probe.#", "--format", "%(message)s")
     sender = RawSender(bind)
     n = 20_000
     padding = "x" * 300
@@ -327,11 +317,11 @@ def test_a_stopped_tail_makes_the_collector_drop_and_count_while_the_files_get_e
 
 
 def test_ctrl_c_sigterm_and_a_closed_stdout_exit_0_quietly(
-    collectors: list[CollectorProcess], logdir: Path, tails: list[Child]
+    collectors: list[CollectorProcess], logdir: Path, children: list[Child]
 ) -> None:
     _, bind, publish = start_collector(collectors, logdir)
     for signum in (signal.SIGINT, signal.SIGTERM):
-        tail = start_tail(tails, publish)
+        tail = start_tail(children, publish)
         sender = RawSender(bind)
         try:
             probe_until_shown(sender, tail)

@@ -16,26 +16,11 @@ import pytest
 import zmq
 
 import zlogcollect
-from tests.helpers import CurveKeys, CurveServer, free_tcp_endpoint, short_ipc_endpoint, wait_until
+from tests.helpers import CurveKeys, short_ipc_endpoint, wait_until
 from tests.helpers_handler import Receiver, private_logger, run_app
 from zlogcollect import ZLogHandler
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> CurveKeys:
-    return CurveKeys.make(tmp_path / "certs")
-
-
-@pytest.fixture
-def server(keys: CurveKeys) -> Iterator[Receiver]:
-    """A CURVE SUB server on tcp (CURVE is a tcp mechanism in practice; ipc works the same)."""
-    curve = CurveServer(keys, zmq.SUB, free_tcp_endpoint())
-    receiver = Receiver(curve.endpoint, curve.context, bound=curve.socket)
-    yield receiver
-    receiver.close()
-    curve.close()
 
 
 @pytest.fixture
@@ -47,22 +32,22 @@ def handlers() -> Iterator[list[ZLogHandler]]:
 
 
 def test_an_allowed_key_delivers_with_the_server_key_as_a_file_or_as_text(
-    keys: CurveKeys, server: Receiver, handlers: list[ZLogHandler]
+    curve_keys: CurveKeys, curve_receiver: Receiver, handlers: list[ZLogHandler]
 ) -> None:
     """The server's .key file and its Z85 text both work; records arrive with their extension."""
-    server_text = keys.server_public.read_text().split('public-key = "')[1][:40]
-    given: tuple[str | Path, ...] = (str(keys.server_public), server_text, keys.server_public)
+    server_text = curve_keys.server_text()
+    given: tuple[str | Path, ...] = (str(curve_keys.server_public), server_text, curve_keys.server_public)
     for n, server_key in enumerate(given):
         handler = ZLogHandler(
-            server.endpoint,
+            curve_receiver.endpoint,
             app=f"c{n}",
             linger=0.5,
             curve_server_key=server_key,
-            curve_client_cert=str(keys.client_secret),
+            curve_client_cert=str(curve_keys.client_secret),
         )
         handlers.append(handler)
         private_logger("curve", handler).warning("db::secret-free record %d", n)
-    frames = server.wait_for(3)
+    frames = curve_receiver.wait_for(3)
     assert sorted(f[:2] for f in frames) == [
         [f"c{n}.WARNING.db".encode(), f"secret-free record {n}".encode()] for n in range(3)
     ]
@@ -71,14 +56,14 @@ def test_an_allowed_key_delivers_with_the_server_key_as_a_file_or_as_text(
 
 @pytest.mark.parametrize("wrong", ["server key", "client key"])
 def test_a_wrong_key_holds_then_drops_and_counts_as_with_no_collector(
-    keys: CurveKeys, server: Receiver, handlers: list[ZLogHandler], wrong: str
+    curve_keys: CurveKeys, curve_receiver: Receiver, handlers: list[ZLogHandler], wrong: str
 ) -> None:
     """Another server's key, or a client key the server does not allow: nothing arrives, and the
     handler's counters end exactly as those of a handler whose collector is absent."""
-    curve_server_key = keys.other_server_public if wrong == "server key" else keys.server_public
-    curve_client_cert = keys.client_secret if wrong == "server key" else keys.stranger_secret
+    curve_server_key = curve_keys.other_server_public if wrong == "server key" else curve_keys.server_public
+    curve_client_cert = curve_keys.client_secret if wrong == "server key" else curve_keys.stranger_secret
     refused = ZLogHandler(
-        server.endpoint,
+        curve_receiver.endpoint,
         app="refused",
         linger=0.3,
         hold=50,
@@ -87,11 +72,11 @@ def test_a_wrong_key_holds_then_drops_and_counts_as_with_no_collector(
     )
     alone = ZLogHandler(short_ipc_endpoint(), app="alone", linger=0.3, hold=50)
     allowed = ZLogHandler(
-        server.endpoint,
+        curve_receiver.endpoint,
         app="allowed",
         linger=0.3,
-        curve_server_key=str(keys.server_public),
-        curve_client_cert=str(keys.client_secret),
+        curve_server_key=str(curve_keys.server_public),
+        curve_client_cert=str(curve_keys.client_secret),
     )
     handlers.extend((refused, alone, allowed))
     for handler in (refused, alone):
@@ -100,50 +85,59 @@ def test_a_wrong_key_holds_then_drops_and_counts_as_with_no_collector(
             logger.info("record %d", i)
     # The allowed client, connected after the refused one, gets through: the server is up.
     private_logger("ok", allowed).info("allowed")
-    wait_until(lambda: any(f[0] == b"allowed.INFO" for f in server.frames), 10, "the allowed record")
+    wait_until(lambda: any(f[0] == b"allowed.INFO" for f in curve_receiver.frames), 10, "the allowed record")
     assert refused.stats == alone.stats == {"seq": 80, "dropped": 30, "held": 50}
     refused.close()
     alone.close()
     assert refused.stats == alone.stats == {"seq": 80, "dropped": 80, "held": 0}
-    assert [f[0] for f in server.frames] == [b"allowed.INFO"]
+    assert [f[0] for f in curve_receiver.frames] == [b"allowed.INFO"]
 
 
-def test_both_or_neither_and_bad_files_fail_at_construction(keys: CurveKeys, tmp_path: Path) -> None:
+def test_both_or_neither_and_bad_files_fail_at_construction(curve_keys: CurveKeys, tmp_path: Path) -> None:
     """One keyword alone, a public file as the client's, a missing file: ValueError, nothing opened."""
     endpoint = short_ipc_endpoint()
-    secret = keys.secret_text(keys.client_secret)
+    secret = curve_keys.secret_text(curve_keys.client_secret)
     with pytest.raises(ValueError, match="curve_server_key needs curve_client_cert too"):
-        ZLogHandler(endpoint, curve_server_key=str(keys.server_public))
+        ZLogHandler(endpoint, curve_server_key=str(curve_keys.server_public))
     with pytest.raises(ValueError, match="curve_client_cert needs curve_server_key too"):
-        ZLogHandler(endpoint, curve_client_cert=str(keys.client_secret))
+        ZLogHandler(endpoint, curve_client_cert=str(curve_keys.client_secret))
     with pytest.raises(ValueError, match="holds no secret key") as caught:
         ZLogHandler(
-            endpoint, curve_server_key=str(keys.server_public), curve_client_cert=str(keys.client_public)
+            endpoint,
+            curve_server_key=str(curve_keys.server_public),
+            curve_client_cert=str(curve_keys.client_public),
         )
     assert secret not in str(caught.value)
     with pytest.raises(ValueError, match="No such file"):
         ZLogHandler(
-            endpoint, curve_server_key=str(tmp_path / "none.key"), curve_client_cert=str(keys.client_secret)
+            endpoint,
+            curve_server_key=str(tmp_path / "none.key"),
+            curve_client_cert=str(curve_keys.client_secret),
         )
     context = zmq.Context()
     sock = context.socket(zmq.XPUB)
     try:
         with pytest.raises(ValueError, match="set them on a socket you pass"):
             ZLogHandler(
-                sock, curve_server_key=str(keys.server_public), curve_client_cert=str(keys.client_secret)
+                sock,
+                curve_server_key=str(curve_keys.server_public),
+                curve_client_cert=str(curve_keys.client_secret),
             )
     finally:
         sock.close(linger=0)
         context.term()
 
 
-def test_setup_and_dict_config_take_the_keywords(keys: CurveKeys, server: Receiver) -> None:
+def test_setup_and_dict_config_take_the_keywords(curve_keys: CurveKeys, curve_receiver: Receiver) -> None:
     """zlogcollect.setup() and dictConfig (with "class" and with "()") build CURVE handlers."""
-    curve = {"curve_server_key": str(keys.server_public), "curve_client_cert": str(keys.client_secret)}
-    handler = zlogcollect.setup(server.endpoint, app="fromsetup", linger=0.5, **curve)
+    curve = {
+        "curve_server_key": str(curve_keys.server_public),
+        "curve_client_cert": str(curve_keys.client_secret),
+    }
+    handler = zlogcollect.setup(curve_receiver.endpoint, app="fromsetup", linger=0.5, **curve)
     try:
         logging.getLogger("s").warning("via setup")
-        server.wait_for(1)
+        curve_receiver.wait_for(1)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -154,14 +148,14 @@ def test_setup_and_dict_config_take_the_keywords(keys: CurveKeys, server: Receiv
             "handlers": {
                 "by_class": {
                     "class": "zlogcollect.ZLogHandler",
-                    "endpoint": server.endpoint,
+                    "endpoint": curve_receiver.endpoint,
                     "app": "byclass",
                     "linger": 0.5,
                     **curve,
                 },
                 "by_factory": {
                     "()": "zlogcollect.ZLogHandler",
-                    "endpoint": server.endpoint,
+                    "endpoint": curve_receiver.endpoint,
                     "app": "byfactory",
                     "linger": 0.5,
                     **curve,
@@ -175,12 +169,16 @@ def test_setup_and_dict_config_take_the_keywords(keys: CurveKeys, server: Receiv
     try:
         assert all(isinstance(h, ZLogHandler) for h in made) and len(made) == 2
         logger.info("via dictConfig")
-        server.wait_for(3)
+        curve_receiver.wait_for(3)
     finally:
         for h in made:
             logger.removeHandler(h)
             h.close()
-    assert sorted(f[0] for f in server.frames) == [b"byclass.INFO", b"byfactory.INFO", b"fromsetup.WARNING"]
+    assert sorted(f[0] for f in curve_receiver.frames) == [
+        b"byclass.INFO",
+        b"byfactory.INFO",
+        b"fromsetup.WARNING",
+    ]
 
 
 FORK_APP = """
@@ -201,14 +199,21 @@ FORK_APP = """
 """
 
 
-def test_a_fork_child_opens_its_own_curve_socket(keys: CurveKeys, server: Receiver, tmp_path: Path) -> None:
+def test_a_fork_child_opens_its_own_curve_socket(
+    curve_keys: CurveKeys, curve_receiver: Receiver, tmp_path: Path
+) -> None:
     """After fork the child's new socket is a CURVE client too: its record arrives, as do the parent's."""
     done = run_app(
-        FORK_APP, server.endpoint, str(keys.server_public), str(keys.client_secret), cwd=tmp_path, timeout=60
+        FORK_APP,
+        curve_receiver.endpoint,
+        str(curve_keys.server_public),
+        str(curve_keys.client_secret),
+        cwd=tmp_path,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    frames = server.wait_for(3)
+    frames = curve_receiver.wait_for(3)
     texts = sorted(f[1].decode().split(" ")[0] for f in frames)
     assert texts == ["child", "parent", "parent"]
 
@@ -224,26 +229,26 @@ EXIT_APP = """
 
 
 def test_an_app_with_a_wrong_server_key_logs_and_exits_without_hanging(
-    keys: CurveKeys, server: Receiver, tmp_path: Path
+    curve_keys: CurveKeys, curve_receiver: Receiver, tmp_path: Path
 ) -> None:
     """A real app whose handshake never completes: its logging calls return and it exits, quietly,
     within its linger and a margin (the subprocess timeout; a hang would be a TimeoutExpired)."""
     done = run_app(
         EXIT_APP,
-        server.endpoint,
-        str(keys.other_server_public),
-        str(keys.client_secret),
+        curve_receiver.endpoint,
+        str(curve_keys.other_server_public),
+        str(curve_keys.client_secret),
         cwd=tmp_path,
         timeout=1.0 + 20.0,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "logged\n"
     assert done.stderr == ""
-    assert keys.secret_text(keys.client_secret) not in done.stdout + done.stderr
-    assert server.frames == []
+    assert curve_keys.secret_text(curve_keys.client_secret) not in done.stdout + done.stderr
+    assert curve_receiver.frames == []
 
 
-def test_handler_module_never_imports_gevent(keys: CurveKeys, tmp_path: Path) -> None:
+def test_handler_module_never_imports_gevent(curve_keys: CurveKeys, tmp_path: Path) -> None:
     """A CURVE handler built in a fresh interpreter leaves gevent unloaded."""
     done = run_app(
         """
@@ -254,8 +259,8 @@ def test_handler_module_never_imports_gevent(keys: CurveKeys, tmp_path: Path) ->
         print(sorted(m for m in sys.modules if m.split(".")[0] == "gevent"))
         """,
         short_ipc_endpoint(),
-        str(keys.server_public),
-        str(keys.client_secret),
+        str(curve_keys.server_public),
+        str(curve_keys.client_secret),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr

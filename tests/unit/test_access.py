@@ -51,9 +51,9 @@ def test_the_same_key_twice_keeps_the_first_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [
-        (b"", "not a certificate"),
-        (b'public-key = "short"\n', "not a CURVE key (expected 40 Z85 characters)"),
-        (b'public-key = "' + b"~" * 40 + b'"\n', "not a CURVE key (not Z85 text)"),
+        (b"", "no public-key line, so not a CURVE certificate"),
+        (b'public-key = "short"\n', "its public key is not 40 Z85 characters"),
+        (b'public-key = "' + b"~" * 40 + b'"\n', "its public key is not 40 Z85 characters"),
     ],
 )
 def test_a_bad_key_file_fails_the_load_and_names_the_file(
@@ -87,10 +87,27 @@ def test_secret_certificate_errors_never_show_the_key(tmp_path: Path) -> None:
     assert secret_text is not None and secret_text.decode() not in str(caught.value)
     big = tmp_path / "big.key_secret"
     big.write_bytes(b"#" * 100_000)
-    with pytest.raises(AccessError, match="too big"):
+    with pytest.raises(AccessError, match="larger than 64 KiB"):
         load_secret_certificate(str(big))
-    with pytest.raises(AccessError, match="not a regular file"):
+    with pytest.raises(AccessError, match="is a directory, not a certificate file"):
         load_secret_certificate(str(tmp_path))
+
+
+def test_a_secret_certificate_whose_keys_do_not_match_is_refused(tmp_path: Path) -> None:
+    """The collector's certificate is read as a client's is (zlogcollect.certfile): a public-key line
+    taken from another certificate is refused, naming the file and neither key."""
+    _, secret = make(tmp_path, "server")
+    other, _ = make(tmp_path, "other")
+    other_public = zmq.auth.load_certificate(other)[0]
+    own_public, own_secret = zmq.auth.load_certificate(secret)
+    assert own_secret is not None
+    mixed = tmp_path / "mixed.key_secret"
+    mixed.write_text(secret.read_text().replace(own_public.decode(), other_public.decode()))
+    with pytest.raises(
+        AccessError, match=r"curve_secret '.*mixed\.key_secret': its public key does not belong"
+    ) as caught:
+        load_secret_certificate(str(mixed))
+    assert own_secret.decode() not in str(caught.value) and other_public.decode() not in str(caught.value)
 
 
 def test_a_policy_never_shows_its_secret() -> None:

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "hold": 0,
     "publisher": 0,  # plain zmq only: the app side's socket
     "sdnotify": 0,  # systemd readiness: one datagram, standard library only
+    "certfile": 0,  # one CURVE certificate file read and checked (zmq.auth, imported when called)
     # 1: the wire format
     "wire": 1,
     "endpoints": 1,  # zmq: binding with one-line errors
