@@ -6,14 +6,18 @@ import contextlib
 import errno
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 from zmq.log.handlers import PUBHandler
 
 from zlogcollect.testing.process import Collector as CollectorProcess
@@ -23,6 +27,8 @@ from zlogcollect.testing.process import run_zlogcollect as run_collector
 __all__ = [
     "ROOT",
     "CollectorProcess",
+    "CurveKeys",
+    "CurveServer",
     "StockSender",
     "broker_unavailable",
     "counter",
@@ -135,4 +141,76 @@ class RawSender:
 
     def close(self) -> None:
         self.socket.close(linger=5000)
+        self.context.term()
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Certificates for a CURVE test: a server, an allowed client, a client nobody allowed, the allow-list.
+
+    All written by ``zmq.auth.create_certificates`` (the format ``zlogcollect keygen`` writes).
+    """
+
+    server_public: Path
+    server_secret: Path
+    client_public: Path
+    client_secret: Path
+    stranger_secret: Path
+    other_server_public: Path
+    allow: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> CurveKeys:
+        folder.mkdir(parents=True, exist_ok=True)
+        made = {
+            name: zmq.auth.create_certificates(folder, name)
+            for name in ("server", "app", "stranger", "other-server")
+        }
+        allow = folder / "allowed"
+        allow.mkdir()
+        shutil.copy(made["app"][0], allow / "app.key")  # only the app's public key
+        return cls(
+            server_public=Path(made["server"][0]),
+            server_secret=Path(made["server"][1]),
+            client_public=Path(made["app"][0]),
+            client_secret=Path(made["app"][1]),
+            stranger_secret=Path(made["stranger"][1]),
+            other_server_public=Path(made["other-server"][0]),
+            allow=allow,
+        )
+
+    def secret_text(self, path: Path) -> str:
+        """The Z85 secret key in *path*, to grep output for."""
+        secret = zmq.auth.load_certificate(path)[1]
+        assert secret is not None
+        return secret.decode()
+
+
+class CurveServer:
+    """A CURVE server socket bound by the test (the collector side until the collector has CURVE).
+
+    The ZAP handler (pyzmq's ThreadAuthenticator) runs on the socket's own context and
+    is started before bind: without one libzmq accepts every client key
+    (FEASIBILITY.md, section 1). Only clients whose ``.key`` is in ``keys.allow`` get in.
+    """
+
+    def __init__(self, keys: CurveKeys, socket_type: int, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.context: zmq.Context[Any] = zmq.Context()
+        self.auth = ThreadAuthenticator(self.context)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(keys.allow))
+        self.socket = self.context.socket(socket_type)
+        self.socket.linger = 0
+        self.socket.curve_publickey, secret = zmq.auth.load_certificate(keys.server_secret)
+        assert secret is not None
+        self.socket.curve_secretkey = secret
+        self.socket.curve_server = True
+        if socket_type == zmq.SUB:
+            self.socket.subscribe(b"")
+        self.socket.bind(endpoint)
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        self.auth.stop()
         self.context.term()

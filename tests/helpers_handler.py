@@ -25,12 +25,22 @@ class Receiver:
     (PEERS.md, finding 2), hence the thread rather than recv() calls in the test.
     """
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None, rcvhwm: int = 0) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context[Any] | None = None,
+        rcvhwm: int = 0,
+        bound: zmq.Socket[Any] | None = None,
+    ) -> None:
+        """A SUB bound to *endpoint*; or, with *bound*, that SUB, already bound there (a CURVE server)."""
         self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.rcvhwm = rcvhwm
-        self.socket.subscribe(b"")
-        self.socket.bind(endpoint)
+        if bound is None:
+            self.socket = self.context.socket(zmq.SUB)
+            self.socket.rcvhwm = rcvhwm
+            self.socket.subscribe(b"")
+            self.socket.bind(endpoint)
+        else:
+            self.socket = bound
         self.endpoint = endpoint
         self.frames: list[list[bytes]] = []
         self._stop = threading.Event()

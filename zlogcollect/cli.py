@@ -231,6 +231,20 @@ _SUBTOPIC = click.option(
     help="Subtopic of every record (never taken from the text: '::' in a line stays in it).",
 )
 
+_CURVE_SERVER_KEY = click.option(
+    "--curve-server-key",
+    metavar="KEY",
+    help="CURVE: the collector's public key, its .key file or the 40-character Z85 text"
+    " (with --curve-client-cert).",
+)
+_CURVE_CLIENT_CERT = click.option(
+    "--curve-client-cert",
+    type=click.Path(),  # checked by keys.client_certificate: a bad file is exit 78, not click's 2
+    metavar="FILE",
+    help="CURVE: this client's .key_secret file (zlogcollect keygen); its public key must be"
+    " in the collector's allow-list.",
+)
+
 
 def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
     from zlogcollect.ship import ShipError
@@ -277,6 +291,8 @@ def _ship_or_send(run: Callable[[], int], traceback: bool) -> NoReturn:
     help="Give up (exit 75) when no collector takes a record for S seconds; 0 waits as long as it takes.",
 )
 @_MAX_RECORD_BYTES
+@_CURVE_SERVER_KEY
+@_CURVE_CLIENT_CERT
 @_TRACEBACK
 def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
     """Send each line of FILEs (stdin for - or no FILE) to a collector as one record.
@@ -295,9 +311,12 @@ def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
     A named pipe is read across writers that come and go, until stopped.
     On a terminal, a finite file shows a progress bar on stderr.
     TERM/INT stop it: lines already read are sent first.
+    With --curve-server-key and --curve-client-cert the connection is CURVE
+    (authenticated, encrypted); a wrong server key or a client key the
+    collector does not allow looks like no collector at all: ship waits.
     Exit: 0 all sent, 66 an input is missing or unreadable, 75 no collector
     took the records in time (--timeout) or stopped before they left,
-    78 a bad option.
+    78 a bad option or key file.
     """
     from zlogcollect.ship import ShipOptions, run_ship
 
@@ -319,6 +338,8 @@ def ship(files: tuple[str, ...], traceback: bool, **flags: Any) -> None:
     help="Most seconds to wait for a collector to subscribe and take the record.",
 )
 @_MAX_RECORD_BYTES
+@_CURVE_SERVER_KEY
+@_CURVE_CLIENT_CERT
 @_TRACEBACK
 def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     """Send one record, like logger(1): MESSAGE at LEVEL (INFO, WARNING, ERROR, ...).
@@ -327,7 +348,9 @@ def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     comes only from --subtopic.
 
     Exits 0 only once a subscribed collector took the record within --timeout,
-    else 75 (EX_TEMPFAIL) with one line on stderr; 78 for a bad option.
+    else 75 (EX_TEMPFAIL) with one line on stderr (also for a wrong CURVE
+    server key or a client key the collector does not allow); 78 for a bad
+    option or key file.
     """
     from zlogcollect.ship import ShipOptions, run_send
 
@@ -374,6 +397,8 @@ def send(level: str, message: str, traceback: bool, **flags: Any) -> None:
     metavar="NAME=NUMBER",
     help="A custom level the senders use in topics, as the collector's --level (e.g. TRACE=5). Repeatable.",
 )
+@_CURVE_SERVER_KEY
+@_CURVE_CLIENT_CERT
 @_TRACEBACK
 def tail(
     patterns: tuple[str, ...],
@@ -384,6 +409,8 @@ def tail(
     count: int | None,
     color: bool | None,
     levels: dict[str, int] | None,
+    curve_server_key: str | None,
+    curve_client_cert: str | None,
     traceback: bool,
 ) -> None:
     """Print the records a collector republishes (--publish) as they arrive, formatted like its files.
@@ -397,20 +424,26 @@ def tail(
     arrive (the files have the rest). A collector not yet running is waited for.
     When tail (or another subscriber) cannot keep up, the collector drops records
     for its subscribers and counts them (published.dropped); the files get every one.
+    With --curve-server-key (the publishing collector's) and --curve-client-cert
+    tail connects as a CURVE client; a wrong key shows nothing, as no collector.
     Exit: 0 after --count records, on Ctrl-C or TERM, or when stdout is closed
-    (tail | head); 78 a bad endpoint, pattern, --format or --level.
+    (tail | head); 78 a bad endpoint, pattern, --format, --level or key file.
     """
     import os
 
     from zlogcollect.display import View, ViewError
+    from zlogcollect.keys import KeyFileError, client_curve
     from zlogcollect.tail import TailError, run_tail
 
     if color is None:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     try:
         view = View(patterns, fmt, json, utc, color, levels or {})
-        status = run_tail(endpoint, view, count or 0)
-    except ViewError as exc:
+        curve = client_curve(
+            curve_server_key, curve_client_cert, ("--curve-server-key", "--curve-client-cert")
+        )
+        status = run_tail(endpoint, view, count or 0, curve)
+    except (ViewError, KeyFileError) as exc:
         _fail(str(exc), ExitStatus.CONFIG, traceback)
     except TailError as exc:
         _fail(str(exc), exc.status, traceback)

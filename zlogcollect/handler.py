@@ -27,6 +27,7 @@ from zmq.log.handlers import PUBHandler
 from zlogcollect.delivery import LIVE, RECHECK_EVERY, Delivery, State
 from zlogcollect.encode import DEFAULT_FORMATTER, PLAIN_RECORD, Encoder, cut
 from zlogcollect.helpers import Throttle
+from zlogcollect.keys import client_curve
 from zlogcollect.publisher import Publisher
 from zlogcollect.wire import MAX_RECORD_BYTES, TOPIC_DELIM
 
@@ -123,6 +124,14 @@ class ZLogHandler(PUBHandler):
         max_record_bytes: the collector's ``--max-record-bytes``: a longer message,
             traceback or set of extra fields is cut to fit, with a note saying how much
             was cut (a collector refuses an oversized frame by dropping the connection).
+        curve_server_key: the collector's CURVE public key: its ``.key`` file (made by
+            ``zlogcollect keygen``), or the 40-character Z85 text. Give it together with
+            ``curve_client_cert``; the connection is then authenticated and encrypted.
+        curve_client_cert: this app's ``.key_secret`` file (its public key must be in the
+            collector's allow-list). With a wrong server key, or a key the collector does
+            not allow, no subscription arrives: records are held, then dropped and counted,
+            as when the collector is absent. A missing or malformed file, or one of the two
+            without the other, is a ``ValueError`` here (its message never shows the secret).
     """
 
     def __init__(
@@ -141,11 +150,14 @@ class ZLogHandler(PUBHandler):
         linger: float = 2.0,
         sndhwm: int = 100_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        curve_server_key: str | os.PathLike[str] | bytes | None = None,
+        curve_client_cert: str | os.PathLike[str] | None = None,
     ) -> None:
         if endpoint is None:
             endpoint = DEFAULT_ENDPOINT if interface_or_socket is None else interface_or_socket
         elif interface_or_socket is not None:
             raise TypeError("ZLogHandler takes endpoint or interface_or_socket (its alias), not both")
+        curve = client_curve(curve_server_key, curve_client_cert)  # before anything is opened
         # PUBHandler.__init__ is not called: it binds, and installs the per-level
         # formatters that put "LEVEL file:line -" and "- None" into the text.
         logging.Handler.__init__(self)
@@ -159,7 +171,7 @@ class ZLogHandler(PUBHandler):
         # Opened now rather than at the first record: the connection and the
         # collector's subscription then race the app's start-up, not its first log.
         target = (endpoint,) if isinstance(endpoint, str) else endpoint
-        publisher = Publisher(target, context, bind=bind, sndhwm=sndhwm)
+        publisher = Publisher(target, context, bind=bind, sndhwm=sndhwm, curve=curve)
         lock = cast("threading.RLock", self.lock)  # created by Handler.__init__
         # A weak reference: the delivery must not keep the handler alive (nor its flush thread).
         opened = partial(_call_weakly, weakref.WeakMethod(self._opened))
@@ -451,7 +463,8 @@ def setup(
         endpoint: collector endpoint(s) to connect to.
         app: root topic; defaults to the script name.
         level: root logger level.
-        **options: further :class:`ZLogHandler` keyword arguments.
+        **options: further :class:`ZLogHandler` keyword arguments (``linger``,
+            ``curve_server_key`` and ``curve_client_cert``, ...).
     """
     handler = ZLogHandler(endpoint, app=app, **options)
     root = logging.getLogger()

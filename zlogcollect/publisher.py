@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import zmq
 
-__all__ = ["Publisher"]
+__all__ = ["CurveClient", "Publisher"]
 
 _NOBLOCK: Final = zmq.NOBLOCK
 
@@ -22,11 +22,19 @@ _NOBLOCK: Final = zmq.NOBLOCK
 _INHERITED: list[object] = []
 
 
+class CurveClient(Protocol):
+    """CURVE keys for a client socket (``keys.ClientCurve``): set on each socket before it connects."""
+
+    def apply(self, socket: Any) -> None:
+        """Set the server's public key and the client's key pair on *socket*."""
+
+
 class Publisher:
     """One handler's socket and context, and whether a collector is subscribed.
 
     Given endpoints, it owns an XPUB socket (connected, or bound with *bind*) and,
     unless *context* is given, its context; given a socket, it only uses it.
+    With *curve*, every socket it opens (a fork child's too) is a CURVE client.
     An XPUB socket hears subscriptions (``detects``); for any other socket a
     subscriber is assumed (``subscribed`` stays True).
 
@@ -41,11 +49,17 @@ class Publisher:
         *,
         bind: bool = False,
         sndhwm: int = 100_000,
+        curve: CurveClient | None = None,
     ) -> None:
         self.subscriptions: set[bytes] = set()
+        self._curve = curve
         self._bind = bind
         self._sndhwm = int(sndhwm)
         if isinstance(target, zmq.Socket):
+            if curve is not None:
+                raise ValueError(
+                    "CURVE keys apply to the handler's own socket: set them on a socket you pass"
+                )
             self.endpoints: tuple[str, ...] = ()
             self.owns_socket = False
             self.owns_context = False
@@ -84,6 +98,8 @@ class Publisher:
             # Beyond the HWM, send() then fails with EAGAIN instead of dropping in
             # silence, which is how drops get counted.
             sock.set(zmq.XPUB_NODROP, 1)
+            if self._curve is not None:
+                self._curve.apply(sock)  # before connect: the handshake starts with it
             for endpoint in self.endpoints:
                 if self._bind:
                     sock.bind(endpoint)

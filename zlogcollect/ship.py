@@ -35,6 +35,7 @@ import zmq
 from zlogcollect.encode import Encoder
 from zlogcollect.exits import ExitStatus
 from zlogcollect.helpers import Throttle
+from zlogcollect.keys import ClientCurve, KeyFileError, client_curve
 from zlogcollect.lines import (
     ExtensionTemplate,
     LevelRule,
@@ -78,7 +79,8 @@ class Sender:
     """One publisher sequence to one collector: wait for its subscription, send records, flush at close.
 
     Raises :class:`ShipError` (exit 78) when ZeroMQ refuses the endpoint.
-    *say* prints a note (waiting for a collector) on stderr.
+    *say* prints a note (waiting for a collector) on stderr. With *curve* the
+    socket is a CURVE client of the collector.
     """
 
     def __init__(
@@ -89,8 +91,10 @@ class Sender:
         *,
         max_record_bytes: int = MAX_RECORD_BYTES,
         say: Callable[[str], None] = lambda _text: None,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve is not None
         self.subtopic = subtopic
         self.encoder = Encoder(app, _net.gethostname(), os.urandom(8).hex(), max_record_bytes)
         self.max_body = self.encoder.max_body
@@ -101,7 +105,7 @@ class Sender:
         self._notes = Throttle(1, NOTE_EVERY)
         self._topics: dict[str, bytes] = {}
         try:
-            self.publisher = Publisher((endpoint,), sndhwm=SNDHWM)
+            self.publisher = Publisher((endpoint,), sndhwm=SNDHWM, curve=curve)
         except zmq.ZMQError as exc:
             raise ShipError(f"connect {endpoint!r}: {exc}", ExitStatus.CONFIG) from None
         # A send that finds the queue full waits this long, then looks at the deadline and stop.
@@ -123,6 +127,16 @@ class Sender:
             return True
         return noted
 
+    def why_none(self) -> str:
+        """Why no collector may have subscribed yet, for the waiting note and the give-up message."""
+        if not self.curve:
+            return "none has subscribed yet"
+        # A failed CURVE handshake looks exactly like an absent collector from here.
+        return (
+            "none has subscribed yet; with CURVE, also check --curve-server-key"
+            " and that the collector allows this client's key"
+        )
+
     def wait_subscribed(self, deadline: float | None, stop: Callable[[], bool] = _never) -> bool:
         """Wait until a collector subscribes; False at *deadline* (monotonic) or when *stop* says so."""
         publisher = self.publisher
@@ -131,7 +145,7 @@ class Sender:
         while not publisher.poll():
             if stop() or (deadline is not None and time.monotonic() >= deadline):
                 return False
-            noted = self._waiting(started, noted, "none has subscribed yet")
+            noted = self._waiting(started, noted, self.why_none())
             publisher.socket.poll(_SLICE_MS, zmq.POLLIN)
         return True
 
@@ -272,22 +286,29 @@ class ShipOptions:
     from_end: bool = False
     timeout: float = 0.0
     max_record_bytes: int = MAX_RECORD_BYTES
+    curve_server_key: str | None = None
+    curve_client_cert: str | None = None
 
 
 def run_ship(paths: Sequence[str], options: ShipOptions) -> int:
     """`zlogcollect ship`: returns the exit status; raises :class:`ShipError` for bad input."""
-    rule = _checked(options, options.level_from)
+    rule, curve = _checked(options, options.level_from)
     check_inputs(paths)
     signals = _StopSignals()
     with signals.installed():
-        return _Shipping(paths, options, rule, signals).run()
+        return _Shipping(paths, options, rule, signals, curve).run()
 
 
 class _Shipping:
     """One run of `ship`: readers, the sender, the progress bar and the way it ends."""
 
     def __init__(
-        self, paths: Sequence[str], options: ShipOptions, rule: LevelRule, signals: _StopSignals
+        self,
+        paths: Sequence[str],
+        options: ShipOptions,
+        rule: LevelRule,
+        signals: _StopSignals,
+        curve: ClientCurve | None = None,
     ) -> None:
         self.signals = signals
         self.timeout = options.timeout
@@ -300,6 +321,7 @@ class _Shipping:
             options.subtopic,
             max_record_bytes=options.max_record_bytes,
             say=self.say,
+            curve=curve,
         )
         limit = self.sender.max_body + 1  # one byte more than fits: the cut and its note apply
         names = [None if path == "-" else path for path in paths] or [None]
@@ -377,7 +399,7 @@ class _Shipping:
             if gave_up:
                 message = (
                     f"no collector at {self.sender.endpoint} took records for {self.timeout:g} s;"
-                    f" {self.unsent:,} lines read were not sent"
+                    f" {self.unsent:,} lines read were not sent{_curve_hint(self.sender)}"
                 )
             else:
                 message = f"stopped with {self.unsent:,} lines read but not sent to {self.sender.endpoint}"
@@ -404,28 +426,50 @@ class _Shipping:
                 self._ship(item, deadline, stop)
 
 
-def _checked(options: ShipOptions, level_from: str | None) -> LevelRule:
+def _checked(options: ShipOptions, level_from: str | None) -> tuple[LevelRule, ClientCurve | None]:
     try:
         check_endpoint(options.endpoint)
         check_app(options.app, options.subtopic)
         if options.max_record_bytes < 1024:
             raise OptionError(f"max-record-bytes {options.max_record_bytes}: expected at least 1024")
-        return LevelRule(options.level, level_from)
+        rule = LevelRule(options.level, level_from)
     except OptionError as exc:
         raise ShipError(str(exc), ExitStatus.CONFIG) from None
+    return rule, curve_options(options.curve_server_key, options.curve_client_cert)
+
+
+def curve_options(server_key: str | None, client_cert: str | None) -> ClientCurve | None:
+    """``--curve-server-key`` and ``--curve-client-cert`` loaded (both or neither), else ShipError 78."""
+    try:
+        return client_curve(server_key, client_cert, ("--curve-server-key", "--curve-client-cert"))
+    except KeyFileError as exc:
+        raise ShipError(str(exc), ExitStatus.CONFIG) from None
+
+
+def _curve_hint(sender: Sender) -> str:
+    # A wrong server key or a client key the collector does not allow: from this side
+    # the handshake never ends, which looks exactly like no collector at all.
+    if not sender.curve or sender.seq:
+        return ""
+    return " (with CURVE, a wrong --curve-server-key or a client key the collector does not allow looks the same)"
 
 
 def run_send(message: str, options: ShipOptions) -> int:
     """`zlogcollect send`: 0 once a subscribed collector took the record within the timeout, else 75."""
-    rule = _checked(options, None)
+    rule, curve = _checked(options, None)
     endpoint, timeout = options.endpoint, options.timeout
     deadline = time.monotonic() + max(timeout, 0.0)
-    sender = Sender(endpoint, options.app, options.subtopic, max_record_bytes=options.max_record_bytes)
+    sender = Sender(
+        endpoint, options.app, options.subtopic, max_record_bytes=options.max_record_bytes, curve=curve
+    )
     text = message_text(Line(os.fsencode(message), 0))  # invalid UTF-8 in argv as \xNN, like ship
     sent = sender.send(rule.default, message_body(text, sender.max_body), deadline)
     flushed = sender.close(max(deadline - time.monotonic(), 0.2))
     if not sent:
-        raise ShipError(f"no collector at {endpoint} subscribed within {timeout:g} s", ExitStatus.TEMPFAIL)
+        raise ShipError(
+            f"no collector at {endpoint} subscribed within {timeout:g} s{_curve_hint(sender)}",
+            ExitStatus.TEMPFAIL,
+        )
     if not flushed:
         raise ShipError(
             f"the collector at {endpoint} did not take the record within {timeout:g} s", ExitStatus.TEMPFAIL

@@ -23,6 +23,7 @@ import zmq
 from zlogcollect.display import View
 from zlogcollect.exits import ExitStatus
 from zlogcollect.helpers import Throttle
+from zlogcollect.keys import ClientCurve
 from zlogcollect.lines import OptionError, check_endpoint
 from zlogcollect.wire import MAX_RECORD_BYTES, MalformedRecord, Parser, escape_text
 
@@ -54,7 +55,10 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
 
 
 class Tail:
-    """The SUB socket and the loop; *out* gets the bytes, *say* the notes for stderr."""
+    """The SUB socket and the loop; *out* gets the bytes, *say* the notes for stderr.
+
+    With *curve* the SUB socket is a CURVE client of the ``--publish`` endpoint.
+    """
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class Tail:
         out: BinaryIO | None = None,
         say: Callable[[str], None] = lambda _text: None,
         clock: Callable[[], float] = time.time,
+        curve: ClientCurve | None = None,
     ) -> None:
         try:
             check_endpoint(endpoint)
@@ -84,6 +89,8 @@ class Tail:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
+            if curve is not None:
+                curve.apply(sock)  # before connect: the handshake starts with it
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
@@ -151,10 +158,10 @@ def _quiet_stdout() -> None:
         os.close(devnull)
 
 
-def run_tail(endpoint: str, view: View, count: int = 0) -> int:
+def run_tail(endpoint: str, view: View, count: int = 0, curve: ClientCurve | None = None) -> int:
     """`zlogcollect tail`: exit 0 after ``--count`` records, on Ctrl-C or SIGTERM, or when stdout closes."""
     signal.signal(signal.SIGTERM, _raise_stop)
-    tail = Tail(endpoint, view, count, say=lambda text: print(text, file=sys.stderr, flush=True))
+    tail = Tail(endpoint, view, count, say=lambda text: print(text, file=sys.stderr, flush=True), curve=curve)
     try:
         tail.run()
     except (KeyboardInterrupt, _Stop):

@@ -28,7 +28,7 @@ LAYERS: dict[str, int] = {
     # 1: the wire format
     "wire": 1,
     "endpoints": 1,  # zmq: binding with one-line errors
-    "keys": 1,  # keygen: zmq.auth certificates, imported when called
+    "keys": 1,  # keygen and a CURVE client's keys: zmq.auth certificates, imported when called
     "health": 1,  # /healthz's verdict from the counters
     "access": 1,  # who may connect: CURVE allow-list, --allow-ip, the ZAP verdict (pure)
     # 2: pure logic on records
