@@ -47,6 +47,8 @@ class Receiver:
     structured: bool = False
     publish: bool = False
     """With ``--publish`` and one subscriber attached (a plain SUB that counts, as a fast ``tail``)."""
+    curve: bool = False
+    """A CURVE server (``--curve-secret``, ``--allow-keys``); the sender is a CURVE client with an allowed key."""
 
     @property
     def rooted(self) -> bool:
@@ -60,7 +62,9 @@ class Receiver:
             parts.append(subtopic)
         return ".".join(parts).encode()
 
-    def start(self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "") -> Proc:
+    def start(
+        self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "", keys: CurveKeys | None = None
+    ) -> Proc:
         if self.kind == "raw":
             proc = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=max_seconds)
             proc.wait_stdout()
@@ -70,6 +74,8 @@ class Receiver:
             proc.wait_stdout()
             return proc
         extra = ["--publish", publish] if publish else []
+        if keys is not None:
+            extra += ["--curve-secret", str(keys.server_secret), "--allow-keys", str(keys.allowed)]
         return zlogcollect(
             "collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args, *extra], tmp
         )
@@ -85,6 +91,41 @@ class Receiver:
         return TokenWatch(self.file(tmp, root), f"{word} {token}".encode())
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """Certificates made with ``zmq.auth.create_certificates`` in a scratch directory."""
+
+    server_secret: Path
+    """The collector's ``.key_secret``."""
+    allowed: Path
+    """The allow-list directory: the sender's public ``.key`` only."""
+    client_secret: Path
+    """The sender's ``.key_secret``."""
+
+    @classmethod
+    def create(cls, tmp: Path) -> CurveKeys:
+        import zmq.auth
+
+        server_dir, allowed, client_dir = tmp / "server-cert", tmp / "allowed", tmp / "client-cert"
+        for path in (server_dir, allowed, client_dir):
+            path.mkdir(mode=0o700)
+        _, server_secret = zmq.auth.create_certificates(server_dir, "collector")
+        public, client_secret = zmq.auth.create_certificates(client_dir, "bench")
+        (allowed / "bench.key").write_bytes(Path(public).read_bytes())
+        return cls(Path(server_secret), allowed, Path(client_secret))
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        """Make *sock* a CURVE client of the collector (before connect)."""
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(self.server_secret)
+        public, secret = zmq.auth.load_certificate(self.client_secret)
+        assert secret is not None
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+
 RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
     Receiver("seed recipe", "seed"),
@@ -92,6 +133,8 @@ RECEIVERS = (
     Receiver("zlogcollect --publish, one subscriber attached", "zlogcollect", publish=True),
     Receiver("zlogcollect --json", "zlogcollect", ("--json",)),
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
+    Receiver("zlogcollect with CURVE", "zlogcollect", curve=True),
+    Receiver("zlogcollect with CURVE, structured frames", "zlogcollect", structured=True, curve=True),
 )
 
 
@@ -175,12 +218,15 @@ def drain_once(
     with scratch("cap") as tmp:
         endpoint = tcp_endpoint()
         publish = tcp_endpoint() if receiver.publish else ""
-        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish)
+        keys = CurveKeys.create(tmp) if receiver.curve else None
+        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish, keys=keys)
         subscriber = worker("count_sub", endpoint=publish, max_seconds=300) if publish else None
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(sock)
         sock.connect(endpoint)
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
@@ -322,9 +368,8 @@ def run(settings: Settings, outcome: Outcome) -> None:
     for run_index in range(settings.runs):
         for receiver in RECEIVERS:
             cpu: list[float] = []
-            rate = drain_once(
-                receiver, n, cpu=cpu if receiver.kind == "zlogcollect" and not receiver.args else None
-            )
+            plain_run = receiver.kind == "zlogcollect" and not receiver.args
+            rate = drain_once(receiver, n, cpu=cpu if plain_run else None)
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
             if cpu:
                 outcome.figure(
@@ -332,7 +377,7 @@ def run(settings: Settings, outcome: Outcome) -> None:
                 ).values.append(cpu[0])
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
-    live_receivers = [r for r in live_receivers if not r.structured and not r.publish]
+    live_receivers = [r for r in live_receivers if not r.structured and not r.publish and not r.curve]
     outcome.notes.append(
         f"live: stock PUBHandler senders (default SNDHWM 1000), {count:,} records each as fast as they can"
     )
@@ -358,6 +403,17 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.ratio_check("zlogcollect --publish (one subscriber) / zlogcollect", publishing, ours, 0.9)
     outcome.derived["drain CPU per record: zlogcollect / zlogcollect --publish"] = outcome.ratio(
         "drain CPU: zlogcollect", "drain CPU: zlogcollect --publish, one subscriber attached"
+    )
+    curve, structured = "drain: zlogcollect with CURVE", "drain: zlogcollect, structured frames"
+    outcome.derived["CURVE / plain, drain (records/s)"] = outcome.ratio(curve, ours)
+    outcome.derived["CURVE / plain, drain, structured frames (records/s)"] = outcome.ratio(
+        "drain: zlogcollect with CURVE, structured frames", structured
+    )
+    outcome.derived["CURVE / plain, drain CPU per record (all the collector's threads)"] = outcome.ratio(
+        "drain CPU: zlogcollect with CURVE", "drain CPU: zlogcollect"
+    )
+    outcome.derived["CURVE / plain, drain CPU per record, structured frames"] = outcome.ratio(
+        "drain CPU: zlogcollect with CURVE, structured frames", "drain CPU: zlogcollect, structured frames"
     )
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)
