@@ -30,6 +30,7 @@ from benchmarks.common import (
     zlogcollect,
 )
 from benchmarks.workers import MESSAGE, PROBE, SENTINEL
+from zlogcollect.formatting import DEFAULT_FORMAT
 
 PADDING = 5000
 """Records sent after the sentinel: they push zlogcollect's pending batch over its 256 KiB
@@ -126,6 +127,10 @@ class CurveKeys:
         sock.curve_secretkey = secret
 
 
+CURVE_NO_PEER = "zlogcollect with CURVE, the line without the peer column"
+"""CURVE with the plain default line (``--format``): the peer column is what sends a line down the
+general formatting path, so this variant separates that from the transport's cost."""
+
 RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
     Receiver("seed recipe", "seed"),
@@ -135,6 +140,7 @@ RECEIVERS = (
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
     Receiver("zlogcollect with CURVE", "zlogcollect", curve=True),
     Receiver("zlogcollect with CURVE, structured frames", "zlogcollect", structured=True, curve=True),
+    Receiver(CURVE_NO_PEER, "zlogcollect", ("--format", DEFAULT_FORMAT), curve=True),
 )
 
 
@@ -153,6 +159,20 @@ def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _io_thread_seconds(pid: int) -> float:
+    """CPU time of a process's libzmq I/O threads (named ``ZMQbg/IO/N``): where CURVE encrypts and decrypts."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith("ZMQbg/IO"):
+                continue
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _records(receiver: Receiver, n: int, root: str) -> list[list[bytes]]:
@@ -204,12 +224,14 @@ def drain_once(
     attach: Callable[[int], Callable[[], None]] | None = None,
     counters_at_end: list[int] | None = None,
     cpu: list[float] | None = None,
+    io_cpu: list[float] | None = None,
 ) -> float:
     """Pre-queue *n* records at a stopped receiver, resume it, time until the sentinel is on disk.
 
     *attach* (for profiling) is called with the receiver's pid before the drain and returns
     a function called once the sentinel is on disk. *cpu* gets the receiver's CPU time per
-    record in µs (all its threads; less sensitive to a busy machine than the rate).
+    record in µs (all its threads; less sensitive to a busy machine than the rate), *io_cpu*
+    the part of it in libzmq's I/O thread.
     """
     root, token = "bench", uuid.uuid4().hex[:12]
     records = _records(receiver, n, root)
@@ -250,6 +272,7 @@ def drain_once(
             for frames in pad:
                 send(frames)
             cpu_before = _cpu_seconds(proc.pid)
+            io_before = _io_thread_seconds(proc.pid)
             t0 = time.perf_counter()
             proc.send(signal.SIGCONT)
             t1 = wait_until(
@@ -257,6 +280,8 @@ def drain_once(
             )
             if cpu is not None:
                 cpu.append((_cpu_seconds(proc.pid) - cpu_before) / n * 1e6)
+            if io_cpu is not None:
+                io_cpu.append((_io_thread_seconds(proc.pid) - io_before) / n * 1e6)
             if finish is not None:
                 finish()
             if counters_at_end is not None:  # file writes during the drain (zlogcollect only)
@@ -368,13 +393,20 @@ def run(settings: Settings, outcome: Outcome) -> None:
     for run_index in range(settings.runs):
         for receiver in RECEIVERS:
             cpu: list[float] = []
-            plain_run = receiver.kind == "zlogcollect" and not receiver.args
-            rate = drain_once(receiver, n, cpu=cpu if plain_run else None)
+            io_cpu: list[float] = []
+            plain_run = receiver.kind == "zlogcollect" and (not receiver.args or receiver.curve)
+            rate = drain_once(
+                receiver, n, cpu=cpu if plain_run else None, io_cpu=io_cpu if plain_run else None
+            )
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
             if cpu:
                 outcome.figure(
                     f"drain CPU: {receiver.label}", "µs/record", higher_is_better=False
                 ).values.append(cpu[0])
+            if io_cpu and (receiver.curve or not receiver.publish):
+                outcome.figure(
+                    f"drain CPU in libzmq's I/O thread: {receiver.label}", "µs/record", higher_is_better=False
+                ).values.append(io_cpu[0])
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
     live_receivers = [r for r in live_receivers if not r.structured and not r.publish and not r.curve]
@@ -408,6 +440,12 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.derived["CURVE / plain, drain (records/s)"] = outcome.ratio(curve, ours)
     outcome.derived["CURVE / plain, drain, structured frames (records/s)"] = outcome.ratio(
         "drain: zlogcollect with CURVE, structured frames", structured
+    )
+    outcome.derived["CURVE without the peer column / plain, drain (records/s)"] = outcome.ratio(
+        f"drain: {CURVE_NO_PEER}", ours
+    )
+    outcome.derived["CURVE without the peer column / plain, drain CPU per record"] = outcome.ratio(
+        f"drain CPU: {CURVE_NO_PEER}", "drain CPU: zlogcollect"
     )
     outcome.derived["CURVE / plain, drain CPU per record (all the collector's threads)"] = outcome.ratio(
         "drain CPU: zlogcollect with CURVE", "drain CPU: zlogcollect"
