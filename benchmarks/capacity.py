@@ -67,7 +67,14 @@ class Receiver:
         self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "", keys: CurveKeys | None = None
     ) -> Proc:
         if self.kind == "raw":
-            proc = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=max_seconds)
+            secret = str(keys.server_secret) if keys is not None else ""
+            proc = worker(
+                "raw_sub",
+                endpoint=endpoint,
+                marker_dir=str(tmp),
+                max_seconds=max_seconds,
+                curve_secret=secret,
+            )
             proc.wait_stdout()
             return proc
         if self.kind == "seed":
@@ -138,6 +145,7 @@ RECEIVERS = (
     Receiver("zlogcollect --publish, one subscriber attached", "zlogcollect", publish=True),
     Receiver("zlogcollect --json", "zlogcollect", ("--json",)),
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
+    Receiver("raw pyzmq SUB loop with CURVE", "raw", curve=True),
     Receiver("zlogcollect with CURVE", "zlogcollect", curve=True),
     Receiver("zlogcollect with CURVE, structured frames", "zlogcollect", structured=True, curve=True),
     Receiver(CURVE_NO_PEER, "zlogcollect", ("--format", DEFAULT_FORMAT), curve=True),
@@ -440,6 +448,9 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.derived["CURVE / plain, drain (records/s)"] = outcome.ratio(curve, ours)
     outcome.derived["CURVE / plain, drain, structured frames (records/s)"] = outcome.ratio(
         "drain: zlogcollect with CURVE, structured frames", structured
+    )
+    outcome.derived["CURVE / plain, raw pyzmq SUB loop (records/s)"] = outcome.ratio(
+        "drain: raw pyzmq SUB loop with CURVE", raw
     )
     outcome.derived["CURVE without the peer column / plain, drain (records/s)"] = outcome.ratio(
         f"drain: {CURVE_NO_PEER}", ours
