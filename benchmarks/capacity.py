@@ -135,8 +135,10 @@ class CurveKeys:
 
 
 CURVE_NO_PEER = "zlogcollect with CURVE, the line without the peer column"
-"""CURVE with the plain default line (``--format``): the peer column is what sends a line down the
-general formatting path, so this variant separates that from the transport's cost."""
+"""CURVE with a line like the plain default (no ``%(peer)s``): the peer column sends every line
+down the formatter's general path, so this variant separates that from the transport's cost.
+Not ``DEFAULT_FORMAT`` itself: with CURVE on, the collector takes that as "the default" and adds the peer."""
+NO_PEER_FORMAT = DEFAULT_FORMAT.replace(" | %(message)s", ": %(message)s")
 
 RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
@@ -148,7 +150,7 @@ RECEIVERS = (
     Receiver("raw pyzmq SUB loop with CURVE", "raw", curve=True),
     Receiver("zlogcollect with CURVE", "zlogcollect", curve=True),
     Receiver("zlogcollect with CURVE, structured frames", "zlogcollect", structured=True, curve=True),
-    Receiver(CURVE_NO_PEER, "zlogcollect", ("--format", DEFAULT_FORMAT), curve=True),
+    Receiver(CURVE_NO_PEER, "zlogcollect", ("--format", NO_PEER_FORMAT), curve=True),
 )
 
 
