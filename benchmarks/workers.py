@@ -82,7 +82,9 @@ def raw_sub(endpoint: str, marker_dir: str, max_seconds: float, curve_secret: st
                 (markers / f"probe-{token}").touch()
                 count = 0
             elif word == SENTINEL:
-                (markers / f"sentinel-{token}").write_text(str(count - 1))
+                marker = markers / f"sentinel-{token}"
+                if not marker.exists():  # a repeated sentinel (see _wait_marker) must not change the count
+                    marker.write_text(str(count - 1))
 
 
 def count_sub(endpoint: str, max_seconds: float) -> None:
