@@ -30,6 +30,7 @@ from benchmarks.common import (
     zlogcollect,
 )
 from benchmarks.workers import MESSAGE, PROBE, SENTINEL
+from zlogcollect.formatting import DEFAULT_FORMAT
 
 PADDING = 5000
 """Records sent after the sentinel: they push zlogcollect's pending batch over its 256 KiB
@@ -47,6 +48,8 @@ class Receiver:
     structured: bool = False
     publish: bool = False
     """With ``--publish`` and one subscriber attached (a plain SUB that counts, as a fast ``tail``)."""
+    curve: bool = False
+    """A CURVE server (``--curve-secret``, ``--allow-keys``); the sender is a CURVE client with an allowed key."""
 
     @property
     def rooted(self) -> bool:
@@ -60,9 +63,18 @@ class Receiver:
             parts.append(subtopic)
         return ".".join(parts).encode()
 
-    def start(self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "") -> Proc:
+    def start(
+        self, tmp: Path, endpoint: str, max_seconds: float, publish: str = "", keys: CurveKeys | None = None
+    ) -> Proc:
         if self.kind == "raw":
-            proc = worker("raw_sub", endpoint=endpoint, marker_dir=str(tmp), max_seconds=max_seconds)
+            secret = str(keys.server_secret) if keys is not None else ""
+            proc = worker(
+                "raw_sub",
+                endpoint=endpoint,
+                marker_dir=str(tmp),
+                max_seconds=max_seconds,
+                curve_secret=secret,
+            )
             proc.wait_stdout()
             return proc
         if self.kind == "seed":
@@ -70,6 +82,8 @@ class Receiver:
             proc.wait_stdout()
             return proc
         extra = ["--publish", publish] if publish else []
+        if keys is not None:
+            extra += ["--curve-secret", str(keys.server_secret), "--allow-keys", str(keys.allowed)]
         return zlogcollect(
             "collect", ["--bind", endpoint, "--dir", str(tmp / "logs"), *self.args, *extra], tmp
         )
@@ -85,6 +99,47 @@ class Receiver:
         return TokenWatch(self.file(tmp, root), f"{word} {token}".encode())
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """Certificates made with ``zmq.auth.create_certificates`` in a scratch directory."""
+
+    server_secret: Path
+    """The collector's ``.key_secret``."""
+    allowed: Path
+    """The allow-list directory: the sender's public ``.key`` only."""
+    client_secret: Path
+    """The sender's ``.key_secret``."""
+
+    @classmethod
+    def create(cls, tmp: Path) -> CurveKeys:
+        import zmq.auth
+
+        server_dir, allowed, client_dir = tmp / "server-cert", tmp / "allowed", tmp / "client-cert"
+        for path in (server_dir, allowed, client_dir):
+            path.mkdir(mode=0o700)
+        _, server_secret = zmq.auth.create_certificates(server_dir, "collector")
+        public, client_secret = zmq.auth.create_certificates(client_dir, "bench")
+        (allowed / "bench.key").write_bytes(Path(public).read_bytes())
+        return cls(Path(server_secret), allowed, Path(client_secret))
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        """Make *sock* a CURVE client of the collector (before connect)."""
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(self.server_secret)
+        public, secret = zmq.auth.load_certificate(self.client_secret)
+        assert secret is not None
+        sock.curve_serverkey = server_public
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+
+CURVE_NO_PEER = "zlogcollect with CURVE, the line without the peer column"
+"""CURVE with a line like the plain default (no ``%(peer)s``): the peer column sends every line
+down the formatter's general path, so this variant separates that from the transport's cost.
+Not ``DEFAULT_FORMAT`` itself: with CURVE on, the collector takes that as "the default" and adds the peer."""
+NO_PEER_FORMAT = DEFAULT_FORMAT.replace(" | %(message)s", ": %(message)s")
+
 RECEIVERS = (
     Receiver("raw pyzmq SUB loop", "raw"),
     Receiver("seed recipe", "seed"),
@@ -92,6 +147,10 @@ RECEIVERS = (
     Receiver("zlogcollect --publish, one subscriber attached", "zlogcollect", publish=True),
     Receiver("zlogcollect --json", "zlogcollect", ("--json",)),
     Receiver("zlogcollect, structured frames", "zlogcollect", (), structured=True),
+    Receiver("raw pyzmq SUB loop with CURVE", "raw", curve=True),
+    Receiver("zlogcollect with CURVE", "zlogcollect", curve=True),
+    Receiver("zlogcollect with CURVE, structured frames", "zlogcollect", structured=True, curve=True),
+    Receiver(CURVE_NO_PEER, "zlogcollect", ("--format", NO_PEER_FORMAT), curve=True),
 )
 
 
@@ -110,6 +169,20 @@ def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _io_thread_seconds(pid: int) -> float:
+    """CPU time of a process's libzmq I/O threads (named ``ZMQbg/IO/N``): where CURVE encrypts and decrypts."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith("ZMQbg/IO"):
+                continue
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _records(receiver: Receiver, n: int, root: str) -> list[list[bytes]]:
@@ -161,12 +234,14 @@ def drain_once(
     attach: Callable[[int], Callable[[], None]] | None = None,
     counters_at_end: list[int] | None = None,
     cpu: list[float] | None = None,
+    io_cpu: list[float] | None = None,
 ) -> float:
     """Pre-queue *n* records at a stopped receiver, resume it, time until the sentinel is on disk.
 
     *attach* (for profiling) is called with the receiver's pid before the drain and returns
     a function called once the sentinel is on disk. *cpu* gets the receiver's CPU time per
-    record in µs (all its threads; less sensitive to a busy machine than the rate).
+    record in µs (all its threads; less sensitive to a busy machine than the rate), *io_cpu*
+    the part of it in libzmq's I/O thread.
     """
     root, token = "bench", uuid.uuid4().hex[:12]
     records = _records(receiver, n, root)
@@ -175,12 +250,15 @@ def drain_once(
     with scratch("cap") as tmp:
         endpoint = tcp_endpoint()
         publish = tcp_endpoint() if receiver.publish else ""
-        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish)
+        keys = CurveKeys.create(tmp) if receiver.curve else None
+        proc = receiver.start(tmp, endpoint, max_seconds=300, publish=publish, keys=keys)
         subscriber = worker("count_sub", endpoint=publish, max_seconds=300) if publish else None
         ctx = zmq.Context()
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(sock)
         sock.connect(endpoint)
         try:
             probe_until_seen(sock, receiver, tmp, root, token)
@@ -204,6 +282,7 @@ def drain_once(
             for frames in pad:
                 send(frames)
             cpu_before = _cpu_seconds(proc.pid)
+            io_before = _io_thread_seconds(proc.pid)
             t0 = time.perf_counter()
             proc.send(signal.SIGCONT)
             t1 = wait_until(
@@ -211,6 +290,8 @@ def drain_once(
             )
             if cpu is not None:
                 cpu.append((_cpu_seconds(proc.pid) - cpu_before) / n * 1e6)
+            if io_cpu is not None:
+                io_cpu.append((_io_thread_seconds(proc.pid) - io_before) / n * 1e6)
             if finish is not None:
                 finish()
             if counters_at_end is not None:  # file writes during the drain (zlogcollect only)
@@ -322,17 +403,23 @@ def run(settings: Settings, outcome: Outcome) -> None:
     for run_index in range(settings.runs):
         for receiver in RECEIVERS:
             cpu: list[float] = []
+            io_cpu: list[float] = []
+            plain_run = receiver.kind == "zlogcollect" and (not receiver.args or receiver.curve)
             rate = drain_once(
-                receiver, n, cpu=cpu if receiver.kind == "zlogcollect" and not receiver.args else None
+                receiver, n, cpu=cpu if plain_run else None, io_cpu=io_cpu if plain_run else None
             )
             outcome.figure(f"drain: {receiver.label}", "records/s").values.append(rate)
             if cpu:
                 outcome.figure(
                     f"drain CPU: {receiver.label}", "µs/record", higher_is_better=False
                 ).values.append(cpu[0])
+            if io_cpu and (receiver.curve or not receiver.publish):
+                outcome.figure(
+                    f"drain CPU in libzmq's I/O thread: {receiver.label}", "µs/record", higher_is_better=False
+                ).values.append(io_cpu[0])
             progress(f"capacity run {run_index + 1}: {receiver.label}: {rate:,.0f} records/s")
     live_receivers = [r for r in RECEIVERS if r.kind == "seed" or (r.kind == "zlogcollect" and not r.args)]
-    live_receivers = [r for r in live_receivers if not r.structured and not r.publish]
+    live_receivers = [r for r in live_receivers if not r.structured and not r.publish and not r.curve]
     outcome.notes.append(
         f"live: stock PUBHandler senders (default SNDHWM 1000), {count:,} records each as fast as they can"
     )
@@ -358,6 +445,26 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.ratio_check("zlogcollect --publish (one subscriber) / zlogcollect", publishing, ours, 0.9)
     outcome.derived["drain CPU per record: zlogcollect / zlogcollect --publish"] = outcome.ratio(
         "drain CPU: zlogcollect", "drain CPU: zlogcollect --publish, one subscriber attached"
+    )
+    curve, structured = "drain: zlogcollect with CURVE", "drain: zlogcollect, structured frames"
+    outcome.derived["CURVE / plain, drain (records/s)"] = outcome.ratio(curve, ours)
+    outcome.derived["CURVE / plain, drain, structured frames (records/s)"] = outcome.ratio(
+        "drain: zlogcollect with CURVE, structured frames", structured
+    )
+    outcome.derived["CURVE / plain, raw pyzmq SUB loop (records/s)"] = outcome.ratio(
+        "drain: raw pyzmq SUB loop with CURVE", raw
+    )
+    outcome.derived["CURVE without the peer column / plain, drain (records/s)"] = outcome.ratio(
+        f"drain: {CURVE_NO_PEER}", ours
+    )
+    outcome.derived["CURVE without the peer column / plain, drain CPU per record"] = outcome.ratio(
+        f"drain CPU: {CURVE_NO_PEER}", "drain CPU: zlogcollect"
+    )
+    outcome.derived["CURVE / plain, drain CPU per record (all the collector's threads)"] = outcome.ratio(
+        "drain CPU: zlogcollect with CURVE", "drain CPU: zlogcollect"
+    )
+    outcome.derived["CURVE / plain, drain CPU per record, structured frames"] = outcome.ratio(
+        "drain CPU: zlogcollect with CURVE, structured frames", "drain CPU: zlogcollect, structured frames"
     )
     for label in ("zlogcollect --json", "zlogcollect, structured frames"):
         outcome.derived[f"drain: {label} / raw"] = outcome.ratio(f"drain: {label}", raw)

@@ -46,19 +46,27 @@ def _logger(name: str, handler: logging.Handler) -> logging.Logger:
 # -- receivers --------------------------------------------------------------------------
 
 
-def raw_sub(endpoint: str, marker_dir: str, max_seconds: float) -> None:
+def raw_sub(endpoint: str, marker_dir: str, max_seconds: float, curve_secret: str = "") -> None:
     """The raw limit: a plain pyzmq SUB loop that only counts what it receives.
 
     ``#PROBE tok`` creates ``marker_dir/probe-tok`` and resets the count;
     ``#SENTINEL tok`` writes the count so far to ``marker_dir/sentinel-tok``.
+    With *curve_secret* (a ``.key_secret`` file) it is a CURVE server; without a
+    ZAP handler libzmq lets in any CURVE client (a drain for the app-side cost, not a gate).
     """
     import zmq
+    import zmq.auth
 
     _bound(max_seconds)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if curve_secret:
+        public, secret = zmq.auth.load_certificate(curve_secret)
+        assert secret is not None, f"{curve_secret} has no secret key"
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_server = True
     sock.bind(endpoint)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("ready", flush=True)
@@ -74,7 +82,9 @@ def raw_sub(endpoint: str, marker_dir: str, max_seconds: float) -> None:
                 (markers / f"probe-{token}").touch()
                 count = 0
             elif word == SENTINEL:
-                (markers / f"sentinel-{token}").write_text(str(count - 1))
+                marker = markers / f"sentinel-{token}"
+                if not marker.exists():  # a repeated sentinel (see _wait_marker) must not change the count
+                    marker.write_text(str(count - 1))
 
 
 def count_sub(endpoint: str, max_seconds: float) -> None:
@@ -235,31 +245,64 @@ def _app_handler(kind: str, endpoint: str, scratch: str) -> tuple[logging.Handle
             ctx.term()
 
         return stock, close
-    ours = ZLogHandler(endpoint, app="app", structured=kind == "zlog")
+    curve = kind.endswith("_curve")
+    ours = ZLogHandler(
+        endpoint,
+        app="app",
+        structured=kind.removesuffix("_curve") == "zlog",
+        curve_server_key=os.path.join(scratch, "server-cert", "collector.key") if curve else None,
+        curve_client_cert=os.path.join(scratch, "client-cert", "app.key_secret") if curve else None,
+    )
     return ours, ours.close
+
+
+def _wait_marker(logger: logging.Logger, scratch: str, word: str, token: str) -> None:
+    """Log ``WORD token`` until the drainer's marker for it exists.
+
+    Again every 20 ms for a probe (the subscription may not be there yet), every second
+    for a sentinel (only if a full queue dropped it: each copy the drainer sees is counted).
+    """
+    marker = Path(scratch) / f"{'probe' if word == PROBE else 'sentinel'}-{token}"
+    now = time.monotonic()
+    deadline, again = now + 60, now
+    every = 0.02 if word == PROBE else 1.0
+    while not marker.exists():
+        now = time.monotonic()
+        if now > deadline:
+            raise SystemExit(f"the drainer never saw {word} {token}")
+        if now >= again:
+            logger.info("%s %s", word, token)
+            again = now + every
+        time.sleep(0.005)
 
 
 def app_cost(
     kind: str, endpoint: str, scratch: str, token: str, calls: int, batches: int, max_seconds: float
 ) -> None:
-    """ns per ``logger.info("sub::msg %s", i)`` through one handler, in *batches* timed loops."""
+    """ns per ``logger.info("sub::msg %s", i)`` through one handler, in *batches* timed loops.
+
+    ``per_call_ns`` is wall time of the calling thread per call, one figure per loop.
+    ``cpu_per_call_ns`` is the whole process's CPU (``time.process_time_ns``, user plus
+    system of every thread, so
+    libzmq's I/O thread, where CURVE encrypts, is in it) from the first timed call until
+    the drainer has the sentinel after the last one, divided by all the timed calls:
+    work the I/O thread does after the loop returns is counted too. The warm-up is
+    drained (a second probe) before the clock starts, so its backlog is not.
+    """
     _bound(max_seconds)
     handler, close = _app_handler(kind, endpoint, scratch)
     logger = _logger("bench.app", handler)
     networked = kind not in ("null", "file")
     if networked:
-        marker = Path(scratch) / f"probe-{token}"
-        deadline = time.monotonic() + 20
-        while not marker.exists() and time.monotonic() < deadline:
-            logger.info("%s %s", PROBE, token)
-            time.sleep(0.02)
-        if not marker.exists():
-            raise SystemExit("the drainer never saw a probe")
+        _wait_marker(logger, scratch, PROBE, token)
     info = logger.info
     warmup = min(calls, 20_000)
     for i in range(warmup):
         info("sub::msg %s", i)
+    if networked:  # the drainer counts from here
+        _wait_marker(logger, scratch, PROBE, token + "-timed")
     per_call: list[float] = []
+    cpu0 = time.process_time_ns()
     for _ in range(batches):
         t0 = time.perf_counter_ns()
         for i in range(calls):
@@ -267,9 +310,17 @@ def app_cost(
         per_call.append((time.perf_counter_ns() - t0) / calls)
     dropped = handler.stats["dropped"] if hasattr(handler, "stats") else None
     if networked:
-        logger.info("%s %s", SENTINEL, token)
+        _wait_marker(logger, scratch, SENTINEL, token)
+    cpu_per_call = (time.process_time_ns() - cpu0) / (calls * batches)
     close()
-    _emit({"per_call_ns": per_call, "sent": warmup + calls * batches, "dropped": dropped})
+    _emit(
+        {
+            "per_call_ns": per_call,
+            "cpu_per_call_ns": cpu_per_call,
+            "sent": calls * batches,
+            "dropped": dropped,
+        }
+    )
 
 
 def startup(kind: str, endpoint: str, root: str, count: int, max_seconds: float) -> None:

@@ -43,6 +43,23 @@ def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:
             assert figure["values"], (name, figure["name"])
             assert math.isfinite(figure["median"]), (name, figure["name"])
     assert "collector" in result.stdout.lower() or "capacity" in result.stdout.lower()
+    # The CURVE variants (issue 13) ran side by side with the plain ones: same run, both ratios there.
+    names = {b: {f["name"]: f for f in benchmarks[b]["figures"]} for b in ("capacity", "appside")}
+    for name in (
+        "drain: zlogcollect with CURVE",
+        "drain: zlogcollect with CURVE, structured frames",
+        "drain CPU: zlogcollect with CURVE",
+    ):
+        assert name in names["capacity"], name
+    curve = "ZLogHandler (structured) with CURVE"
+    for name in (curve, f"{curve}: process CPU", "ZLogHandler (structured, default): process CPU"):
+        assert name in names["appside"], name
+    assert names["appside"][f"{curve}: delivered/sent"]["median"] == 1.0  # every record got through CURVE
+    for bench, ratio in (
+        ("capacity", "CURVE / plain, drain (records/s)"),
+        ("appside", "CURVE / plain ZLogHandler, per call (process CPU, I/O thread included)"),
+    ):
+        assert math.isfinite(benchmarks[bench]["derived"][ratio]), ratio
 
 
 def test_every_instruction_probe_runs() -> None:
