@@ -19,6 +19,7 @@ import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from prometheus_client import make_wsgi_app
 
+from zlogcollect import web
 from zlogcollect.health import Health
 from zlogcollect.helpers import Throttle
 from zlogcollect.metrics import registry
@@ -81,7 +82,7 @@ class _ErrorLog:
 
 
 class HttpServer:
-    """The ``--http`` endpoint: ``/metrics`` (Prometheus text) and ``/healthz`` (JSON, 200 or 503)."""
+    """The ``--http`` endpoint: the web viewer (``/``), ``/metrics`` (Prometheus text), ``/healthz`` (JSON, 200 or 503)."""
 
     def __init__(self, address: tuple[str, int], stats: Stats, health: Health, files: bool) -> None:
         self._stats = stats
@@ -121,18 +122,21 @@ class HttpServer:
         self._server.stop(timeout=1.0)
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI application: routes the two paths; anything else is 404."""
+        """The WSGI application: the page (``/``, ``/static/NAME``), /metrics, /healthz; anything else is 404."""
         path = environ.get("PATH_INFO", "")
         try:
             if path == "/metrics":
                 result: Iterable[bytes] = self._metrics(environ, start_response)
                 return result
-            if path not in ("/healthz", "/"):
-                return _text(start_response, "404 Not Found", "not found: try /metrics or /healthz\n")
+            page = web.asset(path)
+            if path != "/healthz" and page is None:
+                return _text(start_response, "404 Not Found", "not found: try /, /metrics or /healthz\n")
             if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
                 return _text(start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET, HEAD")])
-            if path == "/":
-                return _text(start_response, "200 OK", "zlogcollect: /metrics (Prometheus), /healthz\n")
+            if page is not None:
+                content, content_type = page
+                start_response("200 OK", [*web.headers(content_type), ("Content-Length", str(len(content)))])
+                return [content]
             healthy, body = self._health.report()
             status = "200 OK" if healthy else "503 Service Unavailable"
             data = (json.dumps(body) + "\n").encode()
