@@ -174,7 +174,7 @@ class CollectorConfig:
     )
     http: str = setting(
         "",
-        "Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on HOST:PORT;"
+        "Serve the live web viewer (/), Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on HOST:PORT;"
         f" the conventional port is {HTTP_PORT} (e.g. 127.0.0.1:{HTTP_PORT}); '' = off.",
         RECEIVE,
         metavar="HOST:PORT",
