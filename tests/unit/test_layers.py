@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     # `zlogcollect tail`: the pure view (patterns, lines, colour), then the SUB loop (plain zmq)
     "display": 3,
     "live": 2,  # the web viewer's filters (pure)
+    "history": 3,  # the web viewer's search: the collector's files read back into records (pure)
     "tail": 5,
     "daemon": 7,
     "cli": 8,
