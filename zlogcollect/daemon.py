@@ -375,9 +375,20 @@ def build_http(config: CollectorConfig, stats: Stats, health: Health, files: boo
     address = config.http_address
     if address is None:
         return None
+    from zlogcollect.history import History, LineFormat
     from zlogcollect.httpd import HttpServer
 
-    return HttpServer(address, stats, health, files)
+    history = None
+    if files:
+        fmt = LineFormat(
+            config.level_table,
+            config.utc,
+            peer=config.format == formatting.DEFAULT_PEER_FORMAT
+            or (config.format == formatting.DEFAULT_FORMAT and bool(config.curve_secret)),
+            plain_continuations=config.multiline == "plain",
+        )
+        history = History(os.path.abspath(config.dir), fmt, config.errors_file, config.default_routes)
+    return HttpServer(address, stats, health, files, history)
 
 
 def start_http(http: HttpServer) -> None:

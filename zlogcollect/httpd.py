@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from prometheus_client import make_wsgi_app
@@ -22,6 +23,7 @@ from prometheus_client import make_wsgi_app
 from zlogcollect import web
 from zlogcollect.health import Health
 from zlogcollect.helpers import Throttle
+from zlogcollect.history import History, respond
 from zlogcollect.metrics import registry
 from zlogcollect.stats import Stats
 from zlogcollect.wire import escape_text
@@ -84,8 +86,16 @@ class _ErrorLog:
 class HttpServer:
     """The ``--http`` endpoint: the web viewer (``/``), ``/metrics`` (Prometheus text), ``/healthz`` (JSON, 200 or 503)."""
 
-    def __init__(self, address: tuple[str, int], stats: Stats, health: Health, files: bool) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        stats: Stats,
+        health: Health,
+        files: bool,
+        history: History | None = None,
+    ) -> None:
         self._stats = stats
+        self._history = history
         self._health = health
         self.registry = registry(stats, health, files)
         self._metrics = make_wsgi_app(self.registry)
@@ -128,6 +138,8 @@ class HttpServer:
             if path == "/metrics":
                 result: Iterable[bytes] = self._metrics(environ, start_response)
                 return result
+            if path in ("/search", "/context") and self._history is not None:
+                return self._search(path, environ, start_response)
             page = web.asset(path)
             if path != "/healthz" and page is None:
                 return _text(start_response, "404 Not Found", "not found: try /, /metrics or /healthz\n")
@@ -151,6 +163,21 @@ class HttpServer:
                     escape_text(traceback.format_exc(), 4000),
                 )
             return _text(start_response, "500 Internal Server Error", "internal error\n")
+
+    def _search(self, path: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """/search and /context (zlogcollect.history): ndjson streamed, the hub yielded to as it reads."""
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return _text(start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET, HEAD")])
+        assert self._history is not None
+
+        def failed() -> None:
+            self._stats.errors["http"] += 1
+            if self._complaints.allow("http"):
+                log.error("HTTP: %s failed: %s", path, escape_text(traceback.format_exc(), 4000))
+
+        return respond(
+            self._history, path, environ.get("QUERY_STRING", ""), start_response, gevent.sleep, failed
+        )
 
 
 def _text(

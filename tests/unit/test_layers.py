@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "display": 3,
     "live": 2,  # the web viewer's filters (pure)
     "web": 0,  # the web viewer's page: package data and its headers (standard library)
+    "history": 3,  # the web viewer's search: the collector's files read back into records (pure)
     "tail": 5,
     "daemon": 7,
     "cli": 8,
