@@ -212,6 +212,7 @@
     li._key = keyOf(rec);
     li._text = plain(rec);
     li._created = Number(rec.created);
+    li._loose = looseKey(rec);
     return li;
   }
 
@@ -276,13 +277,36 @@
     if (!state.frame) state.frame = window.requestAnimationFrame(flush);
   }
 
+  // The same record read back from a file: its time has only milliseconds, its traceback is in
+  // the message. What identifies it across the two: source, level, subtopic, the message's first line.
+  function looseKey(rec) {
+    const message = text(rec.message);
+    const newline = message.indexOf("\n");
+    return [rec.source, rec.levelno, rec.subtopic, newline < 0 ? message : message.slice(0, newline)].join("\u0000");
+  }
+
+  // The records shown that one from the files could repeat: those within 2 ms of the oldest shown.
+  function nearOldest() {
+    const near = new Map();
+    for (const li of ui.records.children) {
+      if (state.oldest === null || li._created > state.oldest + 0.002) break;
+      const times = near.get(li._loose) || [];
+      times.push(li._created);
+      near.set(li._loose, times);
+    }
+    return near;
+  }
+
   // Records from the files, older than everything shown: inserted at the top, oldest first.
   function prepend(records) {
     const fragment = document.createDocumentFragment();
+    const near = nearOldest();
     let added = 0;
     for (const rec of records) {
       addSource(rec.source);
       const key = keyOf(rec);
+      const times = near.get(looseKey(rec));
+      if (times && times.some((t) => Math.abs(t - Number(rec.created)) <= 0.002)) continue;
       if (state.keys.has(key)) continue;
       state.keys.add(key);
       fragment.appendChild(render(rec, true));
