@@ -23,12 +23,18 @@ from zlogcollect.health import Health
 from zlogcollect.helpers import Throttle
 from zlogcollect.metrics import registry
 from zlogcollect.stats import Stats
+from zlogcollect.stream import MAX_STREAMS, SOCKET_KEY, LiveStream
+from zlogcollect.webauth import Auth
 from zlogcollect.wire import escape_text
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 32
-"""HTTP connections served at once; more wait in the listen backlog."""
+"""HTTP connections served at once besides the live streams; more wait in the listen backlog."""
+POOL_SIZE = MAX_CONNECTIONS + MAX_STREAMS
+"""Greenlets serving connections: up to 32 ``/events`` streams (stream.MAX_STREAMS) plus 32 others."""
+OPEN_PATHS = ("/metrics", "/healthz")
+"""What ``--http-open-metrics`` lets through without credentials."""
 IDLE_TIMEOUT = 10.0
 """Seconds a connection may take to send its request (a slow or silent client is cut off)."""
 
@@ -49,6 +55,11 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
     def handle(self) -> None:
         self.socket.settimeout(IDLE_TIMEOUT)
         super().handle()
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[SOCKET_KEY] = self.socket  # /events sets its send buffer and write deadline
+        return environ
 
     def _handle_client_error(self, ex: Exception) -> Any:
         # pywsgi prints a traceback to stderr for a bad request that is not a ValueError
@@ -83,8 +94,22 @@ class _ErrorLog:
 class HttpServer:
     """The ``--http`` endpoint: ``/metrics`` (Prometheus text) and ``/healthz`` (JSON, 200 or 503)."""
 
-    def __init__(self, address: tuple[str, int], stats: Stats, health: Health, files: bool) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        stats: Stats,
+        health: Health,
+        files: bool,
+        live: LiveStream | None = None,
+        auth: Auth | None = None,
+        open_metrics: bool = False,
+    ) -> None:
+        """*live*: ``/events`` and ``/sources``; *auth*: the credentials every request needs (None: off),
+        but for /metrics and /healthz when *open_metrics*."""
         self._stats = stats
+        self.live = live
+        self._auth = auth
+        self._open_metrics = open_metrics
         self._health = health
         self.registry = registry(stats, health, files)
         self._metrics = make_wsgi_app(self.registry)
@@ -92,12 +117,17 @@ class HttpServer:
         self._server = WSGIServer(
             address,
             self.app,
-            spawn=gevent.pool.Pool(MAX_CONNECTIONS),
+            spawn=gevent.pool.Pool(POOL_SIZE),
             handler_class=_Handler,
             log=None,
             error_log=_ErrorLog(stats),
         )
         self._requested = address
+
+    @property
+    def auth_kinds(self) -> str:
+        """What credentials a request needs (``token``, ``basic``, ``token or basic``; '' = none)."""
+        return self._auth.kinds if self._auth is not None else ""
 
     @property
     def address(self) -> str:
@@ -117,13 +147,31 @@ class HttpServer:
             raise HttpBindError(f"cannot serve HTTP on {where}: {exc.strerror or exc}", False) from None
 
     def stop(self) -> None:
-        """Stop listening and close the connections being served."""
+        """Stop listening and close the connections being served (the live streams end first)."""
+        if self.live is not None:
+            self.live.close()
         self._server.stop(timeout=1.0)
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI application: routes the two paths; anything else is 404."""
+        """The WSGI application: checks the credentials, then routes by path; anything else is 404."""
         path = environ.get("PATH_INFO", "")
         try:
+            auth = self._auth
+            if (
+                auth is not None
+                and not (self._open_metrics and path in OPEN_PATHS)
+                and not auth.allows(environ.get("HTTP_AUTHORIZATION"))
+            ):
+                return self._unauthorized(environ, start_response, auth)
+            live = self.live
+            if live is not None and path in ("/events", "/sources"):
+                if environ.get("REQUEST_METHOD") != "GET":
+                    return _text(start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET")])
+                return (
+                    live.events(environ, start_response)
+                    if path == "/events"
+                    else live.sources(environ, start_response)
+                )
             if path == "/metrics":
                 result: Iterable[bytes] = self._metrics(environ, start_response)
                 return result
@@ -147,6 +195,22 @@ class HttpServer:
                     escape_text(traceback.format_exc(), 4000),
                 )
             return _text(start_response, "500 Internal Server Error", "internal error\n")
+
+    def _unauthorized(
+        self, environ: dict[str, Any], start_response: StartResponse, auth: Auth
+    ) -> list[bytes]:
+        """401 with the challenges; counted, and said (never with what was sent) at most every 10 s."""
+        self._stats.errors["http_unauthorized"] += 1
+        if self._complaints.allow("unauthorized"):
+            log.warning(
+                "HTTP: refused a request for %s from %s without valid credentials (more within 10 s are"
+                " only counted)",
+                escape_text(environ.get("PATH_INFO", ""), 100),
+                escape_text(str(environ.get("REMOTE_ADDR", "?")), 60),
+            )
+        return _text(
+            start_response, "401 Unauthorized", f"credentials needed: {auth.kinds}\n", auth.challenges()
+        )
 
 
 def _text(

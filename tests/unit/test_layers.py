@@ -61,6 +61,9 @@ LAYERS: dict[str, int] = {
     # `zlogcollect tail`: the pure view (patterns, lines, colour), then the SUB loop (plain zmq)
     "display": 3,
     "live": 2,  # the web viewer's filters (pure)
+    "window": 3,  # the live stream's last N accepted records, numbered, read through a filter (pure)
+    "stream": 4,  # /events and /sources: the window's clients as SSE greenlets (gevent)
+    "webauth": 1,  # --http's optional bearer token or basic credentials (pure, standard library)
     "tail": 5,
     "daemon": 7,
     "cli": 8,
@@ -83,6 +86,7 @@ COLLECTOR_SIDE = (
     "terminal",
     "cli",
     "httpd",
+    "stream",
     "metrics",
     "republish",
 )
