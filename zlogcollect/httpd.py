@@ -26,12 +26,18 @@ from zlogcollect.helpers import Throttle
 from zlogcollect.history import History, respond
 from zlogcollect.metrics import registry
 from zlogcollect.stats import Stats
+from zlogcollect.stream import MAX_STREAMS, SOCKET_KEY, LiveStream
+from zlogcollect.webauth import Auth
 from zlogcollect.wire import escape_text
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 32
-"""HTTP connections served at once; more wait in the listen backlog."""
+"""HTTP connections served at once besides the live streams; more wait in the listen backlog."""
+POOL_SIZE = MAX_CONNECTIONS + MAX_STREAMS
+"""Greenlets serving connections: up to 32 ``/events`` streams (stream.MAX_STREAMS) plus 32 others."""
+OPEN_PATHS = ("/metrics", "/healthz")
+"""What ``--http-open-metrics`` lets through without credentials."""
 IDLE_TIMEOUT = 10.0
 """Seconds a connection may take to send its request (a slow or silent client is cut off)."""
 
@@ -52,6 +58,11 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
     def handle(self) -> None:
         self.socket.settimeout(IDLE_TIMEOUT)
         super().handle()
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        environ[SOCKET_KEY] = self.socket  # /events sets its send buffer and write deadline
+        return environ
 
     def _handle_client_error(self, ex: Exception) -> Any:
         # pywsgi prints a traceback to stderr for a bad request that is not a ValueError
@@ -92,9 +103,17 @@ class HttpServer:
         stats: Stats,
         health: Health,
         files: bool,
+        live: LiveStream | None = None,
+        auth: Auth | None = None,
+        open_metrics: bool = False,
         history: History | None = None,
     ) -> None:
+        """*live*: ``/events`` and ``/sources``; *auth*: the credentials every request needs (None: off),
+        but for /metrics and /healthz when *open_metrics*; *history*: ``/search`` and ``/context``."""
         self._stats = stats
+        self.live = live
+        self._auth = auth
+        self._open_metrics = open_metrics
         self._history = history
         self._health = health
         self.registry = registry(stats, health, files)
@@ -103,12 +122,17 @@ class HttpServer:
         self._server = WSGIServer(
             address,
             self.app,
-            spawn=gevent.pool.Pool(MAX_CONNECTIONS),
+            spawn=gevent.pool.Pool(POOL_SIZE),
             handler_class=_Handler,
             log=None,
             error_log=_ErrorLog(stats),
         )
         self._requested = address
+
+    @property
+    def auth_kinds(self) -> str:
+        """What credentials a request needs (``token``, ``basic``, ``token or basic``; '' = none)."""
+        return self._auth.kinds if self._auth is not None else ""
 
     @property
     def address(self) -> str:
@@ -128,13 +152,32 @@ class HttpServer:
             raise HttpBindError(f"cannot serve HTTP on {where}: {exc.strerror or exc}", False) from None
 
     def stop(self) -> None:
-        """Stop listening and close the connections being served."""
+        """Stop listening and close the connections being served (the live streams end first)."""
+        if self.live is not None:
+            self.live.close()
         self._server.stop(timeout=1.0)
 
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI application: the page (``/``, ``/static/NAME``), /metrics, /healthz; anything else is 404."""
+        """The WSGI application: checks the credentials, then routes by path: the page (``/``,
+        ``/static/NAME``), /events, /sources, /search, /context, /metrics, /healthz; anything else is 404."""
         path = environ.get("PATH_INFO", "")
         try:
+            auth = self._auth
+            if (
+                auth is not None
+                and not (self._open_metrics and path in OPEN_PATHS)
+                and not auth.allows(environ.get("HTTP_AUTHORIZATION"))
+            ):
+                return self._unauthorized(environ, start_response, auth)
+            live = self.live
+            if live is not None and path in ("/events", "/sources"):
+                if environ.get("REQUEST_METHOD") != "GET":
+                    return _text(start_response, "405 Method Not Allowed", "use GET\n", [("Allow", "GET")])
+                return (
+                    live.events(environ, start_response)
+                    if path == "/events"
+                    else live.sources(environ, start_response)
+                )
             if path == "/metrics":
                 result: Iterable[bytes] = self._metrics(environ, start_response)
                 return result
@@ -177,6 +220,22 @@ class HttpServer:
 
         return respond(
             self._history, path, environ.get("QUERY_STRING", ""), start_response, gevent.sleep, failed
+        )
+
+    def _unauthorized(
+        self, environ: dict[str, Any], start_response: StartResponse, auth: Auth
+    ) -> list[bytes]:
+        """401 with the challenges; counted, and said (never with what was sent) at most every 10 s."""
+        self._stats.errors["http_unauthorized"] += 1
+        if self._complaints.allow("unauthorized"):
+            log.warning(
+                "HTTP: refused a request for %s from %s without valid credentials (more within 10 s are"
+                " only counted)",
+                escape_text(environ.get("PATH_INFO", ""), 100),
+                escape_text(str(environ.get("REMOTE_ADDR", "?")), 60),
+            )
+        return _text(
+            start_response, "401 Unauthorized", f"credentials needed: {auth.kinds}\n", auth.challenges()
         )
 
 
