@@ -299,6 +299,11 @@
 
   // Records from the files, older than everything shown: inserted at the top, oldest first.
   function prepend(records) {
+    if (state.frame) {
+      // The backlog still waiting for its frame goes in first: it is what the files may repeat.
+      window.cancelAnimationFrame(state.frame);
+      flush();
+    }
     const fragment = document.createDocumentFragment();
     const near = nearOldest();
     let added = 0;
