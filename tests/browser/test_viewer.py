@@ -99,6 +99,7 @@ def test_a_record_logged_by_an_app_appears_at_once_with_its_fields(
     fleet.log("worker", logging.CRITICAL, "lost the database connection", subtopic="db")
     expect(rows(page, "lost the database")).to_have_count(1)
     shot = tmp_path / "viewer.png"
+    page.set_viewport_size({"width": 1100, "height": 400})  # the size of the README's picture
     page.screenshot(path=str(shot))
     print(f"screenshot of the page: {shot}")
 
