@@ -166,7 +166,9 @@ def test_level_source_and_filter_narrow_what_is_shown_and_the_url_says_so(page: 
     assert saved[1].endswith("| app1 failed to write")
 
 
-def test_pause_holds_the_view_and_counts_and_resume_catches_up(page: Page, fleet: Fleet) -> None:
+def test_pause_and_scrolling_up_hold_the_view_and_count_and_resume_catches_up(
+    page: Page, fleet: Fleet
+) -> None:
     fleet.start()
     open_viewer(page, fleet)
     fleet.log("app1", logging.INFO, "before the pause")
@@ -187,6 +189,21 @@ def test_pause_holds_the_view_and_counts_and_resume_catches_up(page: Page, fleet
     expect(page.get_by_role("button", name="Pause")).to_be_visible()
     fleet.log("app1", logging.INFO, "after the pause")
     expect(rows(page, "after the pause")).to_have_count(1)
+
+    # Scrolled up, the view stays where it is and counts what arrives below; back down, it follows.
+    for i in range(80):
+        fleet.log("app1", logging.INFO, "filler %d", i)
+    expect(rows(page, "filler 79")).to_be_in_viewport()
+    log_area = page.locator("#log")
+    log_area.evaluate("element => { element.scrollTop = 0; }")
+    fleet.log("app1", logging.INFO, "below the view")
+    expect(page.locator("#arrived")).to_have_text("1 new below")
+    expect(rows(page, "below the view")).not_to_be_in_viewport()
+    assert log_area.evaluate("element => element.scrollTop") == 0
+    log_area.evaluate("element => { element.scrollTop = element.scrollHeight; }")
+    expect(page.locator("#arrived")).to_be_hidden()
+    fleet.log("app1", logging.INFO, "followed again")
+    expect(rows(page, "followed again")).to_be_in_viewport()
 
 
 def test_the_page_resumes_after_the_collector_restarts(page: Page, fleet: Fleet) -> None:

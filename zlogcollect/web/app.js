@@ -11,6 +11,8 @@
   const BACKLOG = 500;
   const CONTEXT_LINES = 20;
   const TYPING_DELAY_MS = 300;
+  const FLUSH_MS = 100; // new records are added to the page at most ten times a second
+  const MAX_PER_FLUSH = 1000; // and at most this many at a time
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -41,8 +43,10 @@
     following: true,
     pending: [], // records that arrived while paused (bounded like the page)
     arrivals: 0, // records that arrived since the view stopped following
-    queue: [], // records to insert at the next animation frame
-    frame: 0,
+    queue: [], // records to insert at the next flush
+    frame: 0, // the timer of the next flush
+    skipped: 0, // records not shown because they arrived faster than the page can lay them out
+    nextFlush: 0, // a flush that took T ms is followed by at least 2T ms for the user (input, scrolling)
     keys: new Set(), // what is shown, so the window and the files never show a record twice
     sources: new Set(),
     oldest: null, // `created` of the oldest record shown
@@ -242,9 +246,21 @@
     }
   }
 
-  function flush() {
+  // Adds the queued records at the bottom (*whole*: all of them, else at most MAX_PER_FLUSH).
+  function flush(whole) {
+    window.clearTimeout(state.frame);
     state.frame = 0;
-    const batch = state.queue.splice(0, state.queue.length).slice(-MAX_RECORDS);
+    const started = performance.now();
+    let batch = state.queue.splice(0, state.queue.length);
+    const cap = whole ? MAX_RECORDS : MAX_PER_FLUSH;
+    if (batch.length > cap) {
+      // More arrived than the page can lay out and stay usable: the newest are shown, the rest
+      // counted (they are in the files; Filter or Load older finds them).
+      state.skipped += batch.length - cap;
+      batch = batch.slice(-cap);
+      ui.history.textContent =
+        state.skipped.toLocaleString("en") + " records skipped to keep the page responsive (they are in the files)";
+    }
     const fragment = document.createDocumentFragment();
     for (const rec of batch) {
       const key = keyOf(rec);
@@ -255,7 +271,9 @@
     const follow = state.following;
     ui.records.appendChild(fragment);
     trim();
-    if (follow) ui.log.scrollTop = ui.log.scrollHeight;
+    if (follow) ui.log.scrollTop = ui.log.scrollHeight; // (this lays the list out now, so it is timed)
+    const now = performance.now();
+    state.nextFlush = now + Math.max(FLUSH_MS, 2 * (now - started));
   }
 
   // A live record: shown at the bottom, or held while paused.
@@ -273,8 +291,11 @@
       showArrivals();
     }
     state.queue.push(rec);
-    if (state.queue.length > MAX_RECORDS) state.queue.splice(0, state.queue.length - MAX_RECORDS);
-    if (!state.frame) state.frame = window.requestAnimationFrame(flush);
+    if (state.queue.length > 2 * MAX_RECORDS) {
+      state.skipped += state.queue.length - MAX_RECORDS;
+      state.queue.splice(0, state.queue.length - MAX_RECORDS);
+    }
+    if (!state.frame) state.frame = window.setTimeout(flush, Math.max(0, state.nextFlush - performance.now()));
   }
 
   // The same record read back from a file: its time has only milliseconds, its traceback is in
@@ -299,11 +320,8 @@
 
   // Records from the files, older than everything shown: inserted at the top, oldest first.
   function prepend(records) {
-    if (state.frame) {
-      // The backlog still waiting for its frame goes in first: it is what the files may repeat.
-      window.cancelAnimationFrame(state.frame);
-      flush();
-    }
+    // The backlog still waiting for its flush goes in first: it is what the files may repeat.
+    if (state.frame) flush(true);
     const fragment = document.createDocumentFragment();
     const near = nearOldest();
     let added = 0;
@@ -337,6 +355,7 @@
     state.queue = [];
     state.pending = [];
     state.arrivals = 0;
+    state.skipped = 0;
     state.oldest = null;
     showArrivals();
   }
@@ -499,8 +518,7 @@
       state.following = true;
       state.arrivals = 0;
       for (const rec of held) state.queue.push(rec);
-      if (state.queue.length > MAX_RECORDS) state.queue.splice(0, state.queue.length - MAX_RECORDS);
-      flush();
+      flush(true);
       ui.log.scrollTop = ui.log.scrollHeight;
     }
     showArrivals();
@@ -552,7 +570,7 @@
       state.following = true;
       state.arrivals = 0;
       showArrivals();
-    } else if (!bottom && state.following && !state.frame) {
+    } else if (!bottom && state.following) {
       state.following = false;
     }
   });
