@@ -89,6 +89,7 @@ class Stream:
         raise AssertionError(f"no such event in {limit}")
 
     def close(self) -> None:
+        self.response.close()  # the response holds the socket (the server says Connection: close)
         self.conn.close()
 
 
@@ -520,3 +521,36 @@ def test_hostile_queries_and_headers(
     assert proc.alive()
     assert proc.stop() == 0
     assert "Traceback" not in proc.stderr
+
+
+def test_32_streams_at_once_then_503_and_scrapes_still_answered(
+    collectors: list[CollectorProcess], logdir: Path, apps: list[App], streams: list[Stream]
+) -> None:
+    """Up to 32 live streams, a 33rd is told to retry; /metrics is served beside them; a stop ends them."""
+    proc, endpoint, address = start(collectors, logdir)
+    for _ in range(32):
+        stream = events(address)
+        streams.append(stream)
+        assert stream.next().name == "backlog-end"
+    status, body, response = get(address, "/events")
+    assert status == 503 and response.getheader("Retry-After") == "5" and b"32" in body
+    assert get(address, "/metrics")[0] == 200 and get(address, "/sources")[0] == 200
+    app = App(endpoint, "app1")
+    apps.append(app)
+    app.logger.info("to all")
+    for stream in streams:
+        assert stream.next().json["message"] == "to all"
+    streams.pop().close()
+    wait_until(lambda: get(address, "/events?backlog=x")[0] == 400, what="a request to be served")
+
+    def a_slot_is_free() -> bool:
+        conn, response = request(address, "/events")
+        if response.status == 200:
+            streams.append(Stream(conn, response))
+            return True
+        conn.close()
+        return False
+
+    wait_until(a_slot_is_free, what="the closed stream's slot to be free")  # seen at its next write
+    assert proc.stop() == 0  # the open streams do not hold the stop up
+    assert proc.counters()["errors"]["http_too_many_streams"] >= 1
