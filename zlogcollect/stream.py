@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 
 import gevent
 import gevent.event
+import gevent.socket
 
 from zlogcollect.live import Filter, FilterError
 from zlogcollect.stats import Stats
@@ -144,7 +145,9 @@ class LiveStream:
                 [("Retry-After", "5")],
             )
         sock = environ.get(SOCKET_KEY)
-        if isinstance(sock, socket.socket):
+        if not isinstance(sock, gevent.socket.socket):
+            sock = None
+        else:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                 sock.settimeout(SEND_TIMEOUT)
@@ -156,9 +159,10 @@ class LiveStream:
                 ("Content-Type", "text/event-stream; charset=utf-8"),
                 ("Cache-Control", "no-store"),
                 ("X-Accel-Buffering", "no"),
+                ("Connection", "close"),  # its socket was read by the watcher: no second request on it
             ],
         )
-        return self._stream(flt, backlog, str(environ.get("HTTP_LAST_EVENT_ID", ""))[:200])
+        return self._stream(flt, backlog, str(environ.get("HTTP_LAST_EVENT_ID", ""))[:200], sock)
 
     def _start(self, flt: Filter, backlog: int, last_id: str) -> tuple[bytes, int]:
         """The stream's first chunk (retry, missed, backlog, backlog-end) and the cursor after it."""
@@ -175,14 +179,18 @@ class LiveStream:
         out.append(_event("backlog-end", {"count": len(found), "oldest": oldest}))
         return b"".join(out), window.total
 
-    def _stream(self, flt: Filter, backlog: int, last_id: str) -> Iterator[bytes]:
+    def _stream(
+        self, flt: Filter, backlog: int, last_id: str, sock: gevent.socket.socket | None = None
+    ) -> Iterator[bytes]:
         self.clients += 1
+        gone = gevent.event.Event()
+        watcher = gevent.spawn(_watch, sock, gone) if sock is not None else None
         try:
             first, cursor = self._start(flt, backlog, last_id)
             yield first
             window = self.window
             beat = time.monotonic() + HEARTBEAT
-            while not self.closing:
+            while not (self.closing or gone.is_set()):
                 found = window.read(cursor, flt, READ_LIMIT)
                 cursor = found.cursor
                 chunk = _records(found.events, window.run)
@@ -199,10 +207,29 @@ class LiveStream:
                 if wait <= 0:
                     yield b": keepalive\n\n"
                     beat = time.monotonic() + HEARTBEAT
-                elif self._wake.wait(wait):
-                    gevent.sleep(COALESCE)
+                else:
+                    woken = gevent.wait([self._wake, gone], timeout=wait, count=1)
+                    if woken and not gone.is_set():
+                        gevent.sleep(COALESCE)
         finally:
             self.clients -= 1
+            if watcher is not None:
+                watcher.kill()  # before pywsgi touches the socket again
+
+
+def _watch(sock: gevent.socket.socket, gone: gevent.event.Event) -> None:
+    """Read the stream's socket until the client hangs up, then set *gone*: a closed tab frees its
+    slot at once, not at the next write. Whatever a client sends meanwhile is read and ignored."""
+    try:
+        while True:
+            try:
+                if not sock.recv(4096):
+                    break
+            except TimeoutError:
+                continue
+    except OSError:
+        pass
+    gone.set()
 
 
 def _plain(
