@@ -80,7 +80,7 @@ MAX_CONTINUATION_LINES: Final = 10_000
 """Continuation lines joined into one record at most; further ones are records of their own."""
 PAUSE_EVERY: Final = 2000
 """Lines read between two calls of the pause callable (and deadline checks)."""
-SLACK: Final = 300.0
+SLACK: Final = 5.0
 """Seconds a record's time may be out of order in a file (``created`` is the sender's clock):
 reading stops only at records this much older than what is still wanted."""
 MAX_FILES: Final = 100_000
@@ -91,6 +91,9 @@ _TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}", re.ASCI
 _ORIGIN: Final = re.compile(r"-|(.+):(\d+|-)", re.S)
 _CONTINUED: Final = re.compile(
     r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}) \| (.*?) \+ (.*)", re.S | re.ASCII
+)
+_HEADISH: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} \| (.*?) \| .*? \| .*? \| ", re.S | re.ASCII
 )
 _CURRENT: Final = re.compile(r".+\.log", re.S)
 _ROTATED: Final = re.compile(
@@ -151,6 +154,18 @@ class LineFormat:
     plain_continuations: bool = False
     """``--multiline plain``: a line that is no record continues the record before it."""
     _seconds: dict[str, float] = field(default_factory=dict, compare=False, repr=False)
+    _levels: dict[str, tuple[str, int] | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def level(self, name: str) -> tuple[str, int] | None:
+        """``levels.lookup``, remembered (a file holds a handful of level names)."""
+        try:
+            return self._levels[name]
+        except KeyError:
+            found = self.levels.lookup(name)
+            if len(self._levels) > 1000:
+                self._levels.clear()
+            self._levels[name] = found
+            return found
 
     def epoch(self, text: str) -> float:
         """``YYYY-MM-DD HH:MM:SS.mmm`` as epoch seconds; ValueError if it is no such time."""
@@ -179,7 +194,7 @@ def _text_record(line: str, fmt: LineFormat, seven: bool) -> dict[str, Any] | No
     parts = line.split(" | ", 6 if seven else 5)
     if len(parts) != (7 if seven else 6) or not _TIME.fullmatch(parts[0]):
         return None
-    found = fmt.levels.lookup(parts[1])
+    found = fmt.level(parts[1])
     if found is None:
         return None
     if seven:
@@ -241,13 +256,21 @@ def _json_record(line: str, fmt: LineFormat) -> dict[str, Any] | None:
     return data
 
 
-def parse_line(line: str, fmt: LineFormat) -> tuple[int, Any]:
-    """One line: ``(HEAD, record)``, ``(CONT, text)`` (a continuation line's text) or ``(RAW, line)``."""
+def parse_line(line: str, fmt: LineFormat, quick: re.Pattern[str] | None = None) -> tuple[int, Any]:
+    """One line: ``(HEAD, record)``, ``(CONT, text)`` (a continuation line's text) or ``(RAW, line)``.
+
+    With *quick* (a search's substring): a text record's first line without it is ``(HEAD, None)``,
+    not read further (most lines of a search are not wanted; reading them costs ten times more).
+    """
     if line.startswith("{"):
         record = _json_record(line, fmt)
         if record is not None:
             return HEAD, record
     elif line[:1].isdigit():
+        if quick is not None and quick.search(line) is None:
+            head = _HEADISH.match(line)
+            if head is not None and fmt.level(head.group(1)) is not None:
+                return HEAD, None
         record = _text_record(line, fmt, fmt.peer) or _text_record(line, fmt, not fmt.peer)
         if record is not None:
             return HEAD, record
@@ -283,34 +306,53 @@ class _Budget:
         self._pause = pause
         self._count = 0
 
-    def tick(self) -> None:
-        self._count += 1
+    def tick(self, weight: int = 1) -> None:
+        """One line read (or *weight* lines' worth of other work)."""
+        self._count += weight
         if self._count >= PAUSE_EVERY:
             self._count = 0
             self._pause()
             if self._clock() > self._end:
                 raise _Deadline
 
-    def check(self) -> None:
-        if self._clock() > self._end:
-            raise _Deadline
+
+_CHUNK_WEIGHT: Final = 200
+"""A 1 MiB chunk counted through costs about as much as this many lines parsed."""
 
 
-def _count_lines(fd: int, end: int, budget: _Budget) -> int:
-    """Newlines in the first *end* bytes."""
-    count = 0
-    pos = 0
-    while pos < end:
-        chunk = os.pread(fd, min(1024 * 1024, end - pos), pos)
-        if not chunk:
-            break
-        count += chunk.count(b"\n")
-        pos += len(chunk)
-        budget.check()
-    return count
+class LineCounts:
+    """Newlines counted in the files so far, by inode: a file only grows (the collector appends), so
+    the next search counts only what was added. A file whose start differs, or that shrank, is counted
+    again."""
+
+    MAX_ENTRIES: Final = 10_000
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[int, int, bytes]] = {}
+
+    def count(self, fd: int, end: int, budget: _Budget) -> int:
+        """Newlines in the first *end* bytes of the open file *fd*."""
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        head = os.pread(fd, 64, 0)
+        pos, count = 0, 0
+        known = self._known.get(key)
+        if known is not None and known[0] <= end and known[2] == head:
+            pos, count = known[0], known[1]
+        while pos < end:
+            chunk = os.pread(fd, min(1024 * 1024, end - pos), pos)
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            pos += len(chunk)
+            budget.tick(_CHUNK_WEIGHT)
+        if len(self._known) >= self.MAX_ENTRIES:
+            self._known.clear()
+        self._known[key] = (pos, count, head)
+        return count
 
 
-def _complete_end(fd: int, size: int) -> int:
+def _complete_end(fd: int, size: int, budget: _Budget) -> int:
     """*size*, or less: the end of the last complete line (a line still being written is left out)."""
     pos = size
     while pos > 0:
@@ -320,6 +362,7 @@ def _complete_end(fd: int, size: int) -> int:
         if found >= 0:
             return start + found + 1
         pos = start
+        budget.tick(_CHUNK_WEIGHT // 16)
     return 0
 
 
@@ -344,6 +387,7 @@ def _lines_backward(fd: int, end: int, last_no: int, budget: _Budget) -> Iterato
                 if kept <= MAX_LINE_BYTES:
                     pieces.append(chunk[:stop])
                     kept += stop
+                budget.tick(_CHUNK_WEIGHT // 16)  # a long line: many chunks without a newline
                 break
             pieces.append(chunk[found + 1 : stop])
             yield _line(fd, number, start + found + 1, line_end, pieces)
@@ -394,7 +438,7 @@ def _lines_forward(
                 skipped += len(more)
                 if not more or more.endswith(b"\n"):
                     break
-                budget.check()
+                budget.tick(_CHUNK_WEIGHT // 16)
             size = skipped
         else:
             size = len(data)
@@ -409,11 +453,19 @@ def _lines_forward(
 # --- lines to records -------------------------------------------------------------------------
 
 
-def _records_backward(lines: Iterable[Line], fmt: LineFormat) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record), last first: continuation lines joined to the record they follow."""
+def _records_backward(
+    lines: Iterable[Line], fmt: LineFormat, quick: re.Pattern[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """(line number, record), last first: continuation lines joined to the record they follow.
+
+    With *quick*, a record none of whose lines holds it comes as None (see :func:`parse_line`).
+    """
     pending: list[tuple[int, str, str]] = []  # (number, text, raw line), last first
     for number, _, text in lines:
-        kind, value = parse_line(text, fmt)
+        check = quick
+        if check is not None and pending and any(check.search(raw) for _, _, raw in pending):
+            check = None
+        kind, value = parse_line(text, fmt, check)
         if kind == CONT:
             pending.append((number, value, text))
             if len(pending) > MAX_CONTINUATION_LINES:
@@ -421,9 +473,9 @@ def _records_backward(lines: Iterable[Line], fmt: LineFormat) -> Iterator[tuple[
                 pending = []
             continue
         if kind == HEAD:
-            if pending:
+            if pending and value is not None:
                 value["message"] = "\n".join([value["message"], *(cont for _, cont, _ in reversed(pending))])
-                pending = []
+            pending = []
             yield number, value
             continue
         if pending:
@@ -643,6 +695,7 @@ class History:
         self.source_files = source_files
         self.deadline = deadline
         self.clock = clock
+        self.counts = LineCounts()
 
     # -- query parameters
 
@@ -721,11 +774,14 @@ class History:
 
     def _search_plain(self, fd: int, log: LogFile, query: Query, found: _Found, budget: _Budget) -> None:
         """A plain file, read backwards until its records are older than what is still wanted."""
-        end = _complete_end(fd, os.fstat(fd).st_size)
-        last = _count_lines(fd, end, budget)
+        end = _complete_end(fd, os.fstat(fd).st_size, budget)
+        last = self.counts.count(fd, end, budget)
         when = log.mtime
         since = query.since
-        for number, record in _records_backward(_lines_backward(fd, end, last, budget), self.fmt):
+        lines = _lines_backward(fd, end, last, budget)
+        for number, record in _records_backward(lines, self.fmt, _quick(query.filter)):
+            if record is None:
+                continue  # not wanted, and not read further
             created = record.get("created")
             if created is not None:
                 when = created
@@ -781,7 +837,7 @@ class History:
                     lines = _lines_forward(stream, 1, budget)
                 else:
                     fd = stream.fileno()
-                    end = _complete_end(fd, os.fstat(fd).st_size)
+                    end = _complete_end(fd, os.fstat(fd).st_size, budget)
                     # Start some way before the line: far enough for *before* records of a few lines each.
                     first = max(1, line - (before + 1) * 20 - 2000)
                     stream.seek(_offset_of_line(fd, first, end, budget))
@@ -806,6 +862,14 @@ class History:
         yield done.as_dict()
 
 
+def _quick(chosen: Filter) -> re.Pattern[str] | None:
+    """The filter's pattern if every record it matches has it in one of its lines as written: a
+    plain substring (a regular expression may anchor on the fields' joins), not inverted."""
+    if chosen.pattern is None or chosen.invert or chosen.query.startswith("/") or "\n" in chosen.query:
+        return None
+    return chosen.pattern
+
+
 def _in_range(when: float, query: Query) -> bool:
     return (query.since is None or when >= query.since) and (query.until is None or when <= query.until)
 
@@ -828,7 +892,7 @@ def _offset_of_line(fd: int, number: int, end: int, budget: _Budget) -> int:
             return pos + found + 1
         left -= count
         pos += len(chunk)
-        budget.check()
+        budget.tick(_CHUNK_WEIGHT)
     return end
 
 

@@ -371,3 +371,17 @@ def test_a_file_being_written_is_read_up_to_its_last_complete_line(tmp_path: Pat
 def test_the_filter_is_lives_filter(tmp_path: Path) -> None:
     write_two_sources(tmp_path, 3)
     assert Filter.from_query({"q": ["!app1"]}).matches(search(tmp_path, q="!app1")[0][0])
+
+
+def test_line_numbers_stay_right_as_a_file_grows_or_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_text(text(*(record("a", "INFO", f"m{i}", NOW + i) for i in range(3))))
+    found = History(str(tmp_path), UTC)
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3]
+    with path.open("a") as out:  # appended: only the new part is counted
+        out.write(text(record("a", "INFO", "m3", NOW + 3)))
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3, 4]
+    replaced = tmp_path / "new"
+    replaced.write_text(text(*(record("b", "INFO", f"n{i}", NOW + i) for i in range(6))))
+    replaced.replace(path)
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3, 4, 5, 6]
