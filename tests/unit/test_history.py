@@ -385,3 +385,19 @@ def test_line_numbers_stay_right_as_a_file_grows_or_is_replaced(tmp_path: Path) 
     replaced.write_text(text(*(record("b", "INFO", f"n{i}", NOW + i) for i in range(6))))
     replaced.replace(path)
     assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_substring_in_any_line_of_a_multiline_record_finds_the_whole_record(tmp_path: Path) -> None:
+    trace = "failed\nTraceback (most recent call last):\nKeyError: 'k'"
+    (tmp_path / "a.log").write_text(
+        text(
+            record("a", "INFO", "before", NOW),
+            record("a", "ERROR", trace, NOW + 1),
+            record("a", "INFO", "x", NOW + 2),
+        )
+    )
+    os.utime(tmp_path / "a.log", (NOW + 3,) * 2)
+    for q in ("keyerror", "failed", "most recent", "!before"):
+        found, _ = search(tmp_path, q=q, level="ERROR")
+        assert messages(found) == [trace], q
+    assert messages(search(tmp_path, q="/^a/")[0]) == ["before", trace, "x"]  # a regex: every record read
