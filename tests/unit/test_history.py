@@ -401,3 +401,23 @@ def test_a_substring_in_any_line_of_a_multiline_record_finds_the_whole_record(tm
         found, _ = search(tmp_path, q=q, level="ERROR")
         assert messages(found) == [trace], q
     assert messages(search(tmp_path, q="/^a/")[0]) == ["before", trace, "x"]  # a regex: every record read
+
+
+def test_skipping_lines_without_the_substring_finds_what_reading_every_line_finds(tmp_path: Path) -> None:
+    """A substring search passes over chunks that lack it; a regular expression reads every line:
+    both find the same records, tracebacks spanning chunk boundaries included."""
+    records = []
+    for i in range(6000):
+        message = f"line {i}"
+        if i % 97 == 0:
+            message += "".join(f"\n  frame {i}.{k} " + "x" * 40 for k in range(30)) + f"\nNeedle{i}Error"
+        records.append(record("a", "ERROR" if i % 7 == 0 else "INFO", message, NOW + i / 100))
+    (tmp_path / "a.log").write_text(text(*records))
+    os.utime(tmp_path / "a.log", (NOW + 100,) * 2)
+    assert (tmp_path / "a.log").stat().st_size > 5 * history.CHUNK
+    for q in ("needle", "needle1164error", "frame 2231.29", "line 4", "line 5999", "nothing at all"):
+        skipped, done = search(tmp_path, q=q, limit="10000")
+        every, _ = search(tmp_path, q=f"/{q}/i", limit="10000")
+        assert skipped == every, q
+        assert done["reason"] is None
+    assert len(search(tmp_path, q="needle", limit="10000")[0]) == len(range(0, 6000, 97))
