@@ -46,7 +46,7 @@ import re
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Final
 
@@ -391,9 +391,13 @@ class _Skipper:
             or (self.sources is not None and not any(needle in region for needle in self.sources))
         ):
             return False
-        newline = region.find(b"\n")
-        first = region[: newline if 0 <= newline < MAX_LINE_BYTES else MAX_LINE_BYTES]
-        return parse_line(_decode(first, False), self.fmt)[0] != CONT
+        return not self.continues(region)
+
+    def continues(self, data: bytes) -> bool:
+        """Whether the first line of *data* is a continuation line."""
+        newline = data.find(b"\n")
+        first = data[: newline if 0 <= newline < MAX_LINE_BYTES else MAX_LINE_BYTES]
+        return parse_line(_decode(first, False), self.fmt)[0] == CONT
 
 
 _PLAIN_NAME: Final = re.compile(r"[\x21-\x7e]+", re.ASCII)
@@ -472,6 +476,60 @@ def _lines_backward(
                     budget.tick(count // 16 + 1)
         pos = start
     yield _line(fd, number, 0, line_end, pieces)
+
+
+def _lines_skipping(stream: IO[bytes], budget: _Budget, skip: _Skipper) -> Iterator[Line]:  # noqa: C901 - one loop over blocks, kept together
+    """The lines of a compressed file, first first, read in blocks: a block's complete lines are
+    passed over (only counted) when *skip* says so and the next block does not start with a
+    continuation line (the record of one of them would go on there)."""
+    number = 1
+    carry = b""
+    held: bytes | None = None  # a block's complete lines, waiting for the next block
+    dropping = False  # the rest of an over-long line
+    while True:
+        block = stream.read(CHUNK)
+        budget.tick(_CHUNK_WEIGHT // 16)
+        if not block:
+            break
+        if dropping:
+            newline = block.find(b"\n")
+            if newline < 0:
+                continue
+            block, dropping = block[newline + 1 :], False
+        data = carry + block
+        last = data.rfind(b"\n")
+        if last < 0:
+            carry = data
+            if len(data) > MAX_LINE_BYTES:
+                if held is not None:
+                    number = yield from _emit(held, number, budget)
+                    held = None
+                yield number, -1, _decode(data[:MAX_LINE_BYTES], True)
+                number += 1
+                carry, dropping = b"", True
+            continue
+        region, carry = data[:last], data[last + 1 :]
+        if held is not None:
+            if skip(held) and not skip.continues(region):
+                number += held.count(b"\n") + 1
+            else:
+                number = yield from _emit(held, number, budget)
+        held = region
+    if held is not None:
+        if skip(held) and not (carry and skip.continues(carry)):
+            number += held.count(b"\n") + 1
+        else:
+            number = yield from _emit(held, number, budget)
+    if carry and not dropping:
+        yield number, -1, _decode(carry[:MAX_LINE_BYTES], len(carry) > MAX_LINE_BYTES)
+
+
+def _emit(region: bytes, number: int, budget: _Budget) -> Generator[Line, None, int]:
+    for data in region.split(b"\n"):
+        yield number, -1, _decode(data[:MAX_LINE_BYTES], len(data) > MAX_LINE_BYTES)
+        budget.tick()
+        number += 1
+    return number
 
 
 def _line(fd: int, number: int, start: int, end: int, pieces: list[bytes]) -> Line:
@@ -843,8 +901,22 @@ class History:
         """A compressed backup, read forwards: its newest ``limit`` matches go to *found*."""
         kept: collections.deque[tuple[float, int, dict[str, Any]]] = collections.deque(maxlen=query.limit)
         when = 0.0
+        skipper = _skipper(query.filter, self.fmt) if self.skipping else None
+        lines: Iterator[Line]
+        if skipper is not None:
+            lines = _lines_skipping(stream, budget, skipper)
+        elif query.filter.empty and query.since is None and query.until is None and self.skipping:
+            # Everything wanted: only the last lines can hold the newest records, so only they are read as records.
+            tail: collections.deque[Line] = collections.deque(maxlen=query.limit * 4 + 100)
+            try:
+                tail.extend(_lines_forward(stream, 1, budget))
+            except (OSError, EOFError, zlib.error):
+                pass
+            lines = iter(tail)
+        else:
+            lines = _lines_forward(stream, 1, budget)
         try:
-            for first, _, record in _records_forward(_lines_forward(stream, 1, budget), self.fmt):
+            for first, _, record in _records_forward(lines, self.fmt):
                 created = record.get("created")
                 when = created if created is not None else when
                 if _in_range(when, query) and query.filter.matches(record):

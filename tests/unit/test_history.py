@@ -407,7 +407,7 @@ def test_skipping_lines_without_the_substring_finds_what_reading_every_line_find
     """A substring search passes over chunks that lack it; a regular expression reads every line:
     both find the same records, tracebacks spanning chunk boundaries included."""
     records = []
-    for i in range(6000):
+    for i in range(3000):
         message = f"line {i}"
         if i % 97 == 0:
             message += "".join(f"\n  frame {i}.{k} " + "x" * 40 for k in range(30)) + f"\nNeedle{i}Error"
@@ -417,14 +417,17 @@ def test_skipping_lines_without_the_substring_finds_what_reading_every_line_find
     (tmp_path / "sub").mkdir()  # the same records as --json lines (a route's copy: found once, in a.log)
     render = json_formatter(True)
     (tmp_path / "sub" / "j.log").write_text("".join(render(one) for one in records[::-1]))
-    assert (tmp_path / "a.log").stat().st_size > 5 * history.CHUNK
+    with gzip.open(tmp_path / "sub" / "g.log.2027-01-14.gz", "wt") as out:  # read forwards, in blocks
+        out.write(text(*(record("g", one.levelname, one.message, one.received - DAY) for one in records)))
+    os.utime(tmp_path / "sub" / "g.log.2027-01-14.gz", (NOW - DAY + 100,) * 2)
+    assert (tmp_path / "a.log").stat().st_size > 3 * history.CHUNK
     fast = History(str(tmp_path), UTC)
     slow = History(str(tmp_path), UTC)
     slow.skipping = False
     queries = [
         {"q": [q]} for q in ("needle", "needle1164error", "frame 2231.29", "line 4", "line 5999", "nothing")
     ]
-    queries += [{"level": ["ERROR"]}, {"level": ["CRITICAL"]}, {"source": ["a"]}, {"source": ["b"]}]
+    queries += [{"level": ["ERROR"]}, {"level": ["CRITICAL"]}, {"source": ["a"]}, {"source": ["g"]}]
     queries += [
         {"level": ["ERROR"], "q": ["needle"]},
         {"level": ["error"], "q": ["line 1"], "source": ["a,b"]},
@@ -435,4 +438,18 @@ def test_skipping_lines_without_the_substring_finds_what_reading_every_line_find
         every = list(slow.search(slow.query(params)))
         assert skipped == every, params
         assert skipped[-1]["reason"] is None
-    assert len(search(tmp_path, q="needle", limit="10000")[0]) == len(range(0, 6000, 97))
+    needles = search(tmp_path, q="needle", limit="10000")[0]
+    assert len(needles) == 2 * len(range(0, 3000, 97))  # a.log and the .gz
+
+
+def test_an_unfiltered_search_of_a_gz_reads_only_its_last_lines_as_records(tmp_path: Path) -> None:
+    records = [record("a", "INFO", f"m{i}" + ("\nmore" if i % 3 == 0 else ""), NOW + i) for i in range(3000)]
+    with gzip.open(tmp_path / "a.log.2027-01-14.gz", "wt") as out:
+        out.write(text(*records))
+    fast = History(str(tmp_path), UTC)
+    slow = History(str(tmp_path), UTC)
+    slow.skipping = False
+    for limit in ("1", "5", "10000"):
+        got = list(fast.search(fast.query({"limit": [limit]})))
+        assert got == list(slow.search(slow.query({"limit": [limit]}))), limit
+    assert [(one["message"], one["line"]) for one in got[-3:-1]] == [("m2998", 3999), ("m2999", 4000)]
