@@ -371,3 +371,85 @@ def test_a_file_being_written_is_read_up_to_its_last_complete_line(tmp_path: Pat
 def test_the_filter_is_lives_filter(tmp_path: Path) -> None:
     write_two_sources(tmp_path, 3)
     assert Filter.from_query({"q": ["!app1"]}).matches(search(tmp_path, q="!app1")[0][0])
+
+
+def test_line_numbers_stay_right_as_a_file_grows_or_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    path.write_text(text(*(record("a", "INFO", f"m{i}", NOW + i) for i in range(3))))
+    found = History(str(tmp_path), UTC)
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3]
+    with path.open("a") as out:  # appended: only the new part is counted
+        out.write(text(record("a", "INFO", "m3", NOW + 3)))
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3, 4]
+    replaced = tmp_path / "new"
+    replaced.write_text(text(*(record("b", "INFO", f"n{i}", NOW + i) for i in range(6))))
+    replaced.replace(path)
+    assert [one["line"] for one in list(found.search(Query()))[:-1]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_substring_in_any_line_of_a_multiline_record_finds_the_whole_record(tmp_path: Path) -> None:
+    trace = "failed\nTraceback (most recent call last):\nKeyError: 'k'"
+    (tmp_path / "a.log").write_text(
+        text(
+            record("a", "INFO", "before", NOW),
+            record("a", "ERROR", trace, NOW + 1),
+            record("a", "INFO", "x", NOW + 2),
+        )
+    )
+    os.utime(tmp_path / "a.log", (NOW + 3,) * 2)
+    for q in ("keyerror", "failed", "most recent", "!before"):
+        found, _ = search(tmp_path, q=q, level="ERROR")
+        assert messages(found) == [trace], q
+    assert messages(search(tmp_path, q="/^a/")[0]) == ["before", trace, "x"]  # a regex: every record read
+
+
+def test_skipping_lines_without_the_substring_finds_what_reading_every_line_finds(tmp_path: Path) -> None:
+    """A substring search passes over chunks that lack it; a regular expression reads every line:
+    both find the same records, tracebacks spanning chunk boundaries included."""
+    records = []
+    for i in range(3000):
+        message = f"line {i}"
+        if i % 97 == 0:
+            message += "".join(f"\n  frame {i}.{k} " + "x" * 40 for k in range(30)) + f"\nNeedle{i}Error"
+        records.append(record("a", "ERROR" if i % 7 == 0 else "INFO", message, NOW + i / 100))
+    (tmp_path / "a.log").write_text(text(*records))
+    os.utime(tmp_path / "a.log", (NOW + 100,) * 2)
+    (tmp_path / "sub").mkdir()  # the same records as --json lines (a route's copy: found once, in a.log)
+    render = json_formatter(True)
+    (tmp_path / "sub" / "j.log").write_text("".join(render(one) for one in records[::-1]))
+    with gzip.open(tmp_path / "sub" / "g.log.2027-01-14.gz", "wt") as out:  # read forwards, in blocks
+        out.write(text(*(record("g", one.levelname, one.message, one.received - DAY) for one in records)))
+    os.utime(tmp_path / "sub" / "g.log.2027-01-14.gz", (NOW - DAY + 100,) * 2)
+    assert (tmp_path / "a.log").stat().st_size > 3 * history.CHUNK
+    fast = History(str(tmp_path), UTC)
+    slow = History(str(tmp_path), UTC)
+    slow.skipping = False
+    queries = [
+        {"q": [q]} for q in ("needle", "needle1164error", "frame 2231.29", "line 4", "line 5999", "nothing")
+    ]
+    queries += [{"level": ["ERROR"]}, {"level": ["CRITICAL"]}, {"source": ["a"]}, {"source": ["g"]}]
+    queries += [
+        {"level": ["ERROR"], "q": ["needle"]},
+        {"level": ["error"], "q": ["line 1"], "source": ["a,b"]},
+    ]
+    for params in queries:
+        params["limit"] = ["10000"]
+        skipped = list(fast.search(fast.query(params)))
+        every = list(slow.search(slow.query(params)))
+        assert skipped == every, params
+        assert skipped[-1]["reason"] is None
+    needles = search(tmp_path, q="needle", limit="10000")[0]
+    assert len(needles) == 2 * len(range(0, 3000, 97))  # a.log and the .gz
+
+
+def test_an_unfiltered_search_of_a_gz_reads_only_its_last_lines_as_records(tmp_path: Path) -> None:
+    records = [record("a", "INFO", f"m{i}" + ("\nmore" if i % 3 == 0 else ""), NOW + i) for i in range(3000)]
+    with gzip.open(tmp_path / "a.log.2027-01-14.gz", "wt") as out:
+        out.write(text(*records))
+    fast = History(str(tmp_path), UTC)
+    slow = History(str(tmp_path), UTC)
+    slow.skipping = False
+    for limit in ("1", "5", "10000"):
+        got = list(fast.search(fast.query({"limit": [limit]})))
+        assert got == list(slow.search(slow.query({"limit": [limit]}))), limit
+    assert [(one["message"], one["line"]) for one in got[-3:-1]] == [("m2998", 3999), ("m2999", 4000)]
