@@ -115,9 +115,9 @@ class Fleet:
         self.proc: CollectorProcess | None = None
         self.address = ""
 
-    def start(self, http: str = "127.0.0.1:0") -> str:
+    def start(self, http: str = "127.0.0.1:0", env: dict[str, str] | None = None) -> str:
         """Start the collector (again, after :meth:`stop`); returns ``http://HOST:PORT``."""
-        proc = CollectorProcess(["--bind", self.endpoint, "--dir", str(self.logdir), "--http", http])
+        proc = CollectorProcess(["--bind", self.endpoint, "--dir", str(self.logdir), "--http", http], env=env)
         self.collectors.append(proc)
         proc.wait_ready()
         ready = next(line for line in proc.stderr_lines if "ready:" in line)

@@ -20,7 +20,7 @@ from tests.helpers import read_lines, wait_until
 from zlogcollect.testing.process import free_port
 
 try:
-    from playwright.sync_api import Locator, Page, expect
+    from playwright.sync_api import Browser, Locator, Page, expect
 except ImportError:  # the browser fixture skips (or fails, under CI=true) and says why
     pass
 
@@ -279,3 +279,22 @@ def test_history_shows_records_written_before_the_page_opened(page: Page, fleet:
         "app2 lost the quota server",
         "app2 carries on without quotas",
     ]
+
+
+def test_with_basic_auth_the_browser_logs_in_and_the_stream_follows(
+    browser: Browser, fleet: Fleet, page: Page
+) -> None:
+    fleet.start(env={"ZLOGCOLLECT_HTTP_USER": "ops", "ZLOGCOLLECT_HTTP_PASSWORD": "s3cret pass"})
+    refused = page.request.get(f"{fleet.url}/")
+    assert refused.status == 401  # no credentials: nothing of the page
+    assert "<script" not in refused.text()
+
+    context = browser.new_context(http_credentials={"username": "ops", "password": "s3cret pass"})
+    try:
+        authed = Watched(context.new_page())
+        open_viewer(authed.page, fleet)
+        fleet.log("app1", logging.WARNING, "seen by the logged-in page")
+        expect(rows(authed.page, "seen by the logged-in page")).to_have_count(1)
+        assert authed.problems == []
+    finally:
+        context.close()
