@@ -136,6 +136,12 @@ def test_level_source_and_filter_narrow_what_is_shown_and_the_url_says_so(page: 
     shows(page, 2)
     page.get_by_label("Filter").fill("/talk.*db/")
     shows(page, 1)
+    page.get_by_label("Filter").fill("/(unclosed/")  # the collector refuses it: one line, said on the page
+    expect(page.locator("#status")).to_have_text(re.compile(r"^q: not a regular expression"))
+    shows(page, 0)
+    page.get_by_label("Filter").fill("/talk.*db/")
+    expect(page.locator("#status")).to_have_text("live")
+    shows(page, 1)
 
     # The link reproduces the view: the controls and the records follow the URL.
     open_viewer(page, fleet, "?level=ERROR&source=app2&q=timeout")

@@ -423,16 +423,19 @@
   // The stream was refused (a bad filter, or auth): say why, then try again later.
   async function explain(generation) {
     let message = "disconnected";
+    let refused = false; // a 4xx (a bad filter, no credentials): asking again would not help
     try {
       const controller = new AbortController();
       const response = await fetch("/events?" + query(), { signal: controller.signal });
       if (!response.ok) message = (await response.text()).split("\n")[0] || response.statusText;
+      refused = response.status >= 400 && response.status < 500;
       controller.abort();
     } catch (err) {
       // the collector is away
     }
     if (generation !== state.generation) return;
     setStatus(message, "trouble");
+    if (refused) return;
     window.setTimeout(() => {
       if (generation === state.generation && state.source && state.source.readyState === EventSource.CLOSED) connect();
     }, 3000);
