@@ -178,7 +178,9 @@ class CollectorConfig:
     )
     http: str = setting(
         "",
-        "Serve the live web viewer (/), Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on HOST:PORT;"
+        "Serve the live web viewer (/, /events, /sources), Prometheus metrics (/metrics) and a health"
+        " check (/healthz) over HTTP on HOST:PORT, and (collect) a search over the files in --dir"
+        " (/search, /context: docs/WEB.md);"
         f" the conventional port is {HTTP_PORT} (e.g. 127.0.0.1:{HTTP_PORT}); '' = off.",
         RECEIVE,
         metavar="HOST:PORT",

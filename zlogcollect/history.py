@@ -77,6 +77,11 @@ MAX_LINE_BYTES: Final = 1024 * 1024
 """A longer line is cut to this many bytes (the record's message ends with :data:`CUT`)."""
 CUT: Final = " [line cut]"
 MAX_CONTINUATION_LINES: Final = 10_000
+MAX_RECORD_CHARS: Final = 4 * 1024 * 1024
+MAX_ANSWER_CHARS: Final = 64 * 1024 * 1024
+"""Continuation lines join one record up to MAX_RECORD_CHARS (further ones are records of their
+own); an answer holds messages of MAX_ANSWER_CHARS at most (the oldest give way), so a file of
+huge lines cannot make a search take the collector's memory."""
 """Continuation lines joined into one record at most; further ones are records of their own."""
 PAUSE_EVERY: Final = 2000
 """Lines read between two calls of the pause callable (and deadline checks)."""
@@ -596,6 +601,7 @@ def _records_backward(
     *skipper* is told whether continuation lines are waiting for their record's first line.
     """
     pending: list[tuple[int, str, str]] = []  # (number, text, raw line), last first
+    size = 0
     for number, _, text in lines:
         if skipper is not None:
             skipper.idle = True  # set again below while continuation lines wait
@@ -605,21 +611,22 @@ def _records_backward(
         kind, value = parse_line(text, fmt, check)
         if kind == CONT:
             pending.append((number, value, text))
-            if len(pending) > MAX_CONTINUATION_LINES:
+            size += len(text)
+            if len(pending) > MAX_CONTINUATION_LINES or size > MAX_RECORD_CHARS:
                 yield pending[-1][0], _raw("\n".join(raw for _, _, raw in reversed(pending)))
-                pending = []
+                pending, size = [], 0
             elif skipper is not None:
                 skipper.idle = False
             continue
         if kind == HEAD:
             if pending and value is not None:
                 value["message"] = "\n".join([value["message"], *(cont for _, cont, _ in reversed(pending))])
-            pending = []
+            pending, size = [], 0
             yield number, value
             continue
         if pending:
             yield pending[-1][0], _raw("\n".join(raw for _, _, raw in reversed(pending)))
-            pending = []
+            pending, size = [], 0
         yield number, _raw(value)
     if pending:
         yield pending[-1][0], _raw("\n".join(raw for _, _, raw in reversed(pending)))
@@ -630,10 +637,17 @@ def _records_forward(lines: Iterable[Line], fmt: LineFormat) -> Iterator[tuple[i
     current: dict[str, Any] | None = None
     first = last = 0
     texts: list[str] = []
+    size = 0
     for number, _, text in lines:
         kind, value = parse_line(text, fmt)
-        if kind == CONT and current is not None and len(texts) < MAX_CONTINUATION_LINES:
+        if (
+            kind == CONT
+            and current is not None
+            and len(texts) < MAX_CONTINUATION_LINES
+            and size < MAX_RECORD_CHARS
+        ):
             texts.append(value)
+            size += len(value)
             last = number
             continue
         if current is not None:
@@ -651,6 +665,7 @@ def _records_forward(lines: Iterable[Line], fmt: LineFormat) -> Iterator[tuple[i
             if kind == RAW:
                 yield first, last, current
                 current = None
+        size = len(texts[0])
     if current is not None:
         if len(texts) > 1:
             current["message"] = "\n".join(texts)
@@ -755,6 +770,11 @@ def _identity(record: Mapping[str, Any]) -> _Key:
     )
 
 
+def _chars(record: Mapping[str, Any]) -> int:
+    message = record.get("message")
+    return len(message) if isinstance(message, str) else 0
+
+
 class _Found:
     """The newest *limit* matches so far (a heap, oldest on top), each record once across files."""
 
@@ -763,6 +783,7 @@ class _Found:
         self.heap: list[tuple[float, str, int, _Key | None, dict[str, Any]]] = []
         self.seen: dict[_Key, list[Any]] = {}
         self.dropped = False
+        self.chars = 0
 
     @property
     def full(self) -> bool:
@@ -790,8 +811,13 @@ class _Found:
         if key is not None:
             entry = self.seen.setdefault(key, [path, 0])
             entry[1] += 1
+        self.chars += _chars(record)
+        while self.chars > MAX_ANSWER_CHARS and len(self.heap) > 1:
+            self._forget(heapq.heappop(self.heap))
+            self.dropped = True
 
     def _forget(self, item: tuple[float, str, int, _Key | None, dict[str, Any]]) -> None:
+        self.chars -= _chars(item[4])
         key = item[3]
         if key is not None:
             entry = self.seen.get(key)
@@ -899,7 +925,6 @@ class History:
         self, stream: IO[bytes], log: LogFile, query: Query, found: _Found, budget: _Budget
     ) -> None:
         """A compressed backup, read forwards: its newest ``limit`` matches go to *found*."""
-        kept: collections.deque[tuple[float, int, dict[str, Any]]] = collections.deque(maxlen=query.limit)
         when = 0.0
         skipper = _skipper(query.filter, self.fmt) if self.skipping else None
         lines: Iterator[Line]
@@ -920,12 +945,10 @@ class History:
                 created = record.get("created")
                 when = created if created is not None else when
                 if _in_range(when, query) and query.filter.matches(record):
-                    kept.append((when, first, record))
+                    record["file"], record["line"] = log.path, first
+                    found.add(when, log.path, first, record)
         except (OSError, EOFError, zlib.error):
             pass  # a damaged or unfinished archive: what was read stands
-        for when, first, record in kept:
-            record["file"], record["line"] = log.path, first
-            found.add(when, log.path, first, record)
 
     def _search_plain(self, fd: int, log: LogFile, query: Query, found: _Found, budget: _Budget) -> None:
         """A plain file, read backwards until its records are older than what is still wanted."""

@@ -115,6 +115,11 @@ def test_yesterdays_error_from_app2_is_found_with_its_file_and_line_and_context(
     assert "not a time" in body
     status, _, body = get(address, "/search?level=LOUD")
     assert status == 400 and "level" in body
+    for bad_query in ("/context?file=app2.log&line=abc", "/search?limit=99999", "/search?q=%2F%28%2F"):
+        status, _, body = get(address, bad_query)
+        assert status == 400 and body.count("\n") == 1, bad_query
+    found, done = ndjson(address, "/search?q=%ff%fe%00%1b[31m&source=%ff&since=0")  # garbage, but a query
+    assert found == [] and done["reason"] is None
     for bad in ("../logs/app2.log", "%2Fetc%2Fpasswd", "_publishers.json", "nothere.log"):
         status, _, body = get(address, f"/context?file={bad}&line=1")
         assert status == 404, bad

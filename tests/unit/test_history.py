@@ -453,3 +453,19 @@ def test_an_unfiltered_search_of_a_gz_reads_only_its_last_lines_as_records(tmp_p
         got = list(fast.search(fast.query({"limit": [limit]})))
         assert got == list(slow.search(slow.query({"limit": [limit]}))), limit
     assert [(one["message"], one["line"]) for one in got[-3:-1]] == [("m2998", 3999), ("m2999", 4000)]
+
+
+def test_huge_records_and_answers_stay_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Continuation lines join one record up to MAX_RECORD_CHARS; an answer's messages are capped too."""
+    line = "y" * (history.MAX_LINE_BYTES - 100)
+    huge = record("a", "ERROR", "head\n" + "\n".join([line] * 12), NOW)
+    (tmp_path / "a.log").write_text(text(huge, record("a", "INFO", "small", NOW + 1)))
+    os.utime(tmp_path / "a.log", (NOW + 2,) * 2)
+    for found in (search(tmp_path, limit="10000")[0], context(tmp_path, "a.log", 1, before=0, after=20)):
+        assert all(len(one["message"]) <= history.MAX_RECORD_CHARS + history.MAX_LINE_BYTES for one in found)
+        assert found[0]["message"].startswith("head\n") and found[-1]["message"] == "small"
+        assert sum(len(one["message"]) for one in found) >= 12 * len(line)  # nothing lost, only split
+    monkeypatch.setattr(history, "MAX_ANSWER_CHARS", 3 * history.MAX_LINE_BYTES)
+    found, done = search(tmp_path, limit="10000")
+    assert sum(len(one["message"]) for one in found) <= 3 * history.MAX_LINE_BYTES
+    assert found[-1]["message"] == "small" and done["truncated"] and done["reason"] == "limit"
