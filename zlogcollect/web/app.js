@@ -295,7 +295,7 @@
       state.skipped += state.queue.length - MAX_RECORDS;
       state.queue.splice(0, state.queue.length - MAX_RECORDS);
     }
-    if (!state.frame) state.frame = window.setTimeout(flush, Math.max(0, state.nextFlush - performance.now()));
+    if (!state.frame) state.frame = window.setTimeout(() => flush(false), Math.max(0, state.nextFlush - performance.now()));
   }
 
   // The same record read back from a file: its time has only milliseconds, its traceback is in
