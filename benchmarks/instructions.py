@@ -80,22 +80,31 @@ def _peer_line() -> Callable[[int], None]:
     return run
 
 
-def _drain(structured: bool) -> Callable[[int], None]:
-    """Collector.dispatch into the real FileSink (state file on), a flush every 1,000 records."""
+def _drain(structured: bool, live: bool = False) -> Callable[[int], None]:
+    """Collector.dispatch into the real FileSink (state file on), a flush every 1,000 records.
+
+    *live*: with ``--http``'s live window fed as the daemon feeds it (an append per record, the
+    window's commit per 1,000), no client connected."""
     from zlogcollect.collector import Collector
     from zlogcollect.config import from_mapping
     from zlogcollect.daemon import build_file_sink
     from zlogcollect.stats import Stats
+    from zlogcollect.window import Window
 
     def run(n: int) -> None:
         with tempfile.TemporaryDirectory() as directory:
             stats = Stats()
             sink = build_file_sink(from_mapping({"dir": directory}), stats)
             collector = Collector([sink], stats, state_path=os.path.join(directory, "_state.json"))
+            window = Window()
+            if live:
+                collector.accepted = window.add
             dispatch = collector.dispatch
             for index, frames in enumerate(_frames(structured, n)):
                 dispatch(frames)
                 if index % 1000 == 999:
+                    if live:
+                        window.commit()
                     collector.flush()
             collector.close()
             if stats.received != n:
@@ -136,6 +145,7 @@ PROBES: dict[str, Callable[[], Callable[[int], None]]] = {
     "peer line (CURVE on), structured record": _peer_line,
     "in-process drain, plain": lambda: _drain(False),
     "in-process drain, structured": lambda: _drain(True),
+    "in-process drain, structured, --http live window": lambda: _drain(True, live=True),
     "pyzmq send + receive, two frames": lambda: _zmq(False),
     "pyzmq send + receive, three frames": lambda: _zmq(True),
 }

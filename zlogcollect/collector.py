@@ -105,6 +105,9 @@ class Collector:
         self.republish: Callable[[Sequence[bytes], Record], None] | None = None
         """Called with the frames and the record of every accepted record, after the sinks
         (``--publish``); the daemon sets it only while someone subscribes. It must not raise."""
+        self.accepted: Callable[[Record], None] | None = None
+        """Called with every accepted record, after the sinks (``--http``'s live window: one
+        ``list.append``); None when ``--http`` is off. It must not raise."""
         self.after_drain: Callable[[], None] | None = None
         """Called at the end of every drain that received something, before the batch is written
         (``--publish`` sends what the batch queued). It must not raise."""
@@ -173,7 +176,9 @@ class Collector:
                 "refused a connection: %s (more within 10 s are only counted)", _REFUSALS.get(reason, reason)
             )
 
-    def dispatch(self, frames: Sequence[bytes], peer: str | None = None) -> None:
+    def dispatch(  # noqa: C901 - the per-record hot path, kept in one frame on purpose
+        self, frames: Sequence[bytes], peer: str | None = None
+    ) -> None:
         """Parse one frame set and give the record to every sink; never raises.
 
         *peer*: the CURVE certificate name the frames came from (None without CURVE).
@@ -215,6 +220,9 @@ class Collector:
                 self._complain(
                     "sink_error", f"a sink failed on a record from {escape_text(record.source or '-', 100)}"
                 )
+        accepted = self.accepted
+        if accepted is not None:
+            accepted(record)
         republish = self.republish
         if republish is not None:
             republish(frames, record)

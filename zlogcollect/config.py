@@ -106,6 +106,10 @@ def _check_http(value: str) -> str | None:
     return None
 
 
+def _check_window(value: int) -> str | None:
+    return None if 1 <= value <= 100_000 else "expected 1 to 100000 records"
+
+
 def _check_file_word(value: str) -> str | None:
     if value and _FILE_WORD.fullmatch(value) and not value.startswith("."):
         return None
@@ -174,11 +178,36 @@ class CollectorConfig:
     )
     http: str = setting(
         "",
-        "Serve Prometheus metrics (/metrics) and a health check (/healthz) over HTTP on HOST:PORT;"
+        "Serve the live web viewer (/, /events, /sources), Prometheus metrics (/metrics) and a health"
+        " check (/healthz) over HTTP on HOST:PORT, and (collect) a search over the files in --dir"
+        " (/search, /context: docs/WEB.md);"
         f" the conventional port is {HTTP_PORT} (e.g. 127.0.0.1:{HTTP_PORT}); '' = off.",
         RECEIVE,
         metavar="HOST:PORT",
         check=_check_http,
+    )
+    http_window: int = setting(
+        10_000,
+        "With --http: the live stream's window, the last N accepted records kept in memory for"
+        " /events (backlog when a page opens, resume after a reconnect); at most 100000.",
+        RECEIVE,
+        metavar="N",
+        check=_check_window,
+    )
+    http_auth_file: str = setting(
+        "",
+        "With --http: a file of token=SECRET and/or user=NAME and password=SECRET lines; every path"
+        " then needs that bearer token or basic auth. Or set ZLOGCOLLECT_HTTP_TOKEN, or"
+        " ZLOGCOLLECT_HTTP_USER and ZLOGCOLLECT_HTTP_PASSWORD; never on the command line."
+        " '' and none of those = no auth.",
+        RECEIVE,
+        metavar="FILE",
+    )
+    http_open_metrics: bool = setting(
+        False,
+        "With HTTP auth on: let /metrics and /healthz be read without credentials (for a Prometheus"
+        " server or a load balancer's health check).",
+        RECEIVE,
     )
     publish: tuple[str, ...] = setting(
         (),
@@ -631,6 +660,8 @@ def _check_access(config: CollectorConfig) -> None:
         )
     if config.publish_allow_keys and not config.curve_secret:
         raise ConfigError("publish_allow_keys needs curve_secret: --publish uses the collector's certificate")
+    if config.http_auth_file and not config.http:
+        raise ConfigError("http_auth_file needs http: there is no --http endpoint to guard")
     if config.publish_allow_keys and not config.publish:
         raise ConfigError("publish_allow_keys needs publish: there is no --publish endpoint to guard")
     try:

@@ -8,7 +8,7 @@ import resource
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -370,14 +370,63 @@ def save_counters(path: str, stats: Stats, files: bool, mode: int = privileges.S
         log.warning("cannot write the counters to %s: %s", path, escape_text(str(exc)))
 
 
-def build_http(config: CollectorConfig, stats: Stats, health: Health, files: bool) -> HttpServer | None:
-    """The ``--http`` server, not yet listening; prometheus_client is imported only when asked for."""
+def build_http(
+    config: CollectorConfig,
+    stats: Stats,
+    health: Health,
+    files: bool,
+    environ: Mapping[str, str] | None = None,
+) -> HttpServer | None:
+    """The ``--http`` server with its live window, not yet listening; its credentials (if any) read
+    from ``--http-auth-file`` or *environ* now, so a bad one is exit 78 before anything is bound.
+    prometheus_client and the stream are imported only when asked for."""
     address = config.http_address
     if address is None:
         return None
+    from zlogcollect.history import History, LineFormat
     from zlogcollect.httpd import HttpServer
+    from zlogcollect.stream import LiveStream
+    from zlogcollect.webauth import AuthError, load_auth, world_readable
+    from zlogcollect.window import Window
 
-    return HttpServer(address, stats, health, files)
+    history = None
+    if files:
+        fmt = LineFormat(
+            config.level_table,
+            config.utc,
+            peer=config.format == formatting.DEFAULT_PEER_FORMAT
+            or (config.format == formatting.DEFAULT_FORMAT and bool(config.curve_secret)),
+            plain_continuations=config.multiline == "plain",
+        )
+        history = History(os.path.abspath(config.dir), fmt, config.errors_file, config.default_routes)
+    try:
+        auth = load_auth(config.http_auth_file, os.environ if environ is None else environ)
+    except AuthError as exc:
+        raise DaemonStartupError(str(exc), ExitStatus.CONFIG) from None
+    if config.http_auth_file and world_readable(config.http_auth_file):
+        log.warning("http_auth_file %r can be read by every user: chmod 600 it", config.http_auth_file)
+    directory = os.path.abspath(config.dir) if files and config.default_routes else None
+    live = LiveStream(
+        Window(config.http_window, config.utc), stats, config.level_table, directory, config.errors_file
+    )
+    return HttpServer(address, stats, health, files, live, auth, config.http_open_metrics, history)
+
+
+def feed_live(collector: Collector, http: HttpServer | None, republisher: Republisher) -> None:
+    """Hand the collector its per-record and per-drain steps: ``--publish``'s flush always, and with
+    ``--http`` the live window's append (per record) and commit and wake-up (per drain)."""
+    live = http.live if http is not None else None
+    if live is None:
+        collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
+        return
+    collector.accepted = live.window.add
+    flush, commit = republisher.flush, live.after_drain
+
+    def after_drain() -> None:
+        flush()
+        commit()
+
+    collector.after_drain = after_drain
 
 
 def start_http(http: HttpServer) -> None:
@@ -459,6 +508,10 @@ def announce_ready(
         targets.append(f"publishing on {' '.join(republisher.endpoints)}")
     if http is not None:
         targets.append(f"metrics on http://{http.address}/metrics")
+        if http.live is not None:
+            targets.append(f"live stream on http://{http.address}/events")
+        if http.auth_kinds:
+            targets.append(f"HTTP auth: {http.auth_kinds}")
     announce(
         "ready: listening on %s, %s (pid %d)",
         " ".join(collector.endpoints),
@@ -546,7 +599,7 @@ def run(
     )
     http = build_http(config, stats, health, files)
     republisher = Republisher(stats.published, config.publish_hwm)  # binds only with --publish
-    collector.after_drain = republisher.flush  # sends what a drain queued (nothing without --publish)
+    feed_live(collector, http, republisher)
     notifier = Notifier()
     try:
         start(

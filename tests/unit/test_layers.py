@@ -62,6 +62,11 @@ LAYERS: dict[str, int] = {
     # `zlogcollect tail`: the pure view (patterns, lines, colour), then the SUB loop (plain zmq)
     "display": 3,
     "live": 2,  # the web viewer's filters (pure)
+    "web": 0,  # the web viewer's page: package data and its headers (standard library)
+    "history": 3,  # the web viewer's search: the collector's files read back into records (pure)
+    "window": 3,  # the live stream's last N accepted records, numbered, read through a filter (pure)
+    "stream": 4,  # /events and /sources: the window's clients as SSE greenlets (gevent)
+    "webauth": 1,  # --http's optional bearer token or basic credentials (pure, standard library)
     "tail": 5,
     "daemon": 7,
     "cli": 8,
@@ -84,6 +89,7 @@ COLLECTOR_SIDE = (
     "terminal",
     "cli",
     "httpd",
+    "stream",
     "metrics",
     "republish",
 )

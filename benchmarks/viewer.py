@@ -1,0 +1,122 @@
+"""The web viewer under load: ``python -m benchmarks.viewer [--rate 20000] [--seconds 60]``.
+
+A collector with ``--http`` receives *rate* records/s from two ZLogHandler apps
+(``benchmarks.workers.latency_app``, half the rate each) for *seconds* (longer,
+and slower, when the machine cannot keep up: the achieved rate is reported), while Debian's chromium
+(driven by Playwright) shows the page with no filter: the worst case, every
+record goes to the browser. Once a second the page is asked a question
+(``page.evaluate``) and the answer's round trip is timed, first with no load
+(what the machine gives anyway), then under the load: the page is responsive
+when that stays short. Also read: the records in the DOM (at most 5,000),
+the JavaScript heap, and the collector's counters. Prints one JSON object.
+
+Needs /usr/bin/chromium and playwright (the ``test`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from typing import Any
+
+from benchmarks.common import percentile, progress, scratch, tcp_endpoint, worker, zlogcollect
+
+SENDERS = 2
+"""App processes sharing the rate (one ZLogHandler each)."""
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+PROBE_JS = """() => ({
+  rows: document.querySelectorAll('#records > li').length,
+  heap: (performance.memory && performance.memory.usedJSHeapSize) || 0,
+  status: document.getElementById('status').textContent,
+  note: document.getElementById('history').textContent,
+})"""
+
+
+def measure(rate: float, seconds: float) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    with scratch("zlview") as work:
+        endpoint = tcp_endpoint()
+        collector = zlogcollect(
+            "collect", ["--bind", endpoint, "--dir", str(work / "logs"), "--http", "127.0.0.1:0"], work
+        )
+        try:
+            ready = next(line for line in collector.stderr_lines if "ready:" in line)
+            found = re.search(r"http://(\S+?)/", ready)
+            assert found, ready
+            url = f"http://{found.group(1)}/"
+            with sync_playwright() as driver:
+                browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(url)
+                page.wait_for_function("document.getElementById('status').textContent === 'live'")
+                apps = [
+                    worker(
+                        "latency_app",
+                        stdin=True,
+                        endpoint=endpoint,
+                        root=f"load{i}",
+                        rate=rate / SENDERS,
+                        seconds=seconds,
+                        max_seconds=seconds * 5 + 60,
+                    )
+                    for i in range(SENDERS)
+                ]
+                for app in apps:
+                    app.wait_stdout()
+                idle: list[float] = []
+                for _ in range(5):  # the same question with no load: what the machine gives anyway
+                    started = time.perf_counter()
+                    page.evaluate(PROBE_JS)
+                    idle.append((time.perf_counter() - started) * 1000)
+                    time.sleep(0.2)
+                for app in apps:
+                    app.tell("go")
+                progress(f"viewer: {rate:.0f} records/s for {seconds:.0f} s into the page")
+                rtts: list[float] = []
+                samples: list[dict[str, Any]] = []
+                while any(app.alive() for app in apps):  # as long as the apps log (slower than asked if
+                    started = time.perf_counter()  # the machine cannot keep up)
+                    sample = page.evaluate(PROBE_JS)
+                    rtts.append((time.perf_counter() - started) * 1000)
+                    samples.append(sample)
+                    time.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+                sent = [app.wait_json(60) for app in apps]
+                page.screenshot(path=str(work / "viewer-load.png"))
+                browser.close()
+            counts = collector.ask_counters()
+        finally:
+            collector.stop()
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "sent": sum(part["sent"] for part in sent),
+        "sent_per_second": round(sum(part["sent"] / part["seconds"] for part in sent)),
+        "sending_seconds": round(max(part["seconds"] for part in sent), 1),
+        "collector_received": counts.get("received"),
+        "idle_evaluate_ms_p50": round(percentile(idle, 50), 1),
+        "evaluate_ms_p50": round(percentile(rtts, 50), 1),
+        "evaluate_ms_p99": round(percentile(rtts, 99), 1),
+        "evaluate_ms_max": round(max(rtts), 1),
+        "dom_rows_max": max(s["rows"] for s in samples),
+        "js_heap_mb_max": round(max(s["heap"] for s in samples) / 1e6, 1),
+        "js_heap_mb_last": round(samples[-1]["heap"] / 1e6, 1),
+        "status_last": samples[-1]["status"],
+        "note_last": samples[-1]["note"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.viewer", description=__doc__)
+    parser.add_argument("--rate", type=float, default=20_000.0, help="records/s the app logs")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long")
+    args = parser.parse_args(argv)
+    json.dump(measure(args.rate, args.seconds), sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
