@@ -337,14 +337,7 @@
     }
     const wasAtBottom = atBottom();
     ui.records.insertBefore(fragment, ui.records.firstElementChild);
-    // The page keeps the newest records: history beyond the limit is not shown.
-    while (ui.records.childElementCount > MAX_RECORDS) {
-      const gone = ui.records.firstElementChild;
-      state.keys.delete(gone._key);
-      ui.records.removeChild(gone);
-    }
-    const first = ui.records.firstElementChild;
-    state.oldest = first ? first._created : null;
+    trim(); // the page keeps the newest records: history beyond the limit is not shown
     if (wasAtBottom && state.following) ui.log.scrollTop = ui.log.scrollHeight;
     return added;
   }
