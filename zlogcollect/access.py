@@ -30,6 +30,7 @@ __all__ = [
     "load_allow_list",
     "load_secret_certificate",
     "parse_networks",
+    "peer_name",
 ]
 
 KEY_SUFFIX: Final = ".key"
@@ -111,13 +112,23 @@ def load_allow_list(directory: str, what: str = "allow_keys") -> AllowList:
         if key in names:
             duplicates.append(entry)
             continue
-        names[key] = entry[: -len(KEY_SUFFIX)]
+        names[key] = peer_name(entry[: -len(KEY_SUFFIX)])
     if not names:
         raise AccessError(
             f"{what} {directory!r}: no *.key public key files in it"
             " (make one per app with: zlogcollect keygen NAME --dir DIR, and copy NAME.key here)"
         )
     return AllowList(directory, names, tuple(duplicates))
+
+
+def peer_name(stem: str) -> str:
+    """The peer's name for a certificate file's stem, as every line and file name will show it.
+
+    A file name can hold anything but ``/`` and NUL: control characters, a tab
+    and a newline are written as escapes (``\\x1b``, ``\\n``) once, here, so
+    no line can be split or a terminal driven by a name, whatever uses it.
+    """
+    return stem if stem.isprintable() else repr(stem)[1:-1]
 
 
 def parse_networks(specs: Iterable[str], what: str = "allow_ip") -> tuple[Network, ...]:

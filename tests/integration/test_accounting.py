@@ -57,3 +57,23 @@ def test_every_record_received_is_written_quarantined_or_counted(tmp_path: Path)
     for path, count in stats.written.items():
         assert len((tmp_path / path).read_text(encoding="utf-8").splitlines()) == count, path
     assert len((tmp_path / "_malformed.log").read_text(encoding="utf-8").splitlines()) == 5
+
+
+@pytest.mark.parametrize("source_from_peer", [False, True])
+def test_a_hostile_certificate_name_is_escaped_on_the_line_and_in_file_names(
+    tmp_path: Path, source_from_peer: bool
+) -> None:
+    """The peer is a certificate's file name (access.peer_name escapes it when the allow-list is read);
+    even a raw one reaching dispatch never puts a control character on a line or leaves --dir."""
+    stats = Stats()
+    render = formatting.text_formatter(formatting.DEFAULT_PEER_FORMAT, False, "prefix")
+    sink = FileSink(str(tmp_path), Router(default_routes(), "default"), render, Rotation(), stats)
+    collector = Collector([sink], stats, source_from_peer=source_from_peer)
+    collector.dispatch([b"app1.ERROR", b"hello"], "evil\x1b[2J..")
+    collector.dispatch([b"app1.INFO", b"bad \xff"], "evil\x1b[2J")  # quarantined: the peer is named
+    collector.close()
+    written = {path.relative_to(tmp_path).as_posix(): path.read_text() for path in tmp_path.rglob("*.log")}
+    assert all(not path.startswith("..") and "\x1b" not in path and "\n" not in path for path in written)
+    text = "".join(written.values())
+    assert "\x1b" not in text and "evil\\x1b[2J" in text
+    assert "(peer evil\\x1b[2J)" in written["_malformed.log"]

@@ -160,3 +160,12 @@ def test_zap_replies(tmp_path: Path) -> None:
         assert refused == [("d", "unknown_key", "127.0.0.1"), ("elsewhere", "unknown_domain", "127.0.0.1")]
     finally:
         context.term()
+
+
+def test_a_certificate_name_with_controls_or_a_newline_is_escaped_once(tmp_path: Path) -> None:
+    """The name becomes the peer on every line and in file names: never a raw newline or escape."""
+    public, _ = make(tmp_path / "made", "app")
+    (tmp_path / "allow").mkdir()
+    (tmp_path / "allow" / "evil\x1b[2J\nforged\t.key").write_bytes(public.read_bytes())
+    (name,) = load_allow_list(str(tmp_path / "allow")).names.values()
+    assert name == "evil\\x1b[2J\\nforged\\t" and name.isprintable()
