@@ -27,6 +27,17 @@ from benchmarks.common import percentile, progress, scratch, tcp_endpoint, worke
 SENDERS = 2
 """App processes sharing the rate (one ZLogHandler each)."""
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+KEEP_STREAMS_JS = """(() => {
+  const Original = window.EventSource;
+  window.__streams = [];
+  window.EventSource = class extends Original {
+    constructor(...args) { super(...args); window.__streams.push(this); }
+  };
+  window.__long = [];  // the page's tasks over 50 ms (what a click would wait behind), in ms
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) window.__long.push(entry.duration);
+  }).observe({ type: "longtask", buffered: true });
+})()"""
 PROBE_JS = """() => ({
   rows: document.querySelectorAll('#records > li').length,
   heap: (performance.memory && performance.memory.usedJSHeapSize) || 0,
@@ -35,7 +46,7 @@ PROBE_JS = """() => ({
 })"""
 
 
-def measure(rate: float, seconds: float) -> dict[str, Any]:
+def measure(rate: float, seconds: float, subscribe: bool = True) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with scratch("zlview") as work:
@@ -51,8 +62,13 @@ def measure(rate: float, seconds: float) -> dict[str, Any]:
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.add_init_script(KEEP_STREAMS_JS)
                 page.goto(url)
                 page.wait_for_function("document.getElementById('status').textContent === 'live'")
+                if not subscribe:  # the control: the same page, its stream closed, the same load
+                    page.evaluate("() => window.__streams.forEach((es) => es.close())")
+                cdp = page.context.new_cdp_session(page)
+                cdp.send("Performance.enable")
                 apps = [
                     worker(
                         "latency_app",
@@ -73,6 +89,8 @@ def measure(rate: float, seconds: float) -> dict[str, Any]:
                     page.evaluate(PROBE_JS)
                     idle.append((time.perf_counter() - started) * 1000)
                     time.sleep(0.2)
+                page.evaluate("() => { window.__long.length = 0; }")
+                before = _metrics(cdp)
                 for app in apps:
                     app.tell("go")
                 progress(f"viewer: {rate:.0f} records/s for {seconds:.0f} s into the page")
@@ -84,6 +102,8 @@ def measure(rate: float, seconds: float) -> dict[str, Any]:
                     rtts.append((time.perf_counter() - started) * 1000)
                     samples.append(sample)
                     time.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+                after = _metrics(cdp)
+                long_tasks: list[float] = page.evaluate("() => window.__long")
                 sent = [app.wait_json(60) for app in apps]
                 page.screenshot(path=str(work / "viewer-load.png"))
                 browser.close()
@@ -104,17 +124,42 @@ def measure(rate: float, seconds: float) -> dict[str, Any]:
         "dom_rows_max": max(s["rows"] for s in samples),
         "js_heap_mb_max": round(max(s["heap"] for s in samples) / 1e6, 1),
         "js_heap_mb_last": round(samples[-1]["heap"] / 1e6, 1),
+        "subscribed": subscribe,
+        # main-thread busy share while the apps logged (1.0: the page's thread never idle)
+        "main_thread_busy": round(_share(before, after, "TaskDuration"), 3),
+        "script_busy": round(_share(before, after, "ScriptDuration"), 3),
+        "layout_busy": round(
+            _share(before, after, "LayoutDuration") + _share(before, after, "RecalcStyleDuration"), 3
+        ),
+        "long_tasks": len(long_tasks),
+        "long_task_ms_p50": round(percentile(long_tasks, 50), 1) if long_tasks else 0.0,
+        "long_task_ms_max": round(max(long_tasks, default=0.0), 1),
         "status_last": samples[-1]["status"],
         "note_last": samples[-1]["note"],
     }
+
+
+def _metrics(cdp: Any) -> dict[str, float]:
+    """Chrome's performance counters (CDP ``Performance.getMetrics``), and when they were read."""
+    found = {m["name"]: float(m["value"]) for m in cdp.send("Performance.getMetrics")["metrics"]}
+    found["_wall"] = time.perf_counter()
+    return found
+
+
+def _share(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """Seconds of *name* per second of wall time between two readings."""
+    return (after.get(name, 0.0) - before.get(name, 0.0)) / max(1e-9, after["_wall"] - before["_wall"])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.viewer", description=__doc__)
     parser.add_argument("--rate", type=float, default=20_000.0, help="records/s the app logs")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long")
+    parser.add_argument(
+        "--no-subscribe", action="store_true", help="control: close the page's stream before the load starts"
+    )
     args = parser.parse_args(argv)
-    json.dump(measure(args.rate, args.seconds), sys.stdout)
+    json.dump(measure(args.rate, args.seconds, not args.no_subscribe), sys.stdout)
     print()
 
 

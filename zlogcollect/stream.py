@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -61,10 +61,15 @@ def _event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _records(events: Iterable[tuple[int, str]], run: str) -> bytes:
+def _records(events: Sequence[tuple[int, str]], run: str) -> bytes:
+    """*events* as ``event: records`` of at most :data:`READ_LIMIT` records each: ``data`` a JSON
+    array, ``id`` the last record's (a resume goes on after the whole batch). One event per read,
+    not per record: a page at 20,000 records/s handles tens of events a second, not 20,000."""
     return b"".join(
-        f"id: {run}-{number}\nevent: record\ndata: {text}\n\n".encode("utf-8", "backslashreplace")
-        for number, text in events
+        f"id: {run}-{part[-1][0]}\nevent: records\ndata: [{','.join(text for _, text in part)}]\n\n".encode(
+            "utf-8", "backslashreplace"
+        )
+        for part in (events[start : start + READ_LIMIT] for start in range(0, len(events), READ_LIMIT))
     )
 
 

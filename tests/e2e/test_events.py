@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import CollectorProcess, StockSender, read_lines, short_ipc_endpoint, wait_until
 from zlogcollect.handler import ZLogHandler
+from zlogcollect.stream import READ_LIMIT
 from zlogcollect.testing.process import environ, free_port
 
 pytestmark = pytest.mark.e2e
@@ -53,9 +54,27 @@ class Stream:
     response: http.client.HTTPResponse
     comments: list[str] = field(default_factory=list)
     retry: str | None = None
+    batches: list[Event] = field(default_factory=list)
+    """Every ``event: records`` read, as sent (a JSON array, the id of its last record)."""
+    pending: list[Event] = field(default_factory=list)
 
     def next(self) -> Event:
-        """The next event (comments and retry noted on the way); fails on the socket timeout."""
+        """The next event, a batch's records one by one: each ``event: records`` (a JSON array whose
+        ``id`` is its last record's) is checked and given back as ``record`` events, one per record,
+        with the record's own id, as the page handles them."""
+        if not self.pending:
+            event = self.wire()
+            if event.name != "records":
+                return event
+            self.batches.append(event)
+            batch = json.loads(event.data)
+            assert isinstance(batch, list) and batch, event.data[:200]
+            assert event.id == batch[-1]["id"], (event.id, batch[-1]["id"])
+            self.pending = [Event("record", json.dumps(rec), rec["id"]) for rec in batch]
+        return self.pending.pop(0)
+
+    def wire(self) -> Event:
+        """The next event as sent (comments and retry noted on the way); fails on the socket timeout."""
         name, event_id = "message", None
         data: list[str] = []
         while True:
@@ -263,11 +282,44 @@ def test_backlog_and_backlog_end(
     assert [event.json["message"] for event in seen[:-1]] == ["record 77", "record 78", "record 79"]
     assert [event.number for event in seen[:-1]] == [78, 79, 80]
     assert seen[-1].json == {"count": 3, "oldest": seen[0].json["created"]}
+    # The backlog is one event, not three: a JSON array whose id is its last record's.
+    assert [(len(json.loads(batch.data)), batch.number) for batch in stream.batches] == [(3, 80)]
     # Only 50 are kept: the backlog is what the window holds.
     everything = records_in_window(address, 5000)
     assert len(everything) == 50 and everything[0]["message"] == "record 30"
     app.logger.info("after")
     assert stream.next().json["message"] == "after"
+    assert stream.batches[-1].number == 81
+
+
+def test_a_flood_arrives_in_batches_of_at_most_a_read_and_resumes_after_a_batch(
+    collectors: list[CollectorProcess], logdir: Path, apps: list[App], streams: list[Stream]
+) -> None:
+    """Records logged faster than a client reads arrive as few events (each up to READ_LIMIT records,
+    2,500 in a backlog are three), and a resume from a batch's id goes on after that whole batch."""
+    _, endpoint, address = start(collectors, logdir, "--http-window", "5000")
+    app = App(endpoint, "app1")
+    apps.append(app)
+    for i in range(2500):
+        app.logger.info("early %d", i)
+    wait_until(lambda: len(records_in_window(address, 5000)) == 2500, what="the window to fill")
+    stream = events(address, "/events?backlog=5000")
+    streams.append(stream)
+    seen = stream.until(lambda event: event.name == "backlog-end")
+    assert [event.number for event in seen[:-1]] == list(range(1, 2501))
+    assert [len(json.loads(batch.data)) for batch in stream.batches] == [READ_LIMIT, READ_LIMIT, 500]
+    for i in range(3000):
+        app.logger.info("flood %d", i)
+    got = [stream.next() for _ in range(3000)]
+    assert [event.number for event in got] == list(range(2501, 5501))
+    live = stream.batches[3:]
+    assert all(len(json.loads(batch.data)) <= READ_LIMIT for batch in live) and len(live) < 3000
+    stream.close()
+    # Resume from the id of the first live batch: the records after it, none of it again.
+    resumed = events(address, "/events", {"Last-Event-ID": live[0].id or ""})
+    streams.append(resumed)
+    after = live[0].number
+    assert [resumed.next().number for _ in range(5500 - after)] == list(range(after + 1, 5501))
 
 
 def test_last_event_id_resumes_without_gap_or_repeat(
