@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.helpers import Topology
 from tests.helpers import broker_unavailable
 from zlogcollect.testing.rabbitmq import RabbitCluster, RabbitNode, RabbitNodeError
 
@@ -63,3 +64,16 @@ def cluster_urls(rabbit_cluster: RabbitCluster) -> list[str]:
             except RabbitNodeError as exc:
                 pytest.fail(f"RabbitMQ node {node.nodename} could not be restarted: {exc}", pytrace=False)
     return rabbit_cluster.urls
+
+
+@pytest.fixture
+def topology(
+    request: pytest.FixtureRequest, rabbit_cluster: RabbitCluster, cluster_urls: list[str]
+) -> Iterator[Topology]:
+    # A fixed name per test: the hash ring (hence which queue a source lands in) is
+    # then the same every run.
+    made = Topology(f"t-{request.node.name[5:30]}", shards=getattr(request, "param", 3))
+    made.delete(cluster_urls[0])
+    yield made
+    # Through a node that is up: a test may have stopped one.
+    made.delete(next(node.url for node in rabbit_cluster.nodes if node.running))
