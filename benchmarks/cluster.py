@@ -5,7 +5,8 @@ three-node cluster (``RabbitCluster``), declares the sharded topology (consisten
 exchange, quorum queues with single active consumer), then per run pre-queues N records
 of 8 sources at a SIGSTOPped ``zlogcollect bridge`` on node 1 and times from SIGCONT until
 the queues hold them all and until the bridge counted every confirm. The brokers' CPU is
-the three beam processes' user + system time from /proc over that interval. Not part of
+the three beam processes' user + system time from /proc over that interval, also with
+what the idle nodes burn (measured for 5 s before each run) subtracted. Not part of
 ``python -m benchmarks`` (a cluster takes 30-60 s to start); docs/SCALING.md quotes it.
 """
 
@@ -95,6 +96,10 @@ def one_run(cluster: RabbitCluster, shards: Shards, n: int) -> dict[str, float]:
             wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
             proc.send(signal.SIGSTOP)
             shards.purge()
+            # What three idle nodes burn anyway (timers, Raft ticks, the stats): subtracted below.
+            idle0, i0 = beam_cpu(cluster), time.perf_counter()
+            time.sleep(5)
+            idle_rate = (beam_cpu(cluster) - idle0) / (time.perf_counter() - i0)
             for frames in records:
                 sock.send_multipart(frames)
             cpu0 = beam_cpu(cluster)
@@ -107,11 +112,14 @@ def one_run(cluster: RabbitCluster, shards: Shards, n: int) -> dict[str, float]:
 
             t2 = wait_until(confirmed, 60, "the bridge's confirms", interval=0.02)
             cpu = beam_cpu(cluster) - cpu0
+            busy = max(cpu - idle_rate * (t2 - t0), 0.0)
             return {
                 "queued_per_s": n / (t1 - t0),
                 "confirmed_per_s": n / (t2 - t0),
                 "broker_cpu_s": cpu,
+                "broker_idle_cores": idle_rate,
                 "broker_cores_per_10k_per_s": cpu / n * 10_000,
+                "broker_cores_per_10k_per_s_idle_subtracted": busy / n * 10_000,
             }
         finally:
             sock.close(0)
@@ -124,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument(
+        "--nodes", type=int, default=3, help="cluster size; 1 gives the same queues without replication"
+    )
     args = parser.parse_args(argv)
-    progress("cluster: starting three RabbitMQ nodes")
-    with RabbitCluster(size=3) as cluster:
+    progress(f"cluster: starting {args.nodes} RabbitMQ node(s)")
+    with RabbitCluster(size=args.nodes) as cluster:
         cluster.start()
         progress(f"cluster: up in {cluster.last_start_seconds:.1f} s")
         declared = subprocess.run(
@@ -136,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         if declared.returncode != 0:
             raise BenchError(f"topology declare failed: {declared.stderr}")
-        shards = Shards(cluster.urls[1], args.shards)
+        shards = Shards(cluster.urls[-1], args.shards)
         try:
             runs = []
             for index in range(args.runs):
@@ -148,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             shards.close()
         summary = {
+            "nodes": args.nodes,
             "start_seconds": cluster.last_start_seconds,
             "records": args.records,
             "shards": args.shards,
