@@ -62,13 +62,13 @@ def test_two_writers_kill_9_the_active_one_the_standby_writes_the_rest(
     source in order, and the only repeats are what the dead one wrote but had not acknowledged."""
     assert topology.declare(cluster_urls[0]).returncode == 0
     dir_a, dir_b = tmp_path / "a", tmp_path / "b"
+    # Both subscribe before any traffic; the first to subscribe is the active one.
     active = writer(collectors, cluster_urls[1], topology.queues, dir_a)
-    endpoint = bridge(collectors, cluster_urls[0], topology.source)
-    apps = Apps(endpoint, SOURCES, per_source=400, rate=600)  # 2 s of traffic
-    apps.start()
-    wait_until(lambda: total_in([dir_a]) >= 100, 20, what="the first writer's records")
     standby = writer(collectors, cluster_urls[2], topology.queues, dir_b)
-    wait_until(lambda: total_in([dir_a]) >= 300, 20, what="more records to the active writer")
+    endpoint = bridge(collectors, cluster_urls[0], topology.source)
+    apps = Apps(endpoint, SOURCES, per_source=400, rate=300)  # 4 s of traffic
+    apps.start()
+    wait_until(lambda: total_in([dir_a]) >= 300, 20, what="records to the active writer")
     assert total_in([dir_b]) == 0, "the standby wrote while the active writer lived"
     active.proc.send_signal(signal.SIGKILL)
     active.proc.wait(10)
@@ -99,7 +99,7 @@ def test_a_writer_restarted_on_its_dir_writes_nothing_twice(
     logs = tmp_path / "logs"
     first = writer(collectors, cluster_urls[1], topology.queues, logs)
     endpoint = bridge(collectors, cluster_urls[0], topology.source)
-    apps = Apps(endpoint, SOURCES, per_source=400, rate=600)
+    apps = Apps(endpoint, SOURCES, per_source=400, rate=400)  # 3 s of traffic
     apps.start()
     wait_until(lambda: total_in([logs]) >= 300, 20, what="records before the kill")
     first.proc.send_signal(signal.SIGKILL)
