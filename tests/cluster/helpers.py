@@ -42,11 +42,11 @@ class Topology:
         self.shards = shards
         self.queues = [f"{self.prefix}.{i}" for i in range(shards)]
 
-    def declare(self, url: str) -> subprocess.CompletedProcess[str]:
+    def declare(self, url: str, shards: int | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 sys.executable, "-m", "zlogcollect", "topology", "declare", url,
-                "--shards", str(self.shards), "--exchange", self.exchange, "--queue-prefix", self.prefix,
+                "--shards", str(shards or self.shards), "--exchange", self.exchange, "--queue-prefix", self.prefix,
                 "--source-exchange", self.source, "--declare-source-exchange",
             ],
             capture_output=True, text=True, timeout=60, check=False,

@@ -49,6 +49,12 @@ def test_declare_is_idempotent_and_dry_run_declares_nothing(
         result = topology.declare(cluster_urls[1])
         assert result.returncode == 0, result.stderr
         assert result.stdout.count("declared queue") == topology.shards
+        assert "warning" not in result.stderr
+    # Fewer shards than before: the last queue is still bound, and the operator is told.
+    fewer = topology.declare(cluster_urls[0], shards=topology.shards - 1)
+    assert fewer.returncode == 0, fewer.stderr
+    last = topology.queues[-1]
+    assert f"warning: queue {last!r} exists (an earlier declare had more shards)" in fewer.stderr
     with channel(cluster_urls[2]) as ch:
         for queue in topology.queues:
             # Declared on node 2, seen from node 3: a quorum queue with these arguments (else 406).
