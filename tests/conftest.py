@@ -33,7 +33,8 @@ _ONE_WORKER_FILES = frozenset({"test_docs.py"})
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no":
         for item in items:
-            if item.path.name in _ONE_WORKER_FILES or "rabbit" in getattr(item, "fixturenames", ()):
+            fixtures = getattr(item, "fixturenames", ())
+            if item.path.name in _ONE_WORKER_FILES or "rabbit" in fixtures or "rabbit_cluster" in fixtures:
                 item.add_marker(pytest.mark.xdist_group(ONE_WORKER))
 
 

@@ -16,6 +16,12 @@ from zlogcollect.config import DEFAULT_ENDPOINT, OPTIONS, PUBLISH_ENDPOINT
 from zlogcollect.exits import ExitStatus
 from zlogcollect.formatting import DEFAULT_FORMAT
 from zlogcollect.options import AMQP, FILES, RECEIVE, Option
+from zlogcollect.topology import (
+    DEFAULT_EXCHANGE,
+    DEFAULT_QUEUE_PREFIX,
+    DEFAULT_SHARDS,
+    DEFAULT_SOURCE_EXCHANGE,
+)
 from zlogcollect.wire import MAX_RECORD_BYTES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -481,6 +487,120 @@ def keygen(name: str, directory: str, force: bool, traceback: bool) -> None:
         _fail(str(exc), exc.status, traceback)
     click.echo(keys.public_key)
     click.echo(f"public key: {keys.public_file}  secret key: {keys.secret_file} (mode 0600)", err=True)
+
+
+@cli.group()
+def topology() -> None:
+    """Set up RabbitMQ for more than one collector (see docs/SCALING.md)."""
+
+
+@topology.command("declare")
+@click.argument("url", required=False, metavar="[URL]")
+@click.option(
+    "--url-file",
+    type=click.Path(),  # read by config.read_url_file: a bad file is exit 78, not click's 2
+    metavar="FILE",
+    help="Read the URL (with its password) from the first line of FILE instead: it stays out of ps.",
+)
+@click.option(
+    "--shards",
+    type=int,
+    default=DEFAULT_SHARDS,
+    show_default=True,
+    metavar="N",
+    help="Number of queues (one active writer each); a source's records all go to one of them.",
+)
+@click.option(
+    "--exchange",
+    default=DEFAULT_EXCHANGE,
+    show_default=True,
+    metavar="NAME",
+    help="The consistent-hash exchange to declare.",
+)
+@click.option(
+    "--queue-prefix",
+    default=DEFAULT_QUEUE_PREFIX,
+    show_default=True,
+    metavar="P",
+    help="Queue names: P.0 .. P.N-1.",
+)
+@click.option(
+    "--source-exchange",
+    default=DEFAULT_SOURCE_EXCHANGE,
+    show_default=True,
+    metavar="NAME",
+    help="The exchange the bridges publish to (their --exchange).",
+)
+@click.option(
+    "--source-exchange-type",
+    type=click.Choice(["topic", "fanout"]),
+    default="topic",
+    show_default=True,
+    help="Its type (the bridges' --exchange-type).",
+)
+@click.option(
+    "--declare-source-exchange",
+    is_flag=True,
+    help="Declare the source exchange too (durable); otherwise it must exist (amq.* always do).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be declared; connect to nothing.")
+@_TRACEBACK
+def topology_declare(
+    url: str | None,
+    url_file: str | None,
+    dry_run: bool,
+    traceback: bool,
+    **flags: Any,
+) -> None:
+    """Declare the sharded topology on a running broker: idempotent, so run it again at will.
+
+    \b
+    bridges -> SOURCE-EXCHANGE --#--> EXCHANGE (x-consistent-hash on the
+      "source" header) --equal weights--> P.0 .. P.N-1 (quorum queues,
+      single active consumer)
+
+    Every record of one source goes to one queue, in order; each queue is read
+    by one writer at a time, and a standby writer takes over when it dies.
+    Needs the plugin rabbitmq_consistent_hash_exchange (ships with RabbitMQ:
+    rabbitmq-plugins enable rabbitmq_consistent_hash_exchange). Lowering
+    --shards later leaves the extra queues bound: delete them by hand once
+    drained. Exit: 0 declared, 69 broker unreachable, 78 bad options,
+    credentials, missing plugin or a clash with an existing queue or exchange.
+    """
+    from zlogcollect.config import ConfigError, read_url_file, redact, validate_amqp_url
+    from zlogcollect.topology import TopologyError, TopologyOptions, plan, queue_names
+
+    try:
+        if url and url_file:
+            raise ConfigError("give either URL or --url-file, not both")
+        if url_file:
+            url = read_url_file(url_file)
+        if not url:
+            raise ConfigError("give the broker's URL (amqp://USER:PASSWORD@HOST[:PORT]/VHOST) or --url-file")
+        validate_amqp_url(url)
+        options = TopologyOptions(**flags)
+        steps = plan(options)
+    except (ConfigError, TopologyError) as exc:
+        _fail(str(exc), ExitStatus.CONFIG, traceback)
+    if dry_run:
+        click.echo(f"would declare on {redact(url)}:")
+        for step in steps:
+            click.echo(f"  {step.describe()}")
+        return
+    from zlogcollect.topology_declare import DeclareError, declare
+
+    stale = queue_names(options.shards + 1, options.queue_prefix)[-1]
+    try:
+        extra = declare(url, steps, lambda line: click.echo(f"declared {line}"), stale)
+    except DeclareError as exc:
+        _fail(str(exc), exc.status, traceback)
+    click.echo(f"topology ready on {redact(url)}: {options.shards} shards", err=True)
+    if extra:
+        click.echo(
+            f"zlogcollect: warning: queue {stale!r} exists (an earlier declare had more shards) and is"
+            f" still bound to {options.exchange!r}: unbind or delete the extra queues once drained",
+            err=True,
+        )
 
 
 def main() -> None:

@@ -416,6 +416,14 @@ class CollectorConfig:
         AMQP,
         metavar="FILE",
     )
+    amqp_node: tuple[str, ...] = setting(
+        (),
+        "Another node of the broker's cluster, HOST:PORT (repeatable): when the current node fails,"
+        " the bridge connects to the next one, with the URL's user, password, vhost and TLS.",
+        AMQP,
+        metavar="HOST:PORT",
+        samples=("rabbit2.example.com:5672",),
+    )
     exchange: str = setting("amq.topic", "Exchange to publish to.", AMQP, metavar="NAME")
     exchange_type: str = setting(
         "topic",
@@ -564,6 +572,27 @@ def validate_amqp_url(url: str) -> None:
         raise ConfigError(f"amqp_url = {redact(url)!r}: expected amqp://USER:PASSWORD@HOST[:PORT]/VHOST")
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"amqp_url: port {port} is out of range")
+
+
+def node_urls(url: str, nodes: tuple[str, ...]) -> list[str]:
+    """*url*, then *url* with each of *nodes* (``HOST:PORT``) as its host and port: the bridge's
+    connection order. :class:`ConfigError` for a node that is not ``HOST:PORT``."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    urls = [url]
+    for node in nodes:
+        host, sep, port = node.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if (
+            not sep
+            or not bare
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+            or any(c in bare for c in "/@?#[] ")
+        ):
+            raise ConfigError(f"amqp_node = {node!r}: expected HOST:PORT, e.g. rabbit2.example.com:5672")
+        urls.append(urlunsplit(parts._replace(netloc=f"{userinfo}{host}:{port}")))
+    return urls
 
 
 def read_url_file(path: str) -> str:
@@ -723,6 +752,9 @@ def _check_routes_and_format(config: CollectorConfig) -> None:
 def _check_amqp(config: CollectorConfig) -> None:
     if config.amqp_url:
         validate_amqp_url(config.amqp_url)
+        node_urls(config.amqp_url, config.amqp_node)
+    elif config.amqp_node:
+        raise ConfigError("amqp_node: give the first node with amqp_url (or amqp_url_file)")
     if not config.exchange:
         raise ConfigError("exchange: must not be empty")
     for spec in config.declare_queue:

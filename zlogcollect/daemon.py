@@ -315,6 +315,7 @@ def build_amqp_sink(config: CollectorConfig, stats: Stats) -> AmqpSinkType:
         ) from None
     settings = AmqpSettings(
         url=config.amqp_url,
+        nodes=config.amqp_node,
         exchange=config.exchange,
         exchange_type=config.exchange_type,
         declare_exchange=config.declare_exchange,

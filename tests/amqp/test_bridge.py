@@ -152,7 +152,7 @@ def test_records_reach_declared_queues_with_routing_keys_and_json(
     assert len(errors) == 1
     key, props, body = errors[0]
     assert key == "app1.ERROR"
-    assert props.headers == {"subtopic": "db.query"}
+    assert props.headers == {"subtopic": "db.query", "source": "app1"}
     assert props.content_type == "application/json"
     assert props.delivery_mode == 2
     assert props.message_id

@@ -315,7 +315,7 @@ def test_broker_block_starts_a_node_and_prints_its_url(block: Block, workdir: Pa
 
 
 def test_quick_loop_selects_no_e2e_and_no_amqp_test(tmp_path: Path) -> None:
-    """README's quick loop, collected only: it must not start collectors or a broker."""
+    """README's quick loop, collected only: it must not start collectors, a broker or a cluster."""
     blocks = [b for b in COMMANDS if b.where.startswith("README.md") and "--quick" in b.text]
     assert len(blocks) == 1, "README.md: expected one quick-loop block (`scripts/test --quick`)"
     argv = shlex.split(blocks[0].text.split("#")[0])
@@ -332,8 +332,10 @@ def test_quick_loop_selects_no_e2e_and_no_amqp_test(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     collected = [line for line in result.stdout.splitlines() if "::" in line]
     assert collected, result.stdout
-    slow = [line for line in collected if line.startswith(("tests/e2e/", "tests/amqp/"))]
-    assert not slow, f"{blocks[0].where}: the quick loop runs {len(slow)} e2e/amqp tests, e.g. {slow[:3]}"
+    slow = [line for line in collected if line.startswith(("tests/e2e/", "tests/amqp/", "tests/cluster/"))]
+    assert not slow, (
+        f"{blocks[0].where}: the quick loop runs {len(slow)} e2e/amqp/cluster tests, e.g. {slow[:3]}"
+    )
 
 
 def test_example_config_header_command_runs(workdir: Path) -> None:

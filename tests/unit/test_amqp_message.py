@@ -215,17 +215,19 @@ def test_message_ids_are_the_senders_or_this_bridges_own() -> None:
         int(STAMP),
     )
     assert json.loads(from_handler.body)["msg"] == "m"
+    # The source header is what the sharding exchange hashes on (docs/SCALING.md).
+    assert from_handler.properties()["headers"]["source"] == "app1"
     assert MessageFormat().__call__(Record("a", "INFO", 20, "", "m", STAMP)).message_id.count(":") == 1
 
 
 def test_message_properties() -> None:
-    """Persistent JSON from zlogcollect, with the id, the time in seconds and the subtopic as a header."""
-    message = Message("p1:3", "app1.ERROR", b"{}", 1_795_000_000, "db.query")
+    """Persistent JSON from zlogcollect, with the id, the time in seconds, the subtopic and source as headers."""
+    message = Message("p1:3", "app1.ERROR", b"{}", 1_795_000_000, "db.query", "app1")
     assert message.properties() == {
         "content_type": "application/json",
         "delivery_mode": 2,
         "message_id": "p1:3",
         "timestamp": 1_795_000_000,
         "app_id": "zlogcollect",
-        "headers": {"subtopic": "db.query"},
+        "headers": {"subtopic": "db.query", "source": "app1"},
     }

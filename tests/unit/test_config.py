@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from zlogcollect.config import EXAMPLE, CollectorConfig, ConfigError, from_mapping, load_file, redact
+from zlogcollect.config import (
+    EXAMPLE,
+    CollectorConfig,
+    ConfigError,
+    from_mapping,
+    load_file,
+    node_urls,
+    redact,
+)
 
 
 def test_defaults_are_valid_and_documented() -> None:
@@ -168,3 +176,29 @@ def test_a_flag_wins_over_the_other_way_of_giving_the_url_in_the_file() -> None:
     assert _merge_url_sources({"amqp-url": "amqp://a@b/"}, {"amqp_url_file": "f"}) == {"amqp_url_file": "f"}
     both = {"amqp_url": "amqp://a@b/", "amqp_url_file": "f"}
     assert _merge_url_sources({}, both) == both  # both as flags: from_mapping refuses that
+
+
+def test_amqp_nodes_take_the_urls_credentials_vhost_and_scheme() -> None:
+    """--amqp-node HOST:PORT: the bridge's next nodes, each the URL with its host and port replaced."""
+    url = "amqps://user:s%40cret@rabbit1:5671/logs?heartbeat=10"
+    assert node_urls(url, ("rabbit2:5671", "[::1]:5672")) == [
+        url,
+        "amqps://user:s%40cret@rabbit2:5671/logs?heartbeat=10",
+        "amqps://user:s%40cret@[::1]:5672/logs?heartbeat=10",
+    ]
+    assert node_urls("amqp://rabbit1/%2F", ("r2:5672",)) == ["amqp://rabbit1/%2F", "amqp://r2:5672/%2F"]
+    config = from_mapping({"amqp_url": url, "amqp_node": ["rabbit2:5671"]})
+    assert config.amqp_node == ("rabbit2:5671",)
+
+
+@pytest.mark.parametrize(
+    "node", ["rabbit2", "rabbit2:", ":5672", "rabbit2:99999", "u:p@rabbit2:5672", "a b:1"]
+)
+def test_a_bad_amqp_node_is_one_config_error(node: str) -> None:
+    with pytest.raises(ConfigError, match=r"amqp_node = .*: expected HOST:PORT"):
+        from_mapping({"amqp_url": "amqp://u:s3cret@rabbit1/%2F", "amqp_node": [node]})
+
+
+def test_amqp_nodes_need_the_url() -> None:
+    with pytest.raises(ConfigError, match="give the first node with amqp_url"):
+        from_mapping({"amqp_node": ["rabbit2:5672"]})

@@ -68,6 +68,8 @@ LAYERS: dict[str, int] = {
     "stream": 4,  # /events and /sources: the window's clients as SSE greenlets (gevent)
     "webauth": 1,  # --http's optional bearer token or basic credentials (pure, standard library)
     "tail": 5,
+    "topology": 3,  # `topology declare`'s pure part: the sharded topology's plan from the options
+    "topology_declare": 5,  # the plan declared on a broker (pika BlockingConnection, no gevent)
     "daemon": 7,
     "cli": 8,
     "__main__": 9,

@@ -434,7 +434,10 @@ def test_the_amqp_body_carries_the_peer_only_when_there_is_one() -> None:
     assert "peer" not in amqp_body(record(host="h"))
     body = json.loads(encode_body(record(peer="app1", host="h")))
     assert body["peer"] == "app1"
-    assert MessageFormat()(record(peer="app1")).properties()["headers"] == {"subtopic": "db"}
+    assert MessageFormat()(record(peer="app1")).properties()["headers"] == {
+        "subtopic": "db",
+        "source": "app1",
+    }
 
 
 def test_an_apps_extra_peer_is_sent_as_extra_peer_never_as_the_peer() -> None:

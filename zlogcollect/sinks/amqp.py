@@ -10,7 +10,7 @@ import gevent
 import gevent.event
 import pika.exceptions
 
-from zlogcollect.config import redact
+from zlogcollect.config import node_urls, redact
 from zlogcollect.helpers import Backoff
 from zlogcollect.routing import match_topic
 from zlogcollect.sinks.amqp_link import (
@@ -50,7 +50,11 @@ class AmqpSink:
     def __init__(self, settings: AmqpSettings, stats: Stats) -> None:
         self.settings = settings
         self._stats = stats
-        self._params = connection_parameters(settings)
+        # The cluster's nodes in order: after a failed or lost connection the next one is tried.
+        self._urls = node_urls(settings.url, settings.nodes)
+        self._params = [connection_parameters(settings, url) for url in self._urls]
+        self._node = 0
+        self._tried = False
         self._format = MessageFormat(settings.routing_key)
         self._outbox = Outbox(stats, settings.buffer, settings.overflow)
         self._link: Link | None = None
@@ -96,6 +100,11 @@ class AmqpSink:
         return link is not None and link.is_open and link.channel is not None
 
     @property
+    def url(self) -> str:
+        """The node connected to (or tried) now."""
+        return self._urls[self._node]
+
+    @property
     def pending(self) -> int:
         """Records buffered or awaiting a confirm."""
         return self._outbox.pending
@@ -121,7 +130,7 @@ class AmqpSink:
                     return
                 log.warning(
                     "AMQP broker %s not reachable yet (%s); buffering",
-                    redact(self.settings.url),
+                    redact(self.url),
                     describe(exc),
                 )
         self._greenlet = gevent.spawn(self._run)
@@ -177,7 +186,7 @@ class AmqpSink:
                     continue
                 self._backoff.reset()
                 refresh_at = self._refresh_time()
-                log.info("AMQP: connected to %s, %d records to send", redact(self.settings.url), self.pending)
+                log.info("AMQP: connected to %s, %d records to send", redact(self.url), self.pending)
             if refresh_at is not None and time.monotonic() >= refresh_at and not self._closing:
                 self._refresh()
                 refresh_at = self._refresh_time()
@@ -201,7 +210,7 @@ class AmqpSink:
         if self._stats.amqp["connect_failures"] == 1 or self._backoff.current >= self._backoff.cap:
             log.warning(
                 "AMQP: cannot connect to %s: %s; %d records buffered, retrying",
-                redact(self.settings.url),
+                redact(self.url),
                 describe(exc),
                 self.pending,
             )
@@ -253,7 +262,19 @@ class AmqpSink:
         # A lost link may still be closing: what it left unconfirmed goes back to the
         # outbox now, and its late events are ignored.
         self._disconnect()
-        link = self._link = Link(self.settings, self._params, self._on_confirm, self._on_return, self._lost)
+        if self._tried and len(self._urls) > 1:
+            # Every reconnection goes to the next node: the one that failed may be down for long.
+            self._node = (self._node + 1) % len(self._urls)
+            self._stats.amqp["node_switches"] += 1
+        self._tried = True
+        link = self._link = Link(
+            self.settings,
+            self._params[self._node],
+            self._on_confirm,
+            self._on_return,
+            self._lost,
+            url=self._urls[self._node],
+        )
         link.open(timeout)
         return link
 

@@ -47,6 +47,8 @@ class AmqpSettings:
     """Everything the bridge needs, already validated."""
 
     url: str
+    nodes: tuple[str, ...] = ()
+    """Other nodes of the cluster (HOST:PORT), tried in turn after *url* when a node fails."""
     exchange: str = "amq.topic"
     exchange_type: str = "topic"
     declare_exchange: bool = False
@@ -64,10 +66,12 @@ class AmqpSettings:
     close_timeout: float = 10.0
 
 
-def connection_parameters(settings: AmqpSettings) -> pika.URLParameters:
-    """pika parameters from the URL, with our heartbeat unless the URL sets one."""
-    params = pika.URLParameters(settings.url)
-    if "heartbeat" not in (urlsplit(settings.url).query or ""):
+def connection_parameters(settings: AmqpSettings, url: str | None = None) -> pika.URLParameters:
+    """pika parameters from the URL (*url*, one of the nodes', else the settings'), with our
+    heartbeat unless the URL sets one."""
+    url = url or settings.url
+    params = pika.URLParameters(url)
+    if "heartbeat" not in (urlsplit(url).query or ""):
         params.heartbeat = settings.heartbeat
     params.connection_attempts = 1
     params.socket_timeout = settings.connect_timeout
@@ -100,8 +104,10 @@ class Link:
         on_confirm: Callable[[int, bool, bool], None],
         on_return: Callable[[str | None, str], None],
         on_lost: Callable[[BaseException | None], None],
+        url: str | None = None,
     ) -> None:
         self._settings = settings
+        self._url = url or settings.url
         self._params = params
         self._on_confirm = on_confirm
         self._on_return = on_return
@@ -134,7 +140,7 @@ class Link:
         self.channel = channel
 
     def _connect(self, deadline: float) -> GeventConnection:
-        url = redact(self._settings.url)
+        url = redact(self._url)
         reply = self._reply = gevent.event.AsyncResult()
         self._connection = GeventConnection(
             self._params,

@@ -52,6 +52,9 @@ class Message(NamedTuple):
     body: bytes
     timestamp: int
     subtopic: str = ""  # sent as the "subtopic" header: the default routing key leaves it out
+    source: str = ""
+    """Sent as the "source" header: what `zlogcollect topology`'s consistent-hash exchange hashes
+    on (hash-header), so every record of one source lands in one queue whatever its level."""
 
     def properties(self) -> dict[str, Any]:
         """The AMQP basic properties, as keyword arguments of ``pika.BasicProperties``."""
@@ -61,7 +64,7 @@ class Message(NamedTuple):
             "message_id": self.message_id,
             "timestamp": self.timestamp,
             "app_id": APP_ID,
-            "headers": {"subtopic": self.subtopic},
+            "headers": {"subtopic": self.subtopic, "source": self.source},
         }
 
 
@@ -88,7 +91,12 @@ class MessageFormat:
             message_id = f"{self._instance}:{self._counter}"
         body = encode_body(record)
         return Message(
-            message_id, routing_key(self._routing_key, record), body, int(record.time), record.subtopic
+            message_id,
+            routing_key(self._routing_key, record),
+            body,
+            int(record.time),
+            record.subtopic,
+            record.source,
         )
 
 

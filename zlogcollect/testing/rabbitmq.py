@@ -24,11 +24,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RabbitNode", "RabbitNodeError", "free_port_block", "port_bindable"]
+__all__ = ["RabbitCluster", "RabbitNode", "RabbitNodeError", "free_port_block", "port_bindable"]
 
 # Not /usr/sbin: those wrappers `su rabbitmq` and cd to /var/lib/rabbitmq, which
 # changes HOME (hence the Erlang cookie) and drops part of our environment.
@@ -153,11 +154,24 @@ class NodeLayout:
     """Where one private node lives: its directory, its ports and names, and the files and
     environment that point the server and the CLI at them (never at /etc/rabbitmq)."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        *,
+        epmd_port: int | None = None,
+        cookie: str | None = None,
+        plugins: Sequence[str] = (),
+    ) -> None:
         self.dir = directory
         self.port = port
         self.dist_port = port + 1
-        self.epmd_port = port + 2
+        # A cluster's nodes share one epmd (the cluster's): each finds the others'
+        # distribution ports there. A lone node has its own at port + 2.
+        self.epmd_port = port + 2 if epmd_port is None else epmd_port
+        self.cookie = cookie
+        """The Erlang cookie (a cluster's nodes share one); None: a random one per node."""
+        self.plugins = tuple(plugins)
         self.ctl_port_min = port + 3
         self.ctl_port_max = port + 3 + _CTL_PORTS - 1
         # @localhost: the default @$(hostname -s) depends on /etc/hosts.
@@ -217,7 +231,8 @@ class NodeLayout:
         (d / "log").mkdir(exist_ok=True)
         d.chmod(0o700)
         (d / "rabbitmq-env.conf").write_text("")
-        (d / "enabled_plugins").write_text("[].\n")
+        # Written before start: the same as `rabbitmq-plugins --offline enable`.
+        (d / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         (d / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
             # CI disks can be nearly full; do not let the disk alarm block publishers.
@@ -230,7 +245,7 @@ class NodeLayout:
             # mode 400 or erl refuses it.
             fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(20).upper())
+                f.write(self.cookie or secrets.token_hex(20).upper())
 
     def beam_pid(self) -> int | None:
         """The VM's pid from its pid file, if there is one."""
@@ -243,12 +258,30 @@ class NodeLayout:
 class RabbitNode:
     """One private RabbitMQ node: its own temp dir, ports, cookie and epmd."""
 
-    def __init__(self, *, start_timeout: float = 60.0, stop_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout: float = 60.0,
+        stop_timeout: float = 30.0,
+        epmd_port: int | None = None,
+        cookie: str | None = None,
+        plugins: Sequence[str] = (),
+    ) -> None:
+        """*epmd_port*: an epmd someone else runs (a :class:`RabbitCluster`'s); None: the node
+        starts and stops its own. *plugins* are enabled before start; *cookie* is the Erlang
+        cookie (a random one if None)."""
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self._own_epmd = epmd_port is None
         # Short path under /tmp: long paths make the Erlang logs unreadable and
         # pytest's tmp_path can be very deep.
-        self.layout = NodeLayout(Path(tempfile.mkdtemp(prefix="rmq-", dir="/tmp")), free_port_block(_BLOCK))
+        self.layout = NodeLayout(
+            Path(tempfile.mkdtemp(prefix="rmq-", dir="/tmp")),
+            free_port_block(_BLOCK),
+            epmd_port=epmd_port,
+            cookie=cookie,
+            plugins=plugins,
+        )
         self.dir, self.port, self.nodename = self.layout.dir, self.layout.port, self.layout.nodename
         self.last_start_seconds: float | None = None
         self.last_stop_seconds: float | None = None
@@ -282,7 +315,8 @@ class RabbitNode:
         if not self.available():
             raise RabbitNodeError(f"{SERVER} is not installed (apt-get install rabbitmq-server)")
         t0 = time.monotonic()
-        for port in (self.port, self.layout.dist_port, self.layout.epmd_port):
+        ports = (self.port, self.layout.dist_port) + ((self.layout.epmd_port,) if self._own_epmd else ())
+        for port in ports:
             # A short grace period: a VM killed by someone else may still be exiting.
             while not port_bindable(port):
                 if time.monotonic() - t0 > 5:
@@ -291,7 +325,8 @@ class RabbitNode:
         deadline = t0 + self.start_timeout
         self.layout.write_files(keep_data)
         try:
-            self._start_epmd(deadline)
+            if self._own_epmd:
+                self._start_epmd(deadline)
             self._start_server()
             self._wait(
                 "epmd registration",
@@ -343,7 +378,7 @@ class RabbitNode:
 
     def ctl(self, *args: str, timeout: float = 60.0) -> str:
         """Run rabbitmqctl against this node; return its stdout, raise RabbitNodeError on failure or timeout."""
-        if self._epmd is None or self._epmd.poll() is not None:
+        if self._own_epmd and (self._epmd is None or self._epmd.poll() is not None):
             # The CLI itself runs `epmd -daemon` when none answers (rabbit_nodes_common:
             # ensure_epmd, whatever -start_epmd says), which would outlive us.
             raise RabbitNodeError(f"node {self.nodename} is not running")
@@ -491,3 +526,141 @@ class RabbitNode:
             if _pid_alive(beam):
                 raise self._error(f"beam process {beam} survived SIGKILL")
         self.layout.pid_file.unlink(missing_ok=True)
+
+
+CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+
+
+class RabbitCluster:
+    """A RabbitMQ cluster of *size* private nodes on 127.0.0.1, for tests of replicated queues.
+
+    Each node is a :class:`RabbitNode` (its own directory, AMQP and distribution
+    ports, node name); they share one Erlang cookie and one epmd, which the
+    cluster starts and owns (a node finds the others' distribution ports there).
+    Nodes 2.. join node 1 with ``stop_app`` / ``join_cluster`` / ``start_app``.
+    *plugins* (by default the consistent-hash exchange) are enabled on every node
+    before it starts. Usage::
+
+        with RabbitCluster(size=3) as cluster:
+            cluster.start()
+            ...  # cluster.urls: one AMQP URL per node
+            cluster.stop_node(2)  # graceful; start_node(2) brings it back into the cluster
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        plugins: Sequence[str] = (CONSISTENT_HASH_PLUGIN,),
+        start_timeout: float = 90.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a cluster has at least one node")
+        self.dir = Path(tempfile.mkdtemp(prefix="rmq-cluster-", dir="/tmp"))
+        self.epmd_port = free_port_block(1)
+        self._epmd: subprocess.Popen[bytes] | None = None
+        cookie = secrets.token_hex(20).upper()
+        self.nodes = [
+            RabbitNode(start_timeout=start_timeout, epmd_port=self.epmd_port, cookie=cookie, plugins=plugins)
+            for _ in range(size)
+        ]
+        self.last_start_seconds: float | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        """One AMQP URL per node, node 1's first."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def running(self) -> bool:
+        return self._epmd is not None and all(node.running for node in self.nodes)
+
+    def start(self) -> None:
+        """Start every node (in parallel, fresh data), then join nodes 2.. to node 1."""
+        if self._epmd is not None:
+            raise RabbitNodeError("the cluster is already started; close() it first")
+        t0 = time.monotonic()
+        try:
+            self._start_epmd()
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                # Start all, then collect: list() re-raises the first node's error.
+                list(pool.map(lambda node: node.start(keep_data=False), self.nodes))
+            first = self.nodes[0].nodename
+            for node in self.nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first)
+                node.ctl("start_app")
+        except BaseException:
+            self.stop()
+            raise
+        self.last_start_seconds = time.monotonic() - t0
+
+    def stop_node(self, index: int) -> None:
+        """Stop node *index* (0-based) gracefully; it stays a member and keeps its data."""
+        self.nodes[index].stop()
+
+    def crash_node(self, index: int) -> None:
+        """SIGKILL node *index*'s VM."""
+        self.nodes[index].crash()
+
+    def start_node(self, index: int) -> None:
+        """Start a stopped or crashed node again on its data: it rejoins the cluster."""
+        self.nodes[index].start(keep_data=True)
+
+    def ctl(self, *args: str, node: int = 0, timeout: float = 60.0) -> str:
+        """rabbitmqctl against node *node*."""
+        return self.nodes[node].ctl(*args, timeout=timeout)
+
+    def stop(self) -> None:
+        """Stop every node, then the shared epmd; keeps the directories."""
+        try:
+            # In parallel: a node that stops last waits for nothing, and each stop is ~2 s.
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                list(pool.map(lambda node: node.stop(), self.nodes))
+        finally:
+            epmd, self._epmd = self._epmd, None
+            if epmd is not None and epmd.poll() is None:
+                epmd.terminate()
+                try:
+                    epmd.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    epmd.kill()
+                    epmd.wait(timeout=5)
+
+    def close(self) -> None:
+        """Stop everything and delete every node's directory and the cluster's."""
+        try:
+            self.stop()
+        finally:
+            for node in self.nodes:
+                shutil.rmtree(node.dir, ignore_errors=True)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RabbitCluster:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RabbitCluster {len(self.nodes)} nodes {self.urls} epmd={self.epmd_port}>"
+
+    def _start_epmd(self) -> None:
+        if not port_bindable(self.epmd_port):
+            raise RabbitNodeError(f"port {self.epmd_port} on 127.0.0.1 is already in use")
+        with (self.dir / "epmd.out").open("wb") as out:
+            epmd = self._epmd = subprocess.Popen(
+                [shutil.which("epmd") or "epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while _epmd_names(self.epmd_port) is None:
+            if epmd.poll() is not None or time.monotonic() > deadline:
+                raise RabbitNodeError(f"the cluster's epmd did not listen on port {self.epmd_port}")
+            time.sleep(0.05)
