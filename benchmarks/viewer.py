@@ -54,7 +54,9 @@ PROBE_JS = """() => ({
 })"""
 
 
-def measure(rate: float, seconds: float, subscribe: bool = True, browser_nice: int = 0) -> dict[str, Any]:
+def measure(
+    rate: float, seconds: float, subscribe: bool = True, browser_nice: int = 0, linger: float = 2.0
+) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with scratch("zlview") as work:
@@ -91,7 +93,8 @@ def measure(rate: float, seconds: float, subscribe: bool = True, browser_nice: i
                         root=f"load{i}",
                         rate=rate / SENDERS,
                         seconds=seconds,
-                        max_seconds=seconds * 5 + 60,
+                        max_seconds=seconds * 5 + 60 + linger,
+                        linger=linger,
                     )
                     for i in range(SENDERS)
                 ]
@@ -143,6 +146,8 @@ def measure(rate: float, seconds: float, subscribe: bool = True, browser_nice: i
         "sent": sum(part["sent"] for part in sent),
         "sent_per_second": round(sum(part["sent"] / part["seconds"] for part in sent)),
         "sending_seconds": round(max(part["seconds"] for part in sent), 1),
+        "apps_dropped": sum(part["dropped"] for part in sent),
+        "apps_close_seconds": round(max(part["close_seconds"] for part in sent), 1),
         "collector_received_when_apps_finished": at_end.get("received"),
         "collector_received": counts.get("received"),
         "collector_lost": counts.get("lost"),
@@ -264,8 +269,16 @@ def main(argv: list[str] | None = None) -> None:
         "--no-subscribe", action="store_true", help="control: close the page's stream before the load starts"
     )
     parser.add_argument("--browser-nice", type=int, default=0, help="run chromium under nice -n N")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=2.0,
+        help="the apps' handler linger: how long close() gives what is still queued for the collector",
+    )
     args = parser.parse_args(argv)
-    json.dump(measure(args.rate, args.seconds, not args.no_subscribe, args.browser_nice), sys.stdout)
+    json.dump(
+        measure(args.rate, args.seconds, not args.no_subscribe, args.browser_nice, args.linger), sys.stdout
+    )
     print()
 
 
