@@ -55,6 +55,7 @@
     base: 0, // the number of items[0]; items[i] is number base + i (older ones from the files: lower)
     start: 0, // the slice in the document: numbers start .. end - 1
     end: 0,
+    shownTail: 0, // the newest number when the slice was last made (did it reach the newest?)
     keys: new Set(), // what is kept, so the window and the files never show a record twice
     fromFiles: new Map(), // loose key -> created times of the last search's records (a live one may follow)
     sources: new Set(),
