@@ -9,8 +9,12 @@ record goes to the browser. Once a second the page is asked a question
 (what the machine gives anyway), then under the load: the page is responsive
 when that stays short. Also read: the rows and all the elements in the DOM,
 the records the page keeps, the JavaScript heap, the CPU the collector and
-chromium used while the apps logged, and the collector's counters once it has
-caught up (received, lost, dropped: every record sent is one of them).
+chromium used while the apps logged (and how long the collector waited for a
+CPU), the collector's counters once it has caught up (received, lost,
+dropped) and the apps' own count of what their handlers dropped at the
+high-water mark: every record sent is received or dropped by an app.
+``--linger S`` gives the apps' ``close()`` S seconds for what is still queued
+(the handler's 2 s by default: the rest is discarded uncounted);
 ``--browser-nice 19`` runs chromium under ``nice`` (does the collector get
 its records when the browser yields the CPU?). Prints one JSON object.
 
