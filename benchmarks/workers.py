@@ -346,12 +346,16 @@ def startup(kind: str, endpoint: str, root: str, count: int, max_seconds: float)
     # Returning runs logging.shutdown() at exit, as any app would.
 
 
-def latency_app(endpoint: str, root: str, rate: float, seconds: float, max_seconds: float) -> None:
-    """``ZLogHandler`` logging at *rate* records/s for *seconds*, each stamped with ``time.time()``."""
+def latency_app(
+    endpoint: str, root: str, rate: float, seconds: float, max_seconds: float, linger: float = 2.0
+) -> None:
+    """``ZLogHandler`` logging at *rate* records/s for *seconds*, each stamped with ``time.time()``.
+    Reports what it sent, how long that took, the handler's drops (SNDHWM) and how long ``close()``
+    took (up to *linger*: what is still queued for a collector behind is given that long)."""
     from zlogcollect.handler import ZLogHandler
 
     _bound(max_seconds)
-    handler = ZLogHandler(endpoint, app=root)
+    handler = ZLogHandler(endpoint, app=root, linger=linger)
     logger = _logger(root, handler)
     print("ready", flush=True)
     deadline = time.monotonic() + 30
@@ -370,8 +374,11 @@ def latency_app(endpoint: str, root: str, rate: float, seconds: float, max_secon
         else:
             late += 1
         info("lat::%.6f %d", time.time(), i)
+    elapsed = time.perf_counter() - start
+    dropped = handler.stats.get("dropped", 0)
     handler.close()
-    _emit({"sent": total, "seconds": time.perf_counter() - start, "late": late})
+    closing = time.perf_counter() - start - elapsed
+    _emit({"sent": total, "seconds": elapsed, "late": late, "dropped": dropped, "close_seconds": closing})
 
 
 # -- AMQP publishers ------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
+import orjson
+
 from zlogcollect.helpers import JSON_ENCODER, BoundedCache
 from zlogcollect.wire import Record, escape_controls
 
@@ -511,6 +513,33 @@ def strict_json(data: Mapping[str, Any]) -> str:
         except (ValueError, RecursionError):
             clean[key] = "<not encodable: nested too deeply>"
     return _one_line(JSON_ENCODER.encode(clean))
+
+
+_COMPACT_DUMPS: Final = orjson.dumps
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain_number(value: Any) -> bool:
+    return value.__class__ is not float or math.isfinite(value)
+
+
+def compact_json(data: Mapping[str, Any]) -> str:
+    """What :func:`strict_json` says of *data* (the same value), compact and quicker: by orjson,
+    when orjson writes it exactly. orjson writes NaN and the infinities as ``null`` and refuses
+    what it cannot take (lone surrogates, integers beyond 64 bits, keys that are not strings):
+    a flat object of JSON's scalars goes to orjson, and anything else (a nested value, a
+    non-finite float, a refusal) to :func:`strict_json`. For the live stream, where each
+    record's JSON costs the collector's event loop."""
+    kinds = set(map(type, data.values()))
+    if not kinds <= _SCALARS:
+        return strict_json(data)
+    try:
+        raw = _COMPACT_DUMPS(data)
+    except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+        return strict_json(data)
+    if float in kinds and b"null" in raw and not all(map(_plain_number, data.values())):
+        return strict_json(data)  # a NaN or an infinity, which orjson wrote as null
+    return _one_line(raw.decode())
 
 
 _JSON_RAW: Final = re.compile("[\x7f-\x9f\u2028\u2029]")

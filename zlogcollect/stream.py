@@ -41,7 +41,7 @@ MAX_STREAMS: Final = 32
 MAX_BACKLOG: Final = 5000
 """Most records ``backlog=N`` may ask for."""
 HEARTBEAT: Final = 15.0
-"""Seconds of silence after which a ``: keepalive`` comment line is sent."""
+"""Seconds of silence after which a ``: keepalive`` comment line is sent (LiveStream's default)."""
 COALESCE: Final = 0.02
 """Seconds a woken client waits for more drains to land before it reads (at most 50 reads a second)."""
 READ_LIMIT: Final = 1000
@@ -95,14 +95,20 @@ class LiveStream:
         levels: Levels = DEFAULT_LEVELS,
         directory: str | None = None,
         errors_file: str = "",
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         """*directory*: --dir, whose ``SOURCE.log`` files name sources of earlier runs too (None: the
-        bridge, or routes that do not name files by source)."""
+        bridge, or routes that do not name files by source). *heartbeat*: seconds without anything
+        to send before a stream gets a ``: keepalive`` comment line (:data:`HEARTBEAT`; tests use
+        less)."""
+        if not heartbeat > 0:
+            raise ValueError("heartbeat: expected a positive number of seconds")
         self.window = window
         self._stats = stats
         self._levels = levels
         self._directory = directory
         self._errors_file = errors_file
+        self._heartbeat = float(heartbeat)
         self._wake = gevent.event.Event()
         self.clients = 0
         self.closing = False
@@ -194,7 +200,7 @@ class LiveStream:
             first, cursor = self._start(flt, backlog, last_id)
             yield first
             window = self.window
-            beat = time.monotonic() + HEARTBEAT
+            beat = time.monotonic() + self._heartbeat
             while not (self.closing or gone.is_set()):
                 found = window.read(cursor, flt, READ_LIMIT)
                 cursor = found.cursor
@@ -204,14 +210,14 @@ class LiveStream:
                     chunk = _event("missed", {"missed": found.missed}) + chunk
                 if chunk:
                     yield chunk
-                    beat = time.monotonic() + HEARTBEAT
+                    beat = time.monotonic() + self._heartbeat
                 if cursor < window.total:
                     gevent.idle()  # more to read: let the receive loop and the other clients go first
                     continue
                 wait = beat - time.monotonic()
                 if wait <= 0:
                     yield b": keepalive\n\n"
-                    beat = time.monotonic() + HEARTBEAT
+                    beat = time.monotonic() + self._heartbeat
                 else:
                     woken = gevent.wait([self._wake, gone], timeout=wait, count=1)
                     if woken and not gone.is_set():

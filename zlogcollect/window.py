@@ -28,7 +28,7 @@ from itertools import islice
 from operator import attrgetter
 from typing import Any, Final
 
-from zlogcollect.formatting import TimeFormatter, json_fields, strict_json
+from zlogcollect.formatting import TimeFormatter, compact_json, json_fields
 from zlogcollect.live import Filter
 from zlogcollect.routing import MALFORMED_FILE, OVERFLOW_FILE
 from zlogcollect.wire import Record
@@ -162,7 +162,7 @@ class Window:
         """Record *number* (in the window) as strict JSON on one line, with ``id``."""
         entry = self._entry(number)
         if entry[1] is None:
-            entry[1] = strict_json(entry[0])
+            entry[1] = compact_json(entry[0])
         text: str = entry[1]
         return text
 

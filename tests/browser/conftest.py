@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,9 +115,13 @@ class Fleet:
         self.proc: CollectorProcess | None = None
         self.address = ""
 
-    def start(self, http: str = "127.0.0.1:0", env: dict[str, str] | None = None) -> str:
-        """Start the collector (again, after :meth:`stop`); returns ``http://HOST:PORT``."""
-        proc = CollectorProcess(["--bind", self.endpoint, "--dir", str(self.logdir), "--http", http], env=env)
+    def start(
+        self, http: str = "127.0.0.1:0", env: dict[str, str] | None = None, extra: Sequence[str] = ()
+    ) -> str:
+        """Start the collector (again, after :meth:`stop`) with *extra* options; returns ``http://HOST:PORT``."""
+        proc = CollectorProcess(
+            ["--bind", self.endpoint, "--dir", str(self.logdir), "--http", http, *extra], env=env
+        )
         self.collectors.append(proc)
         proc.wait_ready()
         ready = next(line for line in proc.stderr_lines if "ready:" in line)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.browser.conftest import Fleet, Watched
 from tests.helpers import read_lines, wait_until
+from zlogcollect import web
 from zlogcollect.testing.process import free_port
 
 try:
@@ -304,3 +305,84 @@ def test_with_basic_auth_the_browser_logs_in_and_the_stream_follows(
         assert authed.problems == []
     finally:
         context.close()
+
+
+def _first_and_last(page: Page) -> tuple[int, int]:
+    """The numbers (``n 123``) of the first and last rows in the document."""
+    found: list[int] = page.evaluate(
+        """() => [...document.querySelectorAll('#records > li .msg')]
+                 .filter((_, i, all) => i === 0 || i === all.length - 1)
+                 .map((el) => Number(el.textContent.split(' ')[1]))"""
+    )
+    return found[0], found[-1]
+
+
+def test_the_document_holds_a_bounded_slice_of_the_records_kept_and_scrolling_reaches_older_ones(
+    page: Page, fleet: Fleet
+) -> None:
+    total = web.MAX_KEPT + 1000
+    fleet.start(extra=["--http-window", "100000"])  # the window holds the burst: the page misses nothing
+    open_viewer(page, fleet)
+    logger = fleet.logger("flood")
+    for i in range(total):
+        logger.info("n %d", i)
+    records = page.locator("#records")
+    expect(records).to_have_attribute("data-kept", str(web.MAX_KEPT))  # the page keeps its bound
+    expect(rows(page, f"n {total - 1}")).to_be_in_viewport()  # following: the newest at the bottom
+    shown = rows(page).count()
+    assert 0 < shown <= web.RENDER, shown
+    assert page.evaluate("document.getElementsByTagName('*').length") < 30 * web.RENDER
+    first, last = _first_and_last(page)
+    assert (first, last) == (total - shown, total - 1)
+
+    # Scrolled up, older kept records come into the document (and newer ones leave it).
+    log_area = page.locator("#log")
+    for _ in range(3):
+        log_area.evaluate("element => { element.scrollTop = 0; }")
+        before = first
+        wait_until(lambda: _first_and_last(page)[0] < before, 15, "older records after scrolling up")  # noqa: B023
+        first, last = _first_and_last(page)
+        assert rows(page).count() <= web.RENDER
+    assert last < total - 1
+    fleet.log("flood", logging.INFO, "below the view", subtopic="")
+    expect(page.locator("#arrived")).to_have_text("1 new below")
+
+    # Back at the bottom (in steps, as a wheel would go), it follows the newest again.
+    def following_again() -> bool:
+        log_area.evaluate("element => { element.scrollTop = element.scrollHeight; }")
+        return page.locator("#arrived").is_hidden()
+
+    wait_until(following_again, 15, "the page following again after scrolling down")
+    expect(rows(page, "below the view")).to_have_count(1)
+    fleet.log("flood", logging.INFO, "followed again", subtopic="")
+    expect(rows(page, "followed again")).to_be_in_viewport()
+    assert rows(page).count() <= web.RENDER
+
+    # Download saves every record kept, not only the slice in the document.
+    with page.expect_download() as event:
+        page.get_by_role("button", name="Download").click()
+    saved = Path(event.value.path()).read_text(encoding="utf-8").splitlines()
+    assert len(saved) == web.MAX_KEPT
+    assert saved[-1].endswith("| followed again")
+
+
+def test_a_live_record_opens_in_context_once_it_is_in_its_file(page: Page, fleet: Fleet) -> None:
+    fleet.start()
+    open_viewer(page, fleet)
+    fleet.log("app2", logging.INFO, "app2 connecting to the quota server")
+    fleet.log("app2", logging.ERROR, "app2 lost the quota server")
+    fleet.log("app1", logging.ERROR, "app1 lost the quota server too")  # the same time, another file
+    fleet.log("app2", logging.INFO, "app2 carries on without quotas")
+    expect(rows(page, "carries on")).to_have_count(1)
+    wait_until(lambda: len(read_lines(fleet.logdir / "app2.log")) >= 3, 15, "app2's records in its file")
+
+    rows(page, "app2 lost the quota server").get_by_role("button", name="context").click()
+    dialog = page.locator("#context")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#context-title")).to_have_text("Context: app2.log line 2")
+    expect(dialog.locator("li.here")).to_contain_text("app2 lost the quota server")
+    assert [text.strip() for text in dialog.locator("li .msg").all_inner_texts()] == [
+        "app2 connecting to the quota server",
+        "app2 lost the quota server",
+        "app2 carries on without quotas",
+    ]

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from zlogcollect.formatting import DEFAULT_FORMAT, FormatError, format_time, json_formatter, text_formatter
+from zlogcollect.formatting import (
+    DEFAULT_FORMAT,
+    FormatError,
+    compact_json,
+    format_time,
+    json_formatter,
+    strict_json,
+    text_formatter,
+)
 from zlogcollect.wire import Record
 
 STAMP = time.mktime((2026, 11, 25, 15, 9, 31, 0, 0, -1)) + 0.1234
@@ -304,3 +312,45 @@ def test_json_lines_write_del_c1_and_line_separators_as_escapes() -> None:
     assert "Gr\u00fc\u00dfe" in line  # other non-ASCII stays as it is
     data = json.loads(line)
     assert (data["process"], data["logger"]) == ("\x7f", "a\u2028b\u2029c\x85\x9b")
+
+
+_BASE: dict[str, Any] = {
+    "time": "2026-12-02 10:00:00.000",
+    "created": 1796205600.25,
+    "levelno": 20,
+    "func": None,
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"message": "null and NaN in text", "ok": True, "n": -(2**63)},
+        {"nan": math.nan},
+        {"inf": math.inf, "message": "null"},
+        {"minus_inf": -math.inf, "none": None},
+        {"nested": {"x": [1, math.nan, {"y": math.inf}]}},
+        {"list": [1, "two", None]},
+        {"surrogate": "path/\udcff.log"},
+        {"big": 2**70},
+        {"separators": "a\u2028b\u2029c\x85d\x7fe"},
+        {"controls": "line\nnext\ttab\x1b[31m"},
+        {"unicode": "snowman \u2603 and \U0001f600"},
+    ],
+)
+def test_compact_json_says_what_strict_json_says_on_one_line(extra: dict[str, Any]) -> None:
+    data = {**_BASE, **extra}
+    compact, strict = compact_json(data), strict_json(data)
+    assert json.loads(compact) == json.loads(strict)
+    assert "\n" not in compact and "\u2028" not in compact and "\x85" not in compact
+
+    def no_constant(name: str) -> None:
+        raise AssertionError(f"{name} is no JSON")
+
+    json.loads(compact, parse_constant=no_constant)  # strict JSON: no bare NaN or Infinity
+
+
+def test_compact_json_takes_what_is_not_json_as_strict_json_does() -> None:
+    data: dict[Any, Any] = {**_BASE, 3: "an int key", "when": time.gmtime(0)}
+    assert json.loads(compact_json(data)) == json.loads(strict_json(data))

@@ -78,8 +78,9 @@ def test_the_script_never_inserts_markup() -> None:
 
 
 def test_the_page_and_the_docs_agree_on_how_many_records_are_kept() -> None:
-    assert f"const MAX_RECORDS = {web.MAX_RECORDS};" in _text("app.js")
-    assert f"{web.MAX_RECORDS:,}" in _text("index.html")
+    assert f"const MAX_KEPT = {web.MAX_KEPT};" in _text("app.js")
+    assert f"const RENDER = {web.RENDER};" in _text("app.js")
+    assert f"{web.MAX_KEPT:,}" in _text("index.html")
 
 
 def test_the_controls_have_the_names_the_tests_and_screen_readers_use() -> None:

@@ -15,10 +15,13 @@ import functools
 from importlib import resources
 from typing import Final
 
-__all__ = ["CONTENT_SECURITY_POLICY", "MAX_RECORDS", "asset", "headers"]
+__all__ = ["CONTENT_SECURITY_POLICY", "MAX_KEPT", "RENDER", "asset", "headers"]
 
-MAX_RECORDS: Final = 5000
-"""Records the page keeps in its DOM (older ones leave the page, not the files); app.js says the same."""
+MAX_KEPT: Final = 20000
+"""Records the page keeps (in a JavaScript array; older ones leave the page, not the files); app.js
+says the same."""
+RENDER: Final = 200
+"""Rows of them the page's document holds at most (a slice around what is on screen); app.js's too."""
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "

@@ -3,16 +3,21 @@
 // Records come from /events (Server-Sent Events: a backlog from the collector's in-memory window,
 // then live records) and from /search (the files on disk) when the window holds fewer than asked.
 // Every piece of log text is inserted with textContent, never as HTML: log text is untrusted.
-// The page keeps at most MAX_RECORDS records in its DOM; older ones leave the page, not the files.
+//
+// The page keeps at most MAX_KEPT records in a JavaScript array (older ones leave the page, not the
+// files) and puts only a slice of them into the document: at most RENDER rows around what is on
+// screen (the newest while following). Scrolling near either end of the slice moves it by CHUNK
+// rows. So the work of one flush, and the document's size, stay bounded whatever the rate.
 "use strict";
 
 (function () {
-  const MAX_RECORDS = 5000;
+  const MAX_KEPT = 20000;
+  const RENDER = 200; // rows in the document at most (a screen is about 40)
+  const CHUNK = 100; // rows the slice moves by when scrolling reaches its edge
   const BACKLOG = 500;
   const CONTEXT_LINES = 20;
   const TYPING_DELAY_MS = 300;
   const FLUSH_MS = 100; // new records are added to the page at most ten times a second
-  const MAX_PER_FLUSH = 1000; // and at most this many at a time
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -33,7 +38,7 @@
     context: $("context"),
     contextRecords: $("context-records"),
   };
-  ui.max.textContent = MAX_RECORDS.toLocaleString("en");
+  ui.max.textContent = MAX_KEPT.toLocaleString("en");
 
   const state = {
     source: null, // the EventSource
@@ -43,11 +48,15 @@
     following: true,
     pending: [], // records that arrived while paused (bounded like the page)
     arrivals: 0, // records that arrived since the view stopped following
-    queue: [], // records to insert at the next flush
+    queue: [], // records to add at the next flush
     frame: 0, // the timer of the next flush
-    skipped: 0, // records not shown because they arrived faster than the page can lay them out
     nextFlush: 0, // a flush that took T ms is followed by at least 2T ms for the user (input, scrolling)
-    keys: new Set(), // what is shown, so the window and the files never show a record twice
+    items: [], // the records kept, oldest first: {rec, key, loose, created}
+    base: 0, // the number of items[0]; items[i] is number base + i (older ones from the files: lower)
+    start: 0, // the slice in the document: numbers start .. end - 1
+    end: 0,
+    shownTail: 0, // the newest number when the slice was last made (did it reach the newest?)
+    keys: new Set(), // what is kept, so the window and the files never show a record twice
     fromFiles: new Map(), // loose key -> created times of the last search's records (a live one may follow)
     sources: new Set(),
     oldest: null, // `created` of the oldest record shown
@@ -205,19 +214,15 @@
       msg.textContent = first;
     }
     li.appendChild(msg);
-    if (withContext && rec.file && rec.line) {
+    if (withContext) {
+      // One listener on the list handles every row's button (see "controls").
       const button = document.createElement("button");
       button.type = "button";
       button.className = "ctx";
       button.textContent = "context";
-      button.title = "The records around this one in " + text(rec.file);
-      button.addEventListener("click", () => openContext(rec));
+      button.title = "The records around this one in its file";
       li.appendChild(button);
     }
-    li._key = keyOf(rec);
-    li._text = plain(rec);
-    li._created = Number(rec.created);
-    li._loose = looseKey(rec);
     return li;
   }
 
@@ -227,14 +232,109 @@
     return ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 8;
   }
 
+  function tail() {
+    return state.base + state.items.length;
+  }
+
+  function item(rec) {
+    return { rec: rec, key: keyOf(rec), loose: looseKey(rec), created: Number(rec.created) };
+  }
+
+  function row(number) {
+    const li = render(state.items[number - state.base].rec, true);
+    li._number = number;
+    return li;
+  }
+
+  // Drops the oldest kept records beyond MAX_KEPT (they stay in the files).
   function trim() {
-    while (ui.records.childElementCount > MAX_RECORDS) {
-      const gone = ui.records.firstElementChild;
-      state.keys.delete(gone._key);
-      ui.records.removeChild(gone);
+    const extra = state.items.length - MAX_KEPT;
+    if (extra > 0) {
+      for (const gone of state.items.splice(0, extra)) state.keys.delete(gone.key);
+      state.base += extra;
     }
-    const first = ui.records.firstElementChild;
-    state.oldest = first ? first._created : null;
+    state.oldest = state.items.length ? state.items[0].created : null;
+    ui.records.dataset.kept = String(state.items.length);
+  }
+
+  // The first row at least partly on screen, and where it is (to keep it there).
+  function anchor() {
+    const rows = ui.records.children;
+    const top = ui.log.getBoundingClientRect().top;
+    let lo = 0;
+    let hi = rows.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (rows[mid].getBoundingClientRect().bottom <= top) lo = mid + 1;
+      else hi = mid;
+    }
+    return rows.length ? rows[lo] : null;
+  }
+
+  // Makes the document hold the slice the view needs, and no more: following, the newest RENDER
+  // records; otherwise state.start .. state.end (extended while it reaches the newest), bounded to
+  // RENDER rows. Rows already there stay; a row on screen stays where it is.
+  function sync() {
+    const last = tail();
+    const list = ui.records;
+    const wasTail = list.childElementCount === 0 || state.end >= state.shownTail;
+    let start;
+    let end;
+    if (state.following) {
+      end = last;
+      start = Math.max(state.base, end - RENDER);
+    } else {
+      start = Math.min(Math.max(state.start, state.base), last);
+      end = Math.min(Math.max(state.end, start), last);
+      if (wasTail) end = last; // the slice reached the newest: records arriving join it (up to RENDER)
+      end = Math.min(end, start + RENDER);
+    }
+    const keep = state.following ? null : anchor();
+    const keptTop = keep && keep._number >= start && keep._number < end ? keep.getBoundingClientRect().top : null;
+    // What the document holds now (state.start and state.end may have been moved already by slide()).
+    const domStart = list.firstElementChild ? list.firstElementChild._number : 0;
+    const domEnd = list.lastElementChild ? list.lastElementChild._number + 1 : 0;
+    if (end <= domStart || start >= domEnd || list.childElementCount === 0) {
+      list.textContent = "";
+      const fragment = document.createDocumentFragment();
+      for (let n = start; n < end; n++) fragment.appendChild(row(n));
+      list.appendChild(fragment);
+    } else {
+      while (list.firstElementChild && list.firstElementChild._number < start) list.firstElementChild.remove();
+      while (list.lastElementChild && list.lastElementChild._number >= end) list.lastElementChild.remove();
+      if (start < domStart) {
+        const fragment = document.createDocumentFragment();
+        for (let n = start; n < domStart; n++) fragment.appendChild(row(n));
+        list.insertBefore(fragment, list.firstElementChild);
+      }
+      if (end > domEnd) {
+        const fragment = document.createDocumentFragment();
+        for (let n = domEnd; n < end; n++) fragment.appendChild(row(n));
+        list.appendChild(fragment);
+      }
+    }
+    state.start = start;
+    state.end = end;
+    state.shownTail = last;
+    if (state.following) {
+      ui.log.scrollTop = ui.log.scrollHeight; // (this lays the slice out now, so a flush is timed whole)
+    } else if (keptTop !== null && keep.isConnected) {
+      ui.log.scrollTop += keep.getBoundingClientRect().top - keptTop;
+    }
+  }
+
+  // Scrolled near an end of the slice: move it by CHUNK rows that way (older above, newer below).
+  function slide() {
+    const log = ui.log;
+    if (log.scrollTop < log.clientHeight && state.start > state.base) {
+      state.start = Math.max(state.base, state.start - CHUNK);
+      state.end = Math.min(state.end, state.start + RENDER);
+      sync();
+    } else if (log.scrollHeight - log.scrollTop - log.clientHeight < log.clientHeight && state.end < tail()) {
+      state.end = Math.min(tail(), state.end + CHUNK);
+      state.start = Math.max(state.start, state.end - RENDER);
+      sync();
+    }
   }
 
   function showArrivals() {
@@ -247,46 +347,36 @@
     }
   }
 
-  // Adds the queued records at the bottom (*whole*: all of them, else at most MAX_PER_FLUSH).
-  function flush(whole) {
+  // Keeps the queued records and brings the document up to date. The work is one pass over the
+  // queue (cheap: no document) and at most RENDER new rows, however many records arrived.
+  function flush() {
     window.clearTimeout(state.frame);
     state.frame = 0;
     const started = performance.now();
-    let batch = state.queue.splice(0, state.queue.length);
-    const cap = whole ? MAX_RECORDS : MAX_PER_FLUSH;
-    if (batch.length > cap) {
-      // More arrived than the page can lay out and stay usable: the newest are shown, the rest
-      // counted (they are in the files; Filter or Load older finds them).
-      state.skipped += batch.length - cap;
-      batch = batch.slice(-cap);
-      ui.history.textContent =
-        state.skipped.toLocaleString("en") + " records skipped to keep the page responsive (they are in the files)";
-    }
-    const fragment = document.createDocumentFragment();
+    const batch = state.queue;
+    state.queue = [];
     for (const rec of batch) {
-      const key = keyOf(rec);
-      if (state.keys.has(key)) continue;
+      const kept = item(rec);
+      if (state.keys.has(kept.key)) continue;
       // Logged just as the page opened, a record can come from the files before its live event:
       // that event is the same record (its time has more digits, so its key differs).
-      const times = state.fromFiles.size ? state.fromFiles.get(looseKey(rec)) : undefined;
-      if (times && times.some((t) => Math.abs(t - Number(rec.created)) <= 0.002)) continue;
-      state.keys.add(key);
-      fragment.appendChild(render(rec, true));
+      const times = state.fromFiles.size ? state.fromFiles.get(kept.loose) : undefined;
+      if (times && times.some((t) => Math.abs(t - kept.created) <= 0.002)) continue;
+      state.keys.add(kept.key);
+      state.items.push(kept);
     }
-    const follow = state.following;
-    ui.records.appendChild(fragment);
     trim();
-    if (follow) ui.log.scrollTop = ui.log.scrollHeight; // (this lays the list out now, so it is timed)
+    sync();
     const now = performance.now();
     state.nextFlush = now + Math.max(FLUSH_MS, 2 * (now - started));
   }
 
-  // A live record: shown at the bottom, or held while paused.
+  // A live record: kept (shown at the bottom while following), or held while paused.
   function arrive(rec) {
     addSource(rec.source);
     if (state.paused) {
       state.pending.push(rec);
-      if (state.pending.length > MAX_RECORDS) state.pending.splice(0, state.pending.length - MAX_RECORDS);
+      if (state.pending.length > 2 * MAX_KEPT) state.pending.splice(0, state.pending.length - MAX_KEPT);
       state.arrivals += 1;
       showArrivals();
       return;
@@ -296,11 +386,9 @@
       showArrivals();
     }
     state.queue.push(rec);
-    if (state.queue.length > 2 * MAX_RECORDS) {
-      state.skipped += state.queue.length - MAX_RECORDS;
-      state.queue.splice(0, state.queue.length - MAX_RECORDS);
-    }
-    if (!state.frame) state.frame = window.setTimeout(() => flush(false), Math.max(0, state.nextFlush - performance.now()));
+    // More than the page keeps would only pass through it: the oldest of them leave at once.
+    if (state.queue.length > 2 * MAX_KEPT) state.queue.splice(0, state.queue.length - MAX_KEPT);
+    if (!state.frame) state.frame = window.setTimeout(flush, Math.max(0, state.nextFlush - performance.now()));
   }
 
   // The same record read back from a file: its time has only milliseconds, its traceback is in
@@ -311,43 +399,44 @@
     return [rec.source, rec.levelno, rec.subtopic, newline < 0 ? message : message.slice(0, newline)].join("\u0000");
   }
 
-  // The records shown that one from the files could repeat: those within 2 ms of the oldest shown.
+  // The records kept that one from the files could repeat: those within 2 ms of the oldest kept.
   function nearOldest() {
     const near = new Map();
-    for (const li of ui.records.children) {
-      if (state.oldest === null || li._created > state.oldest + 0.002) break;
-      const times = near.get(li._loose) || [];
-      times.push(li._created);
-      near.set(li._loose, times);
+    for (const kept of state.items) {
+      if (state.oldest === null || kept.created > state.oldest + 0.002) break;
+      const times = near.get(kept.loose) || [];
+      times.push(kept.created);
+      near.set(kept.loose, times);
     }
     return near;
   }
 
-  // Records from the files, older than everything shown: inserted at the top, oldest first.
+  // Records from the files, older than everything kept: they go before it, oldest first.
   function prepend(records) {
     // The backlog still waiting for its flush goes in first: it is what the files may repeat.
-    if (state.frame) flush(true);
-    const fragment = document.createDocumentFragment();
+    if (state.frame) flush();
     const near = nearOldest();
     state.fromFiles = new Map();
-    let added = 0;
+    const older = [];
     for (const rec of records) {
       addSource(rec.source);
-      const key = keyOf(rec);
-      const times = near.get(looseKey(rec));
-      if (times && times.some((t) => Math.abs(t - Number(rec.created)) <= 0.002)) continue;
-      if (state.keys.has(key)) continue;
-      state.keys.add(key);
-      const loose = looseKey(rec);
-      state.fromFiles.set(loose, [...(state.fromFiles.get(loose) || []), Number(rec.created)]);
-      fragment.appendChild(render(rec, true));
-      added += 1;
+      const kept = item(rec);
+      const times = near.get(kept.loose);
+      if (times && times.some((t) => Math.abs(t - kept.created) <= 0.002)) continue;
+      if (state.keys.has(kept.key)) continue;
+      state.keys.add(kept.key);
+      state.fromFiles.set(kept.loose, [...(state.fromFiles.get(kept.loose) || []), kept.created]);
+      older.push(kept);
     }
-    const wasAtBottom = atBottom();
-    ui.records.insertBefore(fragment, ui.records.firstElementChild);
-    trim(); // the page keeps the newest records: history beyond the limit is not shown
-    if (wasAtBottom && state.following) ui.log.scrollTop = ui.log.scrollHeight;
-    return added;
+    if (older.length) {
+      const wasOldest = state.start <= state.base;
+      state.items.unshift(...older);
+      state.base -= older.length;
+      if (wasOldest) state.start = state.base; // the slice showed the oldest: it shows these too
+      trim(); // the page keeps the newest records: history beyond the limit is not kept
+      sync();
+    }
+    return older.length;
   }
 
   function clear() {
@@ -356,9 +445,14 @@
     state.fromFiles = new Map();
     state.queue = [];
     state.pending = [];
+    state.items = [];
+    state.base = 0;
+    state.start = 0;
+    state.end = 0;
+    state.shownTail = 0;
     state.arrivals = 0;
-    state.skipped = 0;
     state.oldest = null;
+    ui.records.dataset.kept = "0";
     showArrivals();
   }
 
@@ -491,11 +585,38 @@
 
   // ---- context --------------------------------------------------------------------------------------
 
-  async function openContext(rec) {
+  // A live record has no file and line: the collector's files are searched for it, by its source,
+  // level and time (to the millisecond, as the files hold it) and its first line of text.
+  async function locate(rec) {
+    if (rec.file && rec.line) return rec;
+    const created = Number(rec.created);
+    if (!Number.isFinite(created)) throw new Error("the record has no time to find it by");
+    const params = new URLSearchParams({
+      since: (created - 0.01).toFixed(3),
+      until: (created + 0.01).toFixed(3),
+      limit: "1000",
+    });
+    if (rec.source) params.set("source", text(rec.source));
+    if (Number.isFinite(Number(rec.levelno))) params.set("level", String(Math.trunc(Number(rec.levelno))));
+    const response = await fetch("/search?" + params.toString());
+    const body = await response.text();
+    if (!response.ok) throw new Error(body.split("\n")[0] || response.statusText);
+    const loose = looseKey(rec);
+    for (const line of body.split("\n")) {
+      const value = line ? parse(line) : null;
+      if (!value || value.done === true || !value.file || !value.line) continue;
+      if (looseKey(value) === loose && Math.abs(Number(value.created) - created) <= 0.002) return value;
+    }
+    throw new Error("not in the files yet (the collector writes records within a second or so); try again");
+  }
+
+  async function openContext(live) {
     ui.contextRecords.textContent = "";
     const title = $("context-title");
-    title.textContent = "Context: " + text(rec.file) + " line " + text(rec.line);
+    title.textContent = "Context";
     try {
+      const rec = await locate(live);
+      title.textContent = "Context: " + text(rec.file) + " line " + text(rec.line);
       const params = new URLSearchParams({
         file: text(rec.file),
         line: text(rec.line),
@@ -534,7 +655,7 @@
       state.following = true;
       state.arrivals = 0;
       for (const rec of held) state.queue.push(rec);
-      flush(true);
+      flush();
       ui.log.scrollTop = ui.log.scrollHeight;
     }
     showArrivals();
@@ -549,7 +670,7 @@
 
   function download() {
     const lines = [];
-    for (const li of ui.records.children) lines.push(li._text);
+    for (const kept of state.items) lines.push(plain(kept.rec));
     const blob = new Blob([lines.join("\n") + (lines.length ? "\n" : "")], { type: "text/plain;charset=utf-8" });
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
@@ -580,15 +701,24 @@
   ui.arrived.addEventListener("click", () => setPaused(false));
   ui.download.addEventListener("click", download);
   ui.older.addEventListener("click", loadOlder);
+  ui.records.addEventListener("click", (event) => {
+    const button = event.target instanceof Element ? event.target.closest("button.ctx") : null;
+    const li = button ? button.closest("li") : null;
+    if (!li || li._number === undefined) return;
+    const kept = state.items[li._number - state.base];
+    if (kept) openContext(kept.rec);
+  });
   ui.log.addEventListener("scroll", () => {
     const bottom = atBottom();
-    if (bottom && !state.following && !state.paused) {
+    if (bottom && !state.following && !state.paused && state.end >= tail()) {
       state.following = true;
       state.arrivals = 0;
       showArrivals();
+      if (state.queue.length) flush();
     } else if (!bottom && state.following) {
       state.following = false;
     }
+    if (!state.following) slide();
   });
   window.addEventListener("popstate", () => {
     fromUrl();
