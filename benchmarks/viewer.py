@@ -15,6 +15,8 @@ dropped) and the apps' own count of what their handlers dropped at the
 high-water mark: every record sent is received or dropped by an app.
 ``--linger S`` gives the apps' ``close()`` S seconds for what is still queued
 (the handler's 2 s by default: the rest is discarded uncounted);
+``--sender raw`` sends stock ``[topic, text]`` frames from a bare socket
+instead (a fraction of a logging call's CPU: the collector gets the cores);
 ``--browser-nice 19`` runs chromium under ``nice`` (does the collector get
 its records when the browser yields the CPU?). Prints one JSON object.
 
@@ -59,7 +61,12 @@ PROBE_JS = """() => ({
 
 
 def measure(
-    rate: float, seconds: float, subscribe: bool = True, browser_nice: int = 0, linger: float = 2.0
+    rate: float,
+    seconds: float,
+    subscribe: bool = True,
+    browser_nice: int = 0,
+    linger: float = 2.0,
+    sender: str = "handler",
 ) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -91,7 +98,7 @@ def measure(
                 cdp.send("Performance.enable")
                 apps = [
                     worker(
-                        "latency_app",
+                        "latency_app" if sender == "handler" else "raw_app",
                         stdin=True,
                         endpoint=endpoint,
                         root=f"load{i}",
@@ -162,6 +169,7 @@ def measure(
         "collector_runqueue_wait": round((cpu_after[3] - cpu_before[3]) / (cpu_after[2] - cpu_before[2]), 2),
         "browser_cpu": round((cpu_after[1] - cpu_before[1]) / (cpu_after[2] - cpu_before[2]), 2),
         "browser_nice": browser_nice,
+        "sender": sender,
         "idle_evaluate_ms_p50": round(percentile(idle, 50), 1),
         "evaluate_ms_p50": round(percentile(rtts, 50), 1),
         "evaluate_ms_p99": round(percentile(rtts, 99), 1),
@@ -279,9 +287,17 @@ def main(argv: list[str] | None = None) -> None:
         default=2.0,
         help="the apps' handler linger: how long close() gives what is still queued for the collector",
     )
+    parser.add_argument(
+        "--sender",
+        choices=("handler", "raw"),
+        default="handler",
+        help="handler: ZLogHandler apps (a logging call each); raw: pre-formatted stock frames from a bare "
+        "socket, so that on a 2-core machine the collector, not the load generator, gets the CPU",
+    )
     args = parser.parse_args(argv)
     json.dump(
-        measure(args.rate, args.seconds, not args.no_subscribe, args.browser_nice, args.linger), sys.stdout
+        measure(args.rate, args.seconds, not args.no_subscribe, args.browser_nice, args.linger, args.sender),
+        sys.stdout,
     )
     print()
 

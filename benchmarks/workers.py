@@ -381,6 +381,55 @@ def latency_app(
     _emit({"sent": total, "seconds": elapsed, "late": late, "dropped": dropped, "close_seconds": closing})
 
 
+def raw_app(
+    endpoint: str, root: str, rate: float, seconds: float, max_seconds: float, linger: float = 2.0
+) -> None:
+    """Stock ``[topic, text]`` frames from a bare XPUB at *rate* records/s for *seconds*: what a
+    ``PUBHandler`` puts on the wire, at a fraction of a logging call's CPU, so that on a small
+    machine the collector (not the load generator) gets the cores. Reports what it sent and what
+    the socket refused at its high-water mark (``dropped``), as ``latency_app`` does."""
+    import zmq
+
+    _bound(max_seconds)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.XPUB_NODROP, 1)
+    sock.setsockopt(zmq.LINGER, int(linger * 1000))
+    sock.connect(endpoint)
+    if not sock.poll(30_000):  # the collector's subscription
+        raise SystemExit("raw_app: no subscription within 30 s")
+    sock.recv()
+    topic = f"{root}.INFO.lat".encode()
+    print("ready", flush=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        sock.send_multipart([f"{root}.INFO".encode(), f"{PROBE} {root}".encode()])
+        if _stdin_line(0.02) == "go":
+            break
+    total = int(rate * seconds)
+    send = sock.send_multipart
+    flags = zmq.NOBLOCK
+    again = zmq.Again
+    start = time.perf_counter()
+    late = dropped = 0
+    for i in range(total):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            late += 1
+        try:
+            send([topic, (MESSAGE % i).encode()], flags)
+        except again:
+            dropped += 1
+    elapsed = time.perf_counter() - start
+    sock.close()
+    ctx.term()  # waits up to LINGER for what is still queued
+    closing = time.perf_counter() - start - elapsed
+    _emit({"sent": total, "seconds": elapsed, "late": late, "dropped": dropped, "close_seconds": closing})
+
+
 # -- AMQP publishers ------------------------------------------------------------------------------
 
 
