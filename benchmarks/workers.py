@@ -571,6 +571,7 @@ WORKERS: dict[str, Callable[..., None]] = {
         app_cost,
         startup,
         latency_app,
+        raw_app,
         pika_blocking,
         pika_select,
         oneway,
