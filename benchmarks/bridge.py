@@ -6,7 +6,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -65,6 +65,40 @@ class Broker:
         self.node.close()
 
 
+class Queue(Protocol):
+    """What prime_bridge needs of the queue (or queues) a bridge feeds."""
+
+    def purge(self) -> None: ...
+
+    def depth(self) -> int: ...
+
+
+def prime_bridge(proc: Any, sock: zmq.Socket[Any], queue: Queue) -> int:
+    """Probe a started bridge until it forwards, wait until it confirmed every probe, then pause it
+    (SIGSTOP) with *queue* emptied: the records sent next are timed from its SIGCONT.
+    Returns the probes it received (PUB drops those sent before the subscription arrived)."""
+    queue.purge()
+    probe = [b"bench.INFO", f"{PROBE} {uuid.uuid4().hex[:12]}\n".encode()]
+    deadline = time.monotonic() + 20
+    while queue.depth() == 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"the bridge never forwarded a probe\n{proc.describe()}")
+        sock.send_multipart(probe)
+        time.sleep(0.05)
+    probes = 0
+
+    def settled() -> bool:
+        nonlocal probes
+        seen = counters(proc)
+        probes = int(seen["received"])
+        return int(seen["amqp"].get("delivered", 0)) == probes
+
+    wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
+    proc.send(signal.SIGSTOP)
+    queue.purge()
+    return probes
+
+
 def bridge_once(broker: Broker, n: int) -> tuple[float, float]:
     """Pre-queue *n* records at a stopped ``zlogcollect bridge``; records/s until queued and until confirmed."""
     records = [[b"bench.INFO.db.query", (MESSAGE % i + "\n").encode()] for i in range(n)]
@@ -81,26 +115,7 @@ def bridge_once(broker: Broker, n: int) -> tuple[float, float]:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(endpoint)
         try:
-            broker.purge()
-            probe = [b"bench.INFO", f"{PROBE} {uuid.uuid4().hex[:12]}\n".encode()]
-            deadline = time.monotonic() + 20
-            while broker.depth() == 0:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the bridge never forwarded a probe\n{proc.describe()}")
-                sock.send_multipart(probe)
-                time.sleep(0.05)
-            # Probes sent before the subscription arrived were dropped by PUB; count what arrived.
-            probes = 0
-
-            def settled() -> bool:
-                nonlocal probes
-                seen = counters(proc)
-                probes = int(seen["received"])
-                return int(seen["amqp"].get("delivered", 0)) == probes
-
-            wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
-            proc.send(signal.SIGSTOP)
-            broker.purge()
+            probes = prime_bridge(proc, sock, broker)
             for frames in records:
                 sock.send_multipart(frames)
             t0 = time.perf_counter()
@@ -138,16 +153,22 @@ def publisher_once(
         proc.kill()
 
 
-def run(settings: Settings, outcome: Outcome) -> None:
+def rabbit_missing() -> str | None:
+    """Why the AMQP scenarios cannot run here (pika or Debian's rabbitmq-server missing), or None."""
     try:
         import pika  # noqa: F401
 
         from zlogcollect.testing.rabbitmq import RabbitNode
     except ImportError as exc:
-        outcome.skipped = f"needs pika and zlogcollect/testing/rabbitmq.py ({exc})"
-        return
+        return f"needs pika and zlogcollect/testing/rabbitmq.py ({exc})"
     if not RabbitNode.available():
-        outcome.skipped = "Debian's rabbitmq-server is not installed here (apt-get install rabbitmq-server)"
+        return "Debian's rabbitmq-server is not installed here (apt-get install rabbitmq-server)"
+    return None
+
+
+def run(settings: Settings, outcome: Outcome) -> None:
+    outcome.skipped = rabbit_missing()
+    if outcome.skipped:
         return
     try:
         import python_logging_rabbitmq  # noqa: F401

@@ -20,14 +20,14 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pika
 import zmq
 
+from benchmarks.bridge import prime_bridge
 from benchmarks.common import BenchError, counters, progress, scratch, tcp_endpoint, wait_until, zlogcollect
-from benchmarks.workers import MESSAGE, PROBE
+from benchmarks.workers import MESSAGE
 from zlogcollect.testing.rabbitmq import RabbitCluster
 
 SOURCES = 8
@@ -77,25 +77,7 @@ def one_run(cluster: RabbitCluster, shards: Shards, n: int) -> dict[str, float]:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(endpoint)
         try:
-            shards.purge()
-            probe = [b"bench.INFO", f"{PROBE} {uuid.uuid4().hex[:12]}\n".encode()]
-            deadline = time.monotonic() + 20
-            while shards.depth() == 0:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"the bridge never forwarded a probe\n{proc.describe()}")
-                sock.send_multipart(probe)
-                time.sleep(0.05)
-            probes = 0
-
-            def settled() -> bool:
-                nonlocal probes
-                seen = counters(proc)
-                probes = int(seen["received"])
-                return int(seen["amqp"].get("delivered", 0)) == probes
-
-            wait_until(settled, 20, "the bridge to confirm every probe", interval=0.05)
-            proc.send(signal.SIGSTOP)
-            shards.purge()
+            probes = prime_bridge(proc, sock, shards)
             # What three idle nodes burn anyway (timers, Raft ticks, the stats): subtracted below.
             idle0, i0 = beam_cpu(cluster), time.perf_counter()
             time.sleep(5)
