@@ -673,3 +673,146 @@ def run(
     progress.done()
     announce("stopped: %s", summary())
     return ExitStatus.SUCCESS
+
+
+def run_writer(
+    config: CollectorConfig,
+    diagnostics: DiagnosticsHandler | None = None,
+    stop_requested: Callable[[], str | None] = _never,
+) -> ExitStatus:
+    """``collect --from-amqp``: write what the bridges sent to the queues, until SIGTERM/SIGINT.
+
+    The files, counters, ``--http``, SIGHUP and SIGUSR1 are the collector's; records
+    come from :class:`zlogcollect.writer.AmqpWriter` instead of a socket. Raises
+    :class:`DaemonStartupError`: 78 for credentials, vhost or a missing queue, 69
+    when no node of the broker answers.
+    """
+    state = SignalState()
+
+    def stopping() -> bool:
+        if state.stop is None:
+            state.stop = stop_requested()
+        return state.stop is not None
+
+    try:
+        from zlogcollect.sinks.amqp_link import AmqpSetupError
+        from zlogcollect.writer import AmqpWriter, WriterSettings, WriterUnavailable
+    except ImportError as exc:
+        raise DaemonStartupError(
+            f"from_amqp needs pika: install zlogcollect with its amqp extra, pip install '/path/to/checkout[amqp]' ({exc})",
+            ExitStatus.CONFIG,
+        ) from None
+    user, root_warning = check_root_policy(config)
+    stats = Stats()
+    file_sink = build_file_sink(config, stats)
+    settings = WriterSettings(
+        url=config.from_amqp,
+        queues=config.queue,
+        nodes=config.amqp_node,
+        prefetch=config.prefetch,
+        window=config.dedup_window,
+        heartbeat=config.heartbeat,
+    )
+    try:
+        writer = AmqpWriter(settings, file_sink, stats, privileges.state_mode(config.file_mode_value))
+    except ValueError as exc:  # pika rejects URL query options it cannot parse
+        raise DaemonStartupError(f"from_amqp: {exc}", ExitStatus.CONFIG) from None
+    health = Health(
+        stats,
+        pending_lines=lambda: file_sink.pending_lines,
+        amqp=AmqpView(lambda: writer.connected, lambda: 0, config.prefetch),
+    )
+    http = build_http(config, stats, health, True)
+    try:
+        if http is not None and not stopping():
+            start_http(http)
+        if user is not None:
+            become(user)
+        check_directory(config.dir, config.dir_mode_value, user)
+        try:
+            writer.start(stopping)
+        except AmqpSetupError as exc:
+            raise DaemonStartupError(f"from_amqp: {exc}", ExitStatus.CONFIG) from None
+        except WriterUnavailable as exc:
+            raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    except DaemonStartupError:
+        if http is not None:
+            http.stop()
+        raise
+
+    handlers = [
+        gevent.signal_handler(signal.SIGTERM, state.request_stop, "SIGTERM"),
+        gevent.signal_handler(signal.SIGINT, state.request_stop, "SIGINT"),
+        gevent.signal_handler(signal.SIGHUP, state.request_reopen),
+        gevent.signal_handler(signal.SIGUSR1, state.request_report),
+    ]
+    progress = Progress(stats, diagnostics)
+    stats_path = counters_path(config, file_sink)
+    notifier = Notifier()
+
+    def summary() -> str:
+        save_counters(stats_path, stats, True, privileges.state_mode(config.file_mode_value))
+        return stats.summary(files=True)
+
+    next_stats = time.monotonic() + config.stats_interval
+    next_save = time.monotonic() + 1.0
+
+    def between() -> None:
+        nonlocal next_stats, next_save
+        progress.tick()
+        health.tick()
+        if state.reopen:
+            state.reopen = False
+            log.info("SIGHUP: reopening files")
+            notifier.notify(reloading())
+            file_sink.reopen()
+            notifier.notify(READY)
+        now = time.monotonic()
+        if state.report:
+            state.report = False
+            announce("counters: %s", summary())
+        elif now >= next_save:
+            # The counters file stays current (the collector saves it with its state).
+            save_counters(stats_path, stats, True, privileges.state_mode(config.file_mode_value))
+        if now >= next_save:
+            next_save = now + 1.0
+        if config.stats_interval and now >= next_stats:
+            next_stats = now + config.stats_interval
+            announce("counters: %s", summary())
+
+    try:
+        if stopping():
+            log.info("%s during start-up: stopping before consuming", state.stop)
+            notifier.notify(STOPPING)
+        else:
+            log_root_warning(root_warning)
+            targets = [f"writing to {file_sink.directory}"]
+            if http is not None:
+                targets.append(f"metrics on http://{http.address}/metrics")
+            announce(
+                "ready: consuming %s from %s (prefetch %d), %s (pid %d)",
+                " ".join(config.queue),
+                redact(writer.url),
+                config.prefetch,
+                ", ".join(targets),
+                os.getpid(),
+            )
+            health.tick()
+            notifier.notify(READY)
+            writer.serve(stopping, between)
+            health.stopping = True
+            notifier.notify(STOPPING)
+            log.info("%s: writing and acking what was taken, then stopping", state.stop)
+    finally:
+        health.stopping = True
+        try:
+            writer.close()
+        finally:
+            file_sink.close()
+            if http is not None:
+                http.stop()
+            for handler in handlers:
+                handler.cancel()
+    progress.done()
+    announce("stopped: %s", summary())
+    return ExitStatus.SUCCESS
