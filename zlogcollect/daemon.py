@@ -794,7 +794,7 @@ def run_writer(
     health = Health(
         stats,
         pending_lines=lambda: file_sink.pending_lines,
-        amqp=AmqpView(lambda: writer.connected, lambda: 0, config.prefetch),
+        amqp=AmqpView(lambda: writer.connected, lambda: 0, config.prefetch, writer=True),
     )
     http = build_http(config, stats, health, True)
     _start_writer(config, writer, http, user, stopping)

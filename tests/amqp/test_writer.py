@@ -14,6 +14,7 @@ from tests.amqp.test_bridge import channel, launch, queue_length
 from tests.helpers import (
     CollectorProcess,
     StockSender,
+    http_get,
     one_error_line,
     run_cli,
     short_ipc_endpoint,
@@ -159,8 +160,13 @@ def test_a_repeated_message_id_is_written_once_also_after_a_restart(
     assert proc.stop() == 0
     assert proc.counters()["amqp"]["duplicates"] == 2
     publish(rabbit_url, queue, range(4, 7))  # 4 was written by the first run
-    again = writer(collectors, rabbit_url, logs, "--queue", queue)
+    again = writer(collectors, rabbit_url, logs, "--queue", queue, "--http", "127.0.0.1:0")
     wait_until(lambda: again.ask_counters()["amqp"].get("consumed") == 3, 30, what="3 messages consumed")
+    address = again.stderr.split("metrics on http://", 1)[1].split("/metrics", 1)[0]
+    status, metrics = http_get(address, "/metrics")
+    assert status == 200
+    assert b"zlogcollect_amqp_duplicates_total 1.0" in metrics
+    assert b"zlogcollect_amqp_connected 1.0" in metrics
     assert again.stop() == 0
     assert "duplicates:1" in again.summary()
     assert numbers_in(logs / "app1.log") == list(range(7))
