@@ -49,14 +49,22 @@ class Broker:
         self._channel = self._connection.channel()
         self._channel.queue_declare(QUEUE, durable=True)
         self._bodies: list[tuple[bytes, Any]] = []
-        self._confirming = False
 
     def ready(self) -> int:
         count: int = self._channel.queue_declare(QUEUE, passive=True).method.message_count
         return count
 
+    def total(self) -> int:
+        """Messages in the queue, ready and unacknowledged (what a stopped consumer's prefetch holds
+        too): ``rabbitmqctl list_queues name messages``, about a second a call, so only while filling."""
+        for line in self.node.ctl("list_queues", "-q", "name", "messages").splitlines():
+            name, _, count = line.strip().partition("\t")
+            if name == QUEUE and count.strip().isdigit():
+                return int(count)
+        return 0
+
     def fill(self, n: int) -> None:
-        """Publish *n* messages as the bridge does (under confirms: all are in the queue on return)."""
+        """Publish *n* messages as the bridge does, then wait until the broker holds them all."""
         import pika
 
         from zlogcollect.sinks.amqp_message import MessageFormat
@@ -73,13 +81,9 @@ class Broker:
                 )
                 message = fmt(record)
                 self._bodies.append((message.body, pika.BasicProperties(**message.properties())))
-        if not self._confirming:
-            self._channel.confirm_delivery()
-            self._confirming = True
         for body, properties in self._bodies[:n]:
-            # Confirmed one by one: on return every message is in the queue (ready, or already
-            # handed to a SIGSTOPped consumer's prefetch, which a ready count would not show).
             self._channel.basic_publish("", QUEUE, body, properties)
+        wait_until(lambda: self.total() >= n, 120, f"{n} messages in the queue", interval=0.5)
 
     def purge(self) -> None:
         self._channel.queue_purge(QUEUE)

@@ -510,7 +510,7 @@ class CollectorConfig:
         check=at_least(1),
     )
     dedup_window: int = setting(
-        200_000,
+        100_000,
         "Message ids the writer remembers (in --dir, across restarts) to drop repeated deliveries.",
         FILES,
         metavar="N",

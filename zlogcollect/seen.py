@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Final
 
-DEFAULT_CAPACITY: Final = 200_000
+DEFAULT_CAPACITY: Final = 100_000
 """Ids remembered: far more than a prefetch window and a bridge's unconfirmed re-sends."""
 
 MAX_ID: Final = 255

@@ -68,7 +68,7 @@ class WriterSettings:
     queues: tuple[str, ...]
     nodes: tuple[str, ...] = ()
     prefetch: int = 1000
-    window: int = 200_000
+    window: int = 100_000
     heartbeat: int = 30
     connect_timeout: float = 10.0
 
@@ -313,7 +313,6 @@ class AmqpWriter:
             between()
 
     def _reconnect(self, stopping: Callable[[], bool]) -> bool:
-        self._counts["reconnects"] += 1
         try:
             self._connect(self.settings.connect_timeout)
         except CONNECT_ERRORS as exc:
@@ -326,6 +325,7 @@ class AmqpWriter:
                 gevent.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
             return False
         self._backoff.reset()
+        self._counts["reconnects"] += 1
         log.info("AMQP: consuming %s from %s again", " ".join(self.settings.queues), redact(self.url))
         return True
 
