@@ -174,7 +174,7 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.notes.append(
         f"{n:,} messages as the bridge publishes them pre-queued in one durable classic queue, prefetch {PREFETCH};"
         " timed until the broker holds none (ready 0, then every ack: the writer's acked counter, the"
-        " bare consumer's last ack). The writer writes text lines to 8 files (plus none to errors.log)"
+        " bare consumer's last ack). The writer writes default text lines to 8 files (INFO records: nothing in errors.log)"
     )
     progress("writer: starting a private RabbitMQ node")
     broker = Broker()
