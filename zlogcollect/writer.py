@@ -304,7 +304,7 @@ class AmqpWriter:
             link = self._link
             if link is None or not link.is_open or link.channel is None:
                 self.commit(force_ack=False)
-                if not self._reconnect(stopping):
+                if not self._reconnect(stopping, between):
                     continue
             self._wake.wait(ACK_INTERVAL / 2)
             self._wake.clear()
@@ -312,7 +312,8 @@ class AmqpWriter:
             self.commit()
             between()
 
-    def _reconnect(self, stopping: Callable[[], bool]) -> bool:
+    def _reconnect(self, stopping: Callable[[], bool], between: Callable[[], None]) -> bool:
+        """Connect again, or count the failure and wait the backoff (acting on signals meanwhile)."""
         try:
             self._connect(self.settings.connect_timeout)
         except CONNECT_ERRORS as exc:
@@ -323,6 +324,7 @@ class AmqpWriter:
             deadline = time.monotonic() + self._backoff.next()
             while time.monotonic() < deadline and not stopping():
                 gevent.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+                between()
             return False
         self._backoff.reset()
         self._counts["reconnects"] += 1
