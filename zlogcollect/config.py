@@ -497,7 +497,7 @@ class CollectorConfig:
     )
     queue: tuple[str, ...] = setting(
         (),
-        "A queue the writer consumes (repeatable), e.g. zlogcollect.shard.0; it must exist.",
+        "A queue the writer consumes, e.g. zlogcollect.shard.0; it must exist.",
         FILES,
         metavar="NAME",
         samples=("zlogcollect.shard.0",),

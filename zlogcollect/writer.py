@@ -161,12 +161,20 @@ class Journal:
         self._fd: int | None = None
 
     def load(self) -> int:
-        """Read the journal into the window (a missing file is an empty one); how many ids it held."""
+        """Read the journal into the window (a missing file is an empty one); how many ids it held.
+
+        A last line cut short by a kill (no newline) is cut off the file: it may be the start of a
+        longer id, which must never count as written.
+        """
         try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as handle:
-                ids = parse_journal(handle.read())
+            with open(self.path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
-            ids = []
+            data = b""
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            os.truncate(self.path, len(data))
+        ids = parse_journal(data.decode("utf-8", "surrogateescape"))
         self._window.load(ids)
         self._lines = len(ids)
         return len(ids)

@@ -290,3 +290,28 @@ def test_sighup_reopens_the_files(
     wait_until(lambda: line_count(logs / "app1.log") == 2, 30, what="a new app1.log")
     assert proc.stop() == 0
     assert numbers_in(logs / "app1.log.1") + numbers_in(logs / "app1.log") == list(range(5))
+
+
+def test_the_journal_survives_a_cut_last_line_and_compacts_to_the_window(tmp_path: Path) -> None:
+    """A kill mid-append leaves a line without its newline: it is not an id (it may be the start of a
+    longer one) and is cut off the file; at twice the window the file is rewritten with the window alone."""
+    from zlogcollect.seen import SeenWindow
+    from zlogcollect.writer import Journal
+
+    path = tmp_path / "_seen.journal"
+    path.write_text("p1:1\np1:2\np1:3")  # "p1:3" cut short by a kill
+    window = SeenWindow(4)
+    journal = Journal(str(path), window)
+    assert journal.load() == 2
+    assert list(window) == ["p1:1", "p1:2"]
+    window.add("p1:4")
+    journal.append(["p1:4"])
+    assert path.read_text() == "p1:1\np1:2\np1:4\n"
+    for n in range(5, 12):
+        window.add(f"p1:{n}")
+        journal.append([f"p1:{n}"])
+    journal.close()
+    again = SeenWindow(4)
+    Journal(str(path), again).load()
+    assert list(again) == ["p1:8", "p1:9", "p1:10", "p1:11"]
+    assert len(path.read_text().splitlines()) < 2 * 4 + 3  # compacted once on the way
