@@ -177,25 +177,36 @@ class Journal:
         ids = parse_journal(data.decode("utf-8", "surrogateescape"))
         self._window.load(ids)
         self._lines = len(ids)
+        self._open()  # now, not between a write and its journal line
         return len(ids)
 
-    def append(self, ids: list[str]) -> None:
-        """Append *ids* (one write); compact first when the file holds twice the window."""
-        if self._lines >= 2 * self._window.capacity:
-            self.compact()
+    def _open(self) -> int:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self._mode)
-        data = journal_lines(ids).encode("utf-8", "surrogateescape")
-        view = memoryview(data)
+        return self._fd
+
+    @staticmethod
+    def encode(ids: list[str]) -> bytes:
+        """*ids* as the bytes :meth:`append` writes."""
+        return journal_lines(ids).encode("utf-8", "surrogateescape")
+
+    def append(self, ids: list[str], data: bytes | None = None) -> None:
+        """Append *ids* in one write (*data*: their bytes from :meth:`encode`, made before the lines
+        were written); then, once the file holds twice the window, compact it."""
+        fd = self._open()
+        view = memoryview(self.encode(ids) if data is None else data)
         while view:
-            view = view[os.write(self._fd, view) :]
+            view = view[os.write(fd, view) :]
         self._lines += len(ids)
+        if self._lines >= 2 * self._window.capacity:
+            self.compact()
 
     def compact(self) -> None:
         """Replace the file by the window's ids, whole or not at all."""
         self.close()
         atomic_write(self.path, self._window.dump(), mode=self._mode)
         self._lines = len(self._window)
+        self._open()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -377,12 +388,16 @@ class AmqpWriter:
         or a failed write being retried): the ack must not outrun the disk.
         """
         sink = self._sink
+        ids = self._unjournalled
+        # Encoded before the write, so that between the lines reaching the files and their ids
+        # reaching the journal there is nothing but the two system calls (the residual window).
+        data = self.journal.encode(ids) if ids else b""
         sink.flush()
         if sink.pending_lines:
             return
-        if self._unjournalled:
+        if ids:
             try:
-                self.journal.append(self._unjournalled)
+                self.journal.append(ids, data)
             except OSError as exc:
                 self._stats.errors["journal"] += 1
                 log.warning("cannot append to %s: %s", self.journal.path, escape_text(str(exc)))
