@@ -25,6 +25,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "latency": ("benchmarks.latency", "5. Latency from the logger call to the line on disk"),
     "loss": ("benchmarks.loss", "6. Start-up loss: records delivered from a short-lived process"),
     "rotation": ("benchmarks.rotation", "7. Many sources rotating at once (receive-loop time of one pass)"),
+    "writer": (
+        "benchmarks.writer",
+        "8. The writer (collect --from-amqp) from a pre-filled queue, beside bare pika",
+    ),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -560,6 +560,37 @@ def oneway(port: int, count: int, max_seconds: float) -> None:
     os._exit(0)
 
 
+def pika_consumer(url: str, queue: str, count: int, prefetch: int, max_seconds: float) -> None:
+    """The writer's ceiling: a bare pika ``BlockingConnection`` consumer that only acks (multiple, every
+    half prefetch), *count* messages from *queue*, after "go" on stdin."""
+    import pika
+
+    _bound(max_seconds)
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    half = max(prefetch // 2, 1)
+    state = {"seen": 0, "unacked": 0}
+
+    def on_message(ch: Any, method: Any, _properties: Any, _body: bytes) -> None:
+        state["seen"] += 1
+        state["unacked"] += 1
+        if state["unacked"] >= half or state["seen"] >= count:
+            ch.basic_ack(method.delivery_tag, multiple=True)
+            state["unacked"] = 0
+        if state["seen"] >= count:
+            ch.stop_consuming()
+
+    print("ready", flush=True)
+    _stdin_line(60)
+    t0 = time.perf_counter()
+    channel.basic_consume(queue, on_message)
+    channel.start_consuming()
+    elapsed = time.perf_counter() - t0
+    connection.close()
+    _emit({"acked": state["seen"], "seconds": elapsed})
+
+
 WORKERS: dict[str, Callable[..., None]] = {
     f.__name__: f
     for f in (
@@ -575,6 +606,7 @@ WORKERS: dict[str, Callable[..., None]] = {
         pika_blocking,
         pika_select,
         oneway,
+        pika_consumer,
     )
 }
 

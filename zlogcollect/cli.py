@@ -161,12 +161,15 @@ def _run(mode: str, config_file: str | None, traceback: bool, overrides: dict[st
 
     diagnostics = setup_diagnostics(config.log_level)
     try:
-        status = daemon.run(
-            config,
-            files=mode == "collect",
-            diagnostics=diagnostics,
-            stop_requested=startup_signals.requested,
-        )
+        if config.from_amqp:
+            status = daemon.run_writer(config, diagnostics, startup_signals.requested)
+        else:
+            status = daemon.run(
+                config,
+                files=mode == "collect",
+                diagnostics=diagnostics,
+                stop_requested=startup_signals.requested,
+            )
     except daemon.DaemonStartupError as exc:
         _fail(str(exc), exc.status, traceback)
     sys.exit(int(status))

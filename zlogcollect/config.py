@@ -419,7 +419,7 @@ class CollectorConfig:
     amqp_node: tuple[str, ...] = setting(
         (),
         "Another node of the broker's cluster, HOST:PORT (repeatable): when the current node fails,"
-        " the bridge connects to the next one, with the URL's user, password, vhost and TLS.",
+        " the bridge (or the writer) connects to the next one, with the URL's user, password, vhost and TLS.",
         AMQP,
         metavar="HOST:PORT",
         samples=("rabbit2.example.com:5672",),
@@ -483,6 +483,38 @@ class CollectorConfig:
     heartbeat: int = setting(30, "AMQP heartbeat, seconds.", AMQP, metavar="SECONDS", check=at_least(0))
     mandatory: bool = setting(
         True, "Publish as mandatory and count records no queue was bound for as unroutable.", AMQP
+    )
+    # The writer: `collect --from-amqp` (needs the `amqp` extra: pika).
+    from_amqp: str = setting(
+        "",
+        "Write what bridges sent to RabbitMQ instead of receiving over ZeroMQ: consume every --queue"
+        " at this URL, e.g. amqp://zlog:PASSWORD@rabbit1:5672/%2F; '' = off (receive on --bind).",
+        FILES,
+        metavar="URL",
+        envvar="ZLOGCOLLECT_FROM_AMQP",
+        heading="The writer (install with the amqp extra): write what bridges sent to RabbitMQ, acking"
+        " each message once its line is on disk. Off while from_amqp is empty.",
+    )
+    queue: tuple[str, ...] = setting(
+        (),
+        "A queue the writer consumes, e.g. zlogcollect.shard.0; it must exist.",
+        FILES,
+        metavar="NAME",
+        samples=("zlogcollect.shard.0",),
+    )
+    prefetch: int = setting(
+        1000,
+        "Messages the broker hands the writer before it acks; it acks in batches of half of them.",
+        FILES,
+        metavar="N",
+        check=at_least(1),
+    )
+    dedup_window: int = setting(
+        100_000,
+        "Message ids the writer remembers (in --dir, across restarts) to drop repeated deliveries.",
+        FILES,
+        metavar="N",
+        check=at_least(1),
     )
 
     @property
@@ -558,20 +590,20 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-def validate_amqp_url(url: str) -> None:
-    """Check an AMQP URL without connecting; the error never shows the password."""
+def validate_amqp_url(url: str, name: str = "amqp_url") -> None:
+    """Check an AMQP URL (the setting *name*'s) without connecting; the error never shows the password."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         # urllib's own message can quote part of the password: never show it.
         raise ConfigError(
-            "amqp_url: not a valid URL (is the port a number? percent-encode / # ? @ in the user or password)"
+            f"{name}: not a valid URL (is the port a number? percent-encode / # ? @ in the user or password)"
         ) from None
     if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
-        raise ConfigError(f"amqp_url = {redact(url)!r}: expected amqp://USER:PASSWORD@HOST[:PORT]/VHOST")
+        raise ConfigError(f"{name} = {redact(url)!r}: expected amqp://USER:PASSWORD@HOST[:PORT]/VHOST")
     if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"amqp_url: port {port} is out of range")
+        raise ConfigError(f"{name}: port {port} is out of range")
 
 
 def node_urls(url: str, nodes: tuple[str, ...]) -> list[str]:
@@ -749,12 +781,33 @@ def _check_routes_and_format(config: CollectorConfig) -> None:
             raise ConfigError(f"format: {exc}") from None
 
 
+def _check_writer(config: CollectorConfig) -> None:
+    """``from_amqp``: a URL, at least one queue, and none of the options of a receiving collector it ignores."""
+    validate_amqp_url(config.from_amqp, "from_amqp")
+    node_urls(config.from_amqp, config.amqp_node)
+    if not config.queue:
+        raise ConfigError("from_amqp: give the queue(s) to consume with --queue NAME (repeatable)")
+    for name in config.queue:
+        if not name or len(name.encode()) > 255:
+            raise ConfigError(f"queue = {name!r}: expected a queue name of 1 to 255 bytes")
+    if config.amqp_url:
+        raise ConfigError("from_amqp: a writer does not forward; give either from_amqp or amqp_url")
+    if config.publish:
+        raise ConfigError("from_amqp: a writer does not republish (--publish); tail the bridges instead")
+    if config.prefetch > 65535:
+        raise ConfigError(f"prefetch = {config.prefetch}: expected at most 65535")
+
+
 def _check_amqp(config: CollectorConfig) -> None:
+    if config.from_amqp:
+        _check_writer(config)
     if config.amqp_url:
         validate_amqp_url(config.amqp_url)
         node_urls(config.amqp_url, config.amqp_node)
-    elif config.amqp_node:
-        raise ConfigError("amqp_node: give the first node with amqp_url (or amqp_url_file)")
+    elif config.amqp_node and not config.from_amqp:
+        raise ConfigError("amqp_node: give the first node with amqp_url (or amqp_url_file, or from_amqp)")
+    if config.queue and not config.from_amqp:
+        raise ConfigError("queue: the queues to consume need from_amqp (the writer)")
     if not config.exchange:
         raise ConfigError("exchange: must not be empty")
     for spec in config.declare_queue:

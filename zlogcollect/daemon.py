@@ -41,6 +41,7 @@ from zlogcollect.wire import escape_text
 if TYPE_CHECKING:
     from zlogcollect.httpd import HttpServer
     from zlogcollect.sinks.amqp import AmqpSink as AmqpSinkType
+    from zlogcollect.writer import AmqpWriter as AmqpWriterType
 
 log = logging.getLogger("zlogcollect")
 
@@ -672,4 +673,177 @@ def run(
             handler.cancel()
     progress.done()
     announce("stopped: %s", summary())
+    return ExitStatus.SUCCESS
+
+
+def _writer_parts(config: CollectorConfig, stats: Stats) -> tuple[FileSink, AmqpWriterType]:
+    """The file sink and the writer from a validated config (nothing connected or opened yet)."""
+    try:
+        from zlogcollect.writer import AmqpWriter, WriterSettings
+    except ImportError as exc:
+        raise DaemonStartupError(
+            f"from_amqp needs pika: install zlogcollect with its amqp extra, pip install '/path/to/checkout[amqp]' ({exc})",
+            ExitStatus.CONFIG,
+        ) from None
+    file_sink = build_file_sink(config, stats)
+    settings = WriterSettings(
+        url=config.from_amqp,
+        queues=config.queue,
+        nodes=config.amqp_node,
+        prefetch=config.prefetch,
+        window=config.dedup_window,
+        heartbeat=config.heartbeat,
+    )
+    try:
+        writer = AmqpWriter(settings, file_sink, stats, privileges.state_mode(config.file_mode_value))
+    except ValueError as exc:  # pika rejects URL query options it cannot parse
+        raise DaemonStartupError(f"from_amqp: {exc}", ExitStatus.CONFIG) from None
+    return file_sink, writer
+
+
+def _start_writer(
+    config: CollectorConfig,
+    writer: AmqpWriterType,
+    http: HttpServer | None,
+    user: privileges.ServiceUser | None,
+    stopping: Callable[[], bool],
+) -> None:
+    """--http, drop to --user, check --dir, then the broker: 78 for what the operator must fix, 69 if down."""
+    from zlogcollect.sinks.amqp_link import AmqpSetupError
+    from zlogcollect.writer import WriterUnavailable
+
+    try:
+        if http is not None and not stopping():
+            start_http(http)
+        if user is not None:
+            become(user)
+        check_directory(config.dir, config.dir_mode_value, user)
+        try:
+            writer.start(stopping)
+        except AmqpSetupError as exc:
+            raise DaemonStartupError(f"from_amqp: {exc}", ExitStatus.CONFIG) from None
+        except WriterUnavailable as exc:
+            raise DaemonStartupError(str(exc), ExitStatus.UNAVAILABLE) from None
+    except DaemonStartupError:
+        if http is not None:
+            http.stop()
+        raise
+
+
+class WriterTimers:
+    """The writer's between-batches step: SIGHUP, SIGUSR1 and the heartbeat counters line."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        state: SignalState,
+        file_sink: FileSink,
+        stats: Stats,
+        notifier: Notifier,
+    ) -> None:
+        self._config, self._state, self._sink, self._stats = config, state, file_sink, stats
+        self._notifier = notifier
+        self._path = counters_path(config, file_sink)
+        self._mode = privileges.state_mode(config.file_mode_value)
+        self._next_stats = time.monotonic() + config.stats_interval
+
+    def summary(self) -> str:
+        """The counters line, after saving the same counters as JSON."""
+        save_counters(self._path, self._stats, True, self._mode)
+        return self._stats.summary(files=True)
+
+    def __call__(self) -> None:
+        state = self._state
+        if state.reopen:
+            state.reopen = False
+            log.info("SIGHUP: reopening files")
+            self._notifier.notify(reloading())
+            self._sink.reopen()
+            self._notifier.notify(READY)
+        if state.report:
+            state.report = False
+            announce("counters: %s", self.summary())
+        now = time.monotonic()
+        if self._config.stats_interval and now >= self._next_stats:
+            self._next_stats = now + self._config.stats_interval
+            announce("counters: %s", self.summary())
+
+
+def run_writer(
+    config: CollectorConfig,
+    diagnostics: DiagnosticsHandler | None = None,
+    stop_requested: Callable[[], str | None] = _never,
+) -> ExitStatus:
+    """``collect --from-amqp``: write what the bridges sent to the queues, until SIGTERM/SIGINT.
+
+    The files, counters, ``--http``, SIGHUP and SIGUSR1 are the collector's; records
+    come from :class:`zlogcollect.writer.AmqpWriter` instead of a socket. Raises
+    :class:`DaemonStartupError`: 78 for credentials, vhost or a missing queue, 69
+    when no node of the broker answers.
+    """
+    state = SignalState()
+
+    def stopping() -> bool:
+        if state.stop is None:
+            state.stop = stop_requested()
+        return state.stop is not None
+
+    user, root_warning = check_root_policy(config)
+    stats = Stats()
+    file_sink, writer = _writer_parts(config, stats)
+    health = Health(
+        stats,
+        pending_lines=lambda: file_sink.pending_lines,
+        amqp=AmqpView(lambda: writer.connected, lambda: 0, config.prefetch, writer=True),
+    )
+    http = build_http(config, stats, health, True)
+    _start_writer(config, writer, http, user, stopping)
+    handlers = [
+        gevent.signal_handler(signal.SIGTERM, state.request_stop, "SIGTERM"),
+        gevent.signal_handler(signal.SIGINT, state.request_stop, "SIGINT"),
+        gevent.signal_handler(signal.SIGHUP, state.request_reopen),
+        gevent.signal_handler(signal.SIGUSR1, state.request_report),
+    ]
+    progress = Progress(stats, diagnostics)
+    notifier = Notifier()
+    timers = WriterTimers(config, state, file_sink, stats, notifier)
+
+    def between() -> None:
+        progress.tick()
+        health.tick()
+        timers()
+
+    try:
+        if stopping():
+            log.info("%s during start-up: stopping before consuming", state.stop)
+            notifier.notify(STOPPING)
+        else:
+            log_root_warning(root_warning)
+            metrics = f", metrics on http://{http.address}/metrics" if http is not None else ""
+            announce(
+                "ready: consuming %s from %s (prefetch %d), writing to %s%s (pid %d)",
+                " ".join(config.queue),
+                redact(writer.url),
+                config.prefetch,
+                file_sink.directory,
+                metrics,
+                os.getpid(),
+            )
+            health.tick()
+            notifier.notify(READY)
+            writer.serve(stopping, between)
+            notifier.notify(STOPPING)
+            log.info("%s: writing and acking what was taken, then stopping", state.stop)
+    finally:
+        health.stopping = True
+        try:
+            writer.close()
+        finally:
+            file_sink.close()
+            if http is not None:
+                http.stop()
+            for handler in handlers:
+                handler.cancel()
+    progress.done()
+    announce("stopped: %s", timers.summary())
     return ExitStatus.SUCCESS

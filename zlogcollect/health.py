@@ -26,11 +26,15 @@ AMQP_FULL: Final = 0.8
 
 @dataclass(frozen=True)
 class AmqpView:
-    """What the bridge sink tells at scrape time: whether it is connected and how much it holds."""
+    """What the bridge sink tells at scrape time: whether it is connected and how much it holds.
+
+    *writer*: it is ``collect --from-amqp``'s consumer (nothing buffered, other counters).
+    """
 
     connected: Callable[[], bool]
     buffered: Callable[[], int]
     capacity: int
+    writer: bool = False
 
 
 class Health:

@@ -136,6 +136,9 @@ class StatsCollector:
 
     def _amqp(self, amqp: AmqpView) -> Iterator[Metric]:
         counts = self._stats.amqp
+        if amqp.writer:
+            yield from self._writer(amqp)
+            return
         yield _counter(
             "zlogcollect_amqp_published",
             "Messages published to the broker, re-sends after a lost connection included.",
@@ -159,6 +162,27 @@ class StatsCollector:
         )
         yield GaugeMetricFamily(
             "zlogcollect_amqp_buffer_limit", "Records the bridge may hold (--buffer).", value=amqp.capacity
+        )
+        yield GaugeMetricFamily(
+            "zlogcollect_amqp_connected",
+            "1 while connected to the broker, else 0.",
+            value=int(amqp.connected()),
+        )
+
+    def _writer(self, amqp: AmqpView) -> Iterator[Metric]:
+        """``collect --from-amqp``: what it consumed, acknowledged and dropped as repeats."""
+        counts = self._stats.amqp
+        yield _counter("zlogcollect_amqp_consumed", "Messages delivered to the writer.", counts["consumed"])
+        yield _counter(
+            "zlogcollect_amqp_acked", "Messages acknowledged once their lines were written.", counts["acked"]
+        )
+        yield _counter(
+            "zlogcollect_amqp_duplicates",
+            "Messages dropped as repeats of a message_id already written (redeliveries, re-sends).",
+            counts["duplicates"],
+        )
+        yield _counter(
+            "zlogcollect_amqp_reconnects", "Connections to the broker made again.", counts["reconnects"]
         )
         yield GaugeMetricFamily(
             "zlogcollect_amqp_connected",

@@ -38,9 +38,9 @@ def numbers(directory: Path, source: str) -> list[int]:
 
 
 def writer(
-    collectors: list[CollectorProcess], url: str, queues: list[str], directory: Path
+    collectors: list[CollectorProcess], url: str, queues: list[str], directory: Path, *extra: str
 ) -> CollectorProcess:
-    args = ["--from-amqp", url, "--dir", str(directory)]
+    args = ["--from-amqp", url, "--dir", str(directory), *extra]
     for queue in queues:
         args += ["--queue", queue]
     proc = CollectorProcess(args)
@@ -137,3 +137,33 @@ def test_a_broker_node_stopped_mid_stream_leaves_each_record_once_in_the_files(
     wait_until(lambda: total_in([logs]) >= 400 * len(SOURCES), 60, what="every record in the files")
     for source in SOURCES:
         assert numbers(logs, source) == list(range(400)), f"{source}: lost, doubled or out of order"
+
+
+@pytest.mark.parametrize("topology", [2], indirect=True)
+def test_the_writers_node_stopped_mid_stream_it_moves_to_the_next_node(
+    rabbit_cluster: RabbitCluster,
+    cluster_urls: list[str],
+    topology: Topology,
+    collectors: list[CollectorProcess],
+    tmp_path: Path,
+) -> None:
+    """The writer's own node stops: it reconnects to the next --amqp-node, gets again what it had not
+    acknowledged and drops what it had written: each record once, in order."""
+    assert topology.declare(cluster_urls[0]).returncode == 0
+    logs = tmp_path / "logs"
+    hosts = [url.split("@")[1].split("/")[0] for url in cluster_urls]
+    proc = writer(
+        collectors, cluster_urls[1], topology.queues, logs, "--amqp-node", hosts[2], "--amqp-node", hosts[0]
+    )
+    endpoint = bridge(collectors, cluster_urls[0], topology.source, "--amqp-node", hosts[2])
+    apps = Apps(endpoint, SOURCES, per_source=400, rate=600)
+    apps.start()
+    wait_until(lambda: total_in([logs]) >= 200, 20, what="records before the stop")
+    rabbit_cluster.stop_node(1)
+    apps.close()
+    wait_until(lambda: total_in([logs]) >= 400 * len(SOURCES), 60, what="every record in the files")
+    for source in SOURCES:
+        assert numbers(logs, source) == list(range(400)), f"{source}: lost, doubled or out of order"
+    counts = proc.ask_counters()["amqp"]
+    assert counts["node_switches"] >= 1 and counts["reconnects"] >= 1, counts
+    assert proc.stop() == 0

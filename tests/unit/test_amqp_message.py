@@ -17,6 +17,7 @@ from zlogcollect.sinks.amqp_message import (
     MessageFormat,
     amqp_body,
     encode_body,
+    record_from_body,
     routing_key,
     validate_routing_key,
 )
@@ -152,8 +153,13 @@ GOLDEN_META = {
     ids=["stock", "extension"],
 )
 def test_encoded_body_is_byte_identical_to_the_published_format(record: Record, body: bytes) -> None:
-    """The exact bytes python-logging-rabbitmq consumers have been reading (recorded before the move)."""
-    assert encode_body(record) == body
+    """The exact bytes python-logging-rabbitmq consumers have been reading (recorded before the move),
+    then the writer's ``zlog`` key, last."""
+    encoded = encode_body(record)
+    assert encoded.startswith(body[:-1] + b', "zlog": {"v": 1, "source": "app1", ')
+    assert set(json.loads(encoded.decode("utf-8", "surrogatepass"))) - set(
+        json.loads(body.decode("utf-8", "surrogatepass"))
+    ) == {"zlog"}
 
 
 def test_a_body_that_cannot_be_encoded_is_a_body_error() -> None:
@@ -231,3 +237,38 @@ def test_message_properties() -> None:
         "app_id": "zlogcollect",
         "headers": {"subtopic": "db.query", "source": "app1"},
     }
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Record("app1", "ERROR", 40, "db.query", "timeout", STAMP),
+        Record("app2", "WARNING", 30, "", "disk\nfull\x00", STAMP, STAMP - 0.5, dict(ZLOG_META)),
+        Record("app3", "TRACE", 5, "", "é \udcff", STAMP, None, {"extra": {"zlog": 1, "k": [1, 2]}}),
+    ],
+)
+def test_the_zlog_key_gives_back_the_record_the_collector_parsed(record: Record) -> None:
+    """record_from_body(encode_body(r)) has every field of r: the writer's lines are the collector's."""
+    record.peer = "app3" if record.source == "app3" else None
+    again = record_from_body(encode_body(record))
+    for name in ("source", "levelname", "levelno", "subtopic", "message", "received", "created", "topic"):
+        assert getattr(again, name) == getattr(record, name), name
+    assert again.meta == record.meta
+    assert again.peer == record.peer
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"msg": "hello", "name": "x"}', "no 'zlog' object"),
+        (b'{"zlog": {"v": 2}}', "zlog.v is not 1"),
+        (b'{"zlog": {"v": 1, "source": 3}}', "zlog.source is missing or not a str"),
+        (b'{"zlog": {"v": 1, "source": "a", "level": "INFO", "levelno": 20, "subtopic": "", "message": "m",'
+         b' "received": 1.0, "topic": "a.INFO", "created": "x"}}', "zlog.created is not a number"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_a_bridges_is_a_body_error_with_the_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(BodyError, match=reason):
+        record_from_body(body)

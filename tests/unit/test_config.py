@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,39 @@ def test_a_bad_amqp_node_is_one_config_error(node: str) -> None:
 def test_amqp_nodes_need_the_url() -> None:
     with pytest.raises(ConfigError, match="give the first node with amqp_url"):
         from_mapping({"amqp_node": ["rabbit2:5672"]})
+
+
+def test_the_writer_takes_its_queues_nodes_and_prefetch() -> None:
+    config = from_mapping(
+        {
+            "from_amqp": "amqp://zlog:pw@rabbit1:5672/%2F",
+            "queue": ["zlogcollect.shard.0", "zlogcollect.shard.1"],
+            "amqp_node": ["rabbit2:5672"],
+            "prefetch": 500,
+        }
+    )
+    assert config.queue == ("zlogcollect.shard.0", "zlogcollect.shard.1")
+    assert config.amqp_node == ("rabbit2:5672",)
+    assert config.prefetch == 500
+    assert config.dedup_window == 100_000
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"from_amqp": "amqp://g:secretpw@h/%2F"}, "from_amqp: give the queue(s) to consume with --queue NAME"),
+        ({"from_amqp": "http://g:secretpw@h/", "queue": ["q"]}, "from_amqp = 'http://g:***@h/': expected amqp://"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "prefetch": 70000}, "prefetch = 70000"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": [""]}, "queue = '': expected a queue name"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "publish": ["tcp://127.0.0.1:5559"]}, "--publish"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "amqp_node": ["nocolon"]}, "amqp_node = 'nocolon'"),
+        ({"queue": ["q"]}, "queue: the queues to consume need from_amqp"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "dedup_window": 0}, "dedup_window = 0"),
+    ],
+)  # fmt: skip
+def test_bad_writer_settings_are_one_config_error_without_the_password(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        from_mapping(values)
+    assert "secretpw" not in str(caught.value)

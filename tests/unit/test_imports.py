@@ -25,6 +25,7 @@ LIGHT_MODULES = [
     "zlogcollect.hold",
     "zlogcollect.routing",
     "zlogcollect.formatting",
+    "zlogcollect.seen",
     "zlogcollect.config",
     "zlogcollect.exits",
     "zlogcollect.options",

@@ -56,6 +56,8 @@ LAYERS: dict[str, int] = {
     "sinks.files": 5,
     "sinks.amqp_link": 5,
     "sinks.amqp": 6,
+    "seen": 0,  # the writer's window of message ids written, and its journal lines (pure)
+    "writer": 6,  # collect --from-amqp: a pika consumer feeding the file sink, acks after the write
     "terminal": 5,
     "httpd": 5,  # --http: gevent's WSGI server on the collector's hub
     "republish": 5,  # --publish: the XPUB socket the daemon hands the collector's dispatch (plain zmq)
@@ -87,6 +89,7 @@ COLLECTOR_SIDE = (
     "sinks.files",
     "sinks.amqp",
     "sinks.amqp_link",
+    "writer",
     "daemon",
     "terminal",
     "cli",

@@ -81,6 +81,24 @@ def test_the_bridge_has_no_file_families_and_the_amqp_ones() -> None:
     assert samples[("zlogcollect_amqp_connected", ())] == 1
 
 
+def test_the_writer_has_the_file_families_and_its_own_amqp_ones() -> None:
+    """collect --from-amqp: consumed, acked, duplicates, reconnects and connected; nothing of the bridge's."""
+    stats = Stats()
+    stats.amqp.update(consumed=12, acked=10, duplicates=2, reconnects=1)
+    stats.written["app1.log"] += 10
+    amqp = AmqpView(lambda: False, lambda: 0, 1000, writer=True)
+    samples = scrape(stats, Health(stats, amqp=amqp))
+    assert samples[("zlogcollect_records_written_total", (("file", "app1.log"),))] == 10
+    assert samples[("zlogcollect_amqp_consumed_total", ())] == 12
+    assert samples[("zlogcollect_amqp_acked_total", ())] == 10
+    assert samples[("zlogcollect_amqp_duplicates_total", ())] == 2
+    assert samples[("zlogcollect_amqp_reconnects_total", ())] == 1
+    assert samples[("zlogcollect_amqp_connected", ())] == 0
+    assert not any(
+        name.startswith(("zlogcollect_amqp_published", "zlogcollect_amqp_buffer")) for name, _ in samples
+    )
+
+
 def test_file_series_are_bounded_and_never_go_down() -> None:
     """The first MAX_FILE_SERIES files keep their series; the rest sum into _other, which only grows."""
     stats = Stats()

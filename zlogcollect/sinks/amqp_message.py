@@ -6,6 +6,7 @@ and the configuration can check a routing-key template without loading pika.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -187,7 +188,77 @@ def amqp_body(record: Record) -> dict[str, Any]:
             body[EXTRA_PEER] = extra[PEER_KEY]
     if record.peer is not None:
         body[PEER_KEY] = record.peer
+    body[ZLOG_KEY] = zlog_fields(record)
     return body
+
+
+ZLOG_KEY: Final = "zlog"
+"""The body key with the record as the collector parsed it (docs/WIRE.md): what ``collect
+--from-amqp`` rebuilds the :class:`Record` from, so its lines are the ZeroMQ collector's byte for byte.
+It is set last: an app's ``extra`` field of that name is in ``zlog.meta.extra`` instead."""
+ZLOG_VERSION: Final = 1
+
+
+def zlog_fields(record: Record) -> dict[str, Any]:
+    """The ``zlog`` value: the :class:`Record`'s fields, ``created``, ``meta`` and ``peer`` only when set."""
+    fields: dict[str, Any] = {
+        "v": ZLOG_VERSION,
+        "source": record.source,
+        "level": record.levelname,
+        "levelno": record.levelno,
+        "subtopic": record.subtopic,
+        "topic": record.topic,
+        "message": record.message,
+        "received": record.received,
+    }
+    if record.created is not None:
+        fields["created"] = record.created
+    if record.meta:
+        fields["meta"] = record.meta
+    if record.peer is not None:
+        fields["peer"] = record.peer
+    return fields
+
+
+def _field(zlog: dict[str, Any], key: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+    value = zlog.get(key, default)
+    if value.__class__ not in kinds:
+        raise BodyError(f"zlog.{key} is missing or not a {' or '.join(k.__name__ for k in kinds)}")
+    return value
+
+
+def record_from_body(body: bytes) -> Record:
+    """The :class:`Record` a bridge's message carries (its ``zlog`` key); :class:`BodyError` says why not."""
+    try:
+        data = json.loads(body.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BodyError("the body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BodyError("the body is not a JSON object")
+    zlog = data.get(ZLOG_KEY)
+    if not isinstance(zlog, dict):
+        raise BodyError(f"the body has no {ZLOG_KEY!r} object (not sent by a zlogcollect bridge)")
+    if zlog.get("v") != ZLOG_VERSION:
+        raise BodyError(f"zlog.v is not {ZLOG_VERSION}")
+    number = (int, float)
+    created = zlog.get("created")
+    if created is not None and created.__class__ not in number:
+        raise BodyError("zlog.created is not a number")
+    record = Record(
+        _field(zlog, "source", (str,)),
+        _field(zlog, "level", (str,)),
+        _field(zlog, "levelno", (int,)),
+        _field(zlog, "subtopic", (str,)),
+        _field(zlog, "message", (str,)),
+        _field(zlog, "received", number),
+        created,
+        _field(zlog, "meta", (dict,), {}),
+        _field(zlog, "topic", (str,)),
+    )
+    peer = zlog.get("peer")
+    if peer is not None:
+        record.peer = _field(zlog, "peer", (str,))
+    return record
 
 
 def validate_routing_key(template: str) -> None:
