@@ -25,12 +25,17 @@ def observe_all(ledger: LossLedger, seqs: list[int], pub: str = "p1", now: float
         ledger.observe_meta(pub, seq, meta(seq, pub), now)
 
 
-def test_gaps_are_loss_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_gaps_are_loss_and_reported_once_after_the_grace(caplog: pytest.LogCaptureFixture) -> None:
+    """A gap is warned about once it stayed open for the grace period (a replay may fill it first)."""
     stats = Stats()
-    ledger = LossLedger(stats)
+    clock = [0.0]
+    ledger = LossLedger(stats, clock=lambda: clock[0])
     observe_all(ledger, [0, 1, 5, 6, 9])
     assert stats.lost_by_publishers == 5
     with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        assert not caplog.records  # still within the grace
+        clock[0] = ledger_module.LOSS_GRACE
         ledger.report()
         ledger.report()
     (line,) = [r.getMessage() for r in caplog.records]
@@ -39,12 +44,60 @@ def test_gaps_are_loss_and_reported_once(caplog: pytest.LogCaptureFixture) -> No
     )
 
 
-def test_out_of_order_is_a_restart_not_negative_loss() -> None:
+def test_a_repeated_seq_is_a_duplicate_not_a_restart_nor_loss() -> None:
+    """Seqs already written (a replay from the same process) are dropped: no loss, no restart."""
     stats = Stats()
     ledger = LossLedger(stats)
-    observe_all(ledger, [0, 1, 2, 1, 2, 3])
+    kept = [ledger.observe_meta("p1", seq, meta(seq), 100.0) for seq in [0, 1, 2, 1, 2, 3]]
+    assert kept == [True, True, True, False, False, True]
     assert stats.lost_by_publishers == 0
+    assert stats.replayed_duplicates == 2
+    assert stats.publishers["p1"].restarts == 0
+
+
+def test_a_lower_seq_from_another_pid_is_a_restart() -> None:
+    """A sender reusing its pub in a new process starts over: a restart, its records kept."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1, 2, 3])
+    other = {**meta(0), "pid": 8}
+    assert ledger.observe_meta("p1", 0, other, 100.0)
+    assert ledger.observe_meta("p1", 1, {**meta(1), "pid": 8}, 100.0)
     assert stats.publishers["p1"].restarts == 1
+    assert stats.lost_by_publishers == 0 and stats.replayed_duplicates == 0
+
+
+def test_a_replay_fills_the_gap_corrects_lost_and_is_never_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """Seqs 0..99, then 50..120 again with 60..69 missing the first time: lost goes back to 0."""
+    stats = Stats()
+    clock = [0.0]
+    ledger = LossLedger(stats, clock=lambda: clock[0])
+    first = [seq for seq in range(100) if not 60 <= seq < 70]
+    observe_all(ledger, first)
+    assert stats.lost_by_publishers == 10
+    kept = [ledger.observe_meta("p1", seq, meta(seq), 100.0) for seq in range(50, 121)]
+    assert sum(kept) == 10 + 21  # the gap, then 100..120
+    assert stats.lost_by_publishers == 0
+    assert stats.recovered == 10 and stats.replayed_duplicates == 40
+    clock[0] = 10.0
+    with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        ledger.report(final=True)
+    assert not caplog.records
+
+
+def test_the_senders_dropped_records_leave_no_open_gap() -> None:
+    """Records the sender says it dropped were never sent: lost for good, no gap kept for them."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1])
+    ledger.observe_meta("p1", 10, meta(10, dropped=3), 100.0)  # 7, 8, 9 dropped; 2..6 in flight
+    assert stats.lost_by_publishers == 8
+    assert stats.publishers["p1"].track.gaps == [[2, 6]]
+    assert not ledger.observe_meta("p1", 8, meta(8), 100.0)  # never sent: cannot be a new record
+    for seq in range(2, 7):
+        assert ledger.observe_meta("p1", seq, meta(seq), 100.0)
+    assert stats.lost_by_publishers == 3
 
 
 def test_a_quarantined_record_is_no_gap() -> None:
@@ -63,7 +116,11 @@ def test_new_publishers_are_saved_at_their_first_seq_minus_one() -> None:
     observe_all(ledger, [0, 1, 2])
     assert ledger.fresh["p1"]["seq"] == -1
     partial = json.loads(ledger.to_json(complete=False))
-    assert partial == {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}}}
+    assert partial == {
+        "version": 2,
+        "generation": 0,
+        "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}},
+    }
     ledger.commit(complete=False)
     assert not ledger.fresh and ledger.dirty
     assert json.loads(ledger.to_json(complete=True))["publishers"]["p1"]["seq"] == 2
@@ -116,7 +173,7 @@ def test_unreported_loss_is_bounded_and_summed_up(
     """Past MAX_PUBLISHERS losing at once, the rest are only in the summary line; warnings are throttled."""
     monkeypatch.setattr(ledger_module, "MAX_PUBLISHERS", 5)
     clock = [0.0]
-    ledger = LossLedger(Stats(), Throttle(2, 10.0, lambda: clock[0]))
+    ledger = LossLedger(Stats(), Throttle(2, 10.0, lambda: clock[0]), grace=0.0)
     for n in range(8):
         ledger.observe(SequenceMark(f"p{n}", 0, 0, "h", n), 1.0)
         ledger.observe(SequenceMark(f"p{n}", 3, 0, "h", n), 1.0)
