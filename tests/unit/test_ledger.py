@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -230,3 +232,112 @@ def test_a_failed_save_is_counted_and_leaves_the_old_file(tmp_path: Path) -> Non
         logging.getLogger("zlogcollect.ledger").disabled = False
     assert stats.errors["state_file"] == 1
     assert ledger.dirty and ledger.fresh
+
+
+def written_batch(ledger: LossLedger, state: StateFile) -> None:
+    """What the file sink does after writing a batch: bump ``written``; the collector calls after_record."""
+    ledger.stats.written["app.log"] += 1
+    state.after_record()
+
+
+def test_the_journal_holds_every_written_batch_and_a_killed_run_resumes_from_it(tmp_path: Path) -> None:
+    """Saves put off, batches journaled: a new ledger loads file + journal and knows exactly what was written,
+    its open gaps included; it drops what was written and keeps what was not."""
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: False)
+    observe_all(ledger, [0, 1, 2], now=time.time())
+    written_batch(ledger, state)  # the first save (a new publisher), and the journal starts
+    state.next_save = time.monotonic() + 3600  # no more saves: only the journal from here on
+    observe_all(ledger, [*range(3, 10), *range(15, 20)], now=time.time())
+    written_batch(ledger, state)
+    observe_all(ledger, [12], now=time.time())
+    written_batch(ledger, state)
+    assert json.loads(path.read_text())["publishers"]["p1"]["seq"] == 2
+    journal = (tmp_path / "_publishers.journal").read_text().splitlines()
+    assert json.loads(journal[0]) == {"journal": 1, "generation": ledger.generation}
+    assert json.loads(journal[-1])["gaps"] == [[10, 11], [13, 14]]
+    # SIGKILL: no close, no save. The next run:
+    resumed = LossLedger(Stats())
+    again = StateFile(str(path), resumed, lambda: False)
+    again.load()
+    track = resumed.stats.publishers["p1"].track
+    assert (track.last, track.gaps) == (19, [[10, 11], [13, 14]])
+    kept = [resumed.observe_meta("p1", seq, meta(seq), time.time()) for seq in range(0, 21)]
+    assert [seq for seq, keep in zip(range(0, 21), kept, strict=True) if keep] == [10, 11, 13, 14, 20]
+    assert resumed.stats.replayed_duplicates == 16 and resumed.stats.recovered == 4
+    # The replayed journal was saved into the file at once, with a new, empty journal.
+    saved = json.loads(path.read_text())
+    assert saved["version"] == 2 and saved["publishers"]["p1"]["gaps"] == [[10, 11], [13, 14]]
+    assert len((tmp_path / "_publishers.journal").read_text().splitlines()) == 1
+    again.close()
+    state.close()
+
+
+def test_a_cut_last_line_is_counted_and_a_stale_journal_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "_publishers.json"
+    journal = tmp_path / "_publishers.journal"
+    state = {
+        "version": 2,
+        "generation": 3,
+        "publishers": {"p1": {"host": "h", "pid": 7, "seq": 5, "seen": time.time()}},
+    }
+    path.write_text(json.dumps(state))
+    entry = {"pub": "p1", "host": "h", "pid": 7, "seq": 9, "seen": time.time(), "gaps": [[6, 7]]}
+    journal.write_text('{"journal":1,"generation":3}\n' + json.dumps(entry) + '\n{"pub":"p1","se')
+    ledger = LossLedger(Stats())
+    StateFile(str(path), ledger, lambda: False).load()
+    track = ledger.stats.publishers["p1"].track
+    assert (track.last, track.gaps) == (9, [[6, 7]])
+    assert ledger.stats.errors["bad_journal_line"] == 1
+
+    journal.write_text('{"journal":1,"generation":2}\n' + json.dumps({**entry, "seq": 100}) + "\n")
+    path.write_text(json.dumps(state))
+    stale = LossLedger(Stats())
+    StateFile(str(path), stale, lambda: False).load()
+    assert stale.stats.publishers["p1"].track.last == 5  # generation 2 is in the file already
+
+
+def test_a_version_1_state_still_loads() -> None:
+    ledger = LossLedger(Stats())
+    state = {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": 4, "seen": 100.0}}}
+    assert ledger.from_json(json.dumps(state), now=150.0) == 1
+    assert ledger.generation == 0
+    assert not ledger.observe_meta("p1", 4, meta(4), 150.0)
+    assert ledger.observe_meta("p1", 5, meta(5), 150.0)
+
+
+def test_the_journal_is_not_written_while_lines_are_pending(tmp_path: Path) -> None:
+    """The journal never runs ahead of the files: with lines waiting in memory it waits too."""
+    path = tmp_path / "_publishers.json"
+    pending = [False]
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: pending[0])
+    observe_all(ledger, [0], now=time.time())
+    written_batch(ledger, state)
+    state.next_save = time.monotonic() + 3600
+    pending[0] = True
+    observe_all(ledger, [1, 2], now=time.time())
+    written_batch(ledger, state)
+    journal = tmp_path / "_publishers.journal"
+    assert len(journal.read_text().splitlines()) == 1
+    pending[0] = False
+    written_batch(ledger, state)
+    assert json.loads(journal.read_text().splitlines()[-1])["seq"] == 2
+    state.close()
+
+
+def test_the_journal_has_the_state_files_mode_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: False)
+    state.mode = 0o600
+    old = os.umask(0)
+    try:
+        observe_all(ledger, [0, 1], now=time.time())
+        written_batch(ledger, state)
+    finally:
+        os.umask(old)
+    state.close()
+    assert stat.S_IMODE((tmp_path / "_publishers.journal").stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
