@@ -416,6 +416,16 @@ class StateFile:
         if journaled is None:
             return  # of an older generation: the state file holds it already
         log.info("replayed %s: the state of %d publishers", self.journal_path, journaled)
+        try:
+            # Kept until a save holds what it says (if saving fails, appended to: a newline first
+            # ends a line the kill cut, so the next entry is read whole).
+            self._journal_fd = os.open(
+                self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            os.write(self._journal_fd, b"\n")
+            self._journal_bytes = 1
+        except OSError:
+            self._close_journal()
         ledger.dirty = True
         self.save(force=True)
 
