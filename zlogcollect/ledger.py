@@ -153,8 +153,10 @@ class LossLedger:
         throttle = self._throttle
         due = self._clock() - self._grace
         reported: list[str] = []
+        waiting = False
         for publisher, pending in self._unreported.items():
             if not final and pending.since > due:
+                waiting = True
                 continue
             count, mark = pending.count, pending.mark
             reported.append(publisher)
@@ -173,6 +175,8 @@ class LossLedger:
             )
         for publisher in reported:
             del self._unreported[publisher]
+        if waiting and not final:
+            return  # the summary line waits for them: one line for all that were held
         publishers, records = throttle.held("loss", final)
         if publishers:
             log.warning(
