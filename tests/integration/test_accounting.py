@@ -96,6 +96,7 @@ class Recording:
         self.messages.append((message.message_id, message.body))
 
     def quarantine(self, reason: str, detail: str, frames: Sequence[bytes]) -> None:
+        assert detail and frames
         self.quarantined.append(reason)
 
     def flush(self) -> None:
@@ -119,7 +120,7 @@ def test_a_replayed_record_reaches_every_sink_and_the_window_once(tmp_path: Path
     accepted: list[Record] = []
     republished: list[Sequence[bytes]] = []
     collector.accepted = accepted.append
-    collector.republish = lambda frames, record: republished.append(frames)
+    collector.republish = lambda frames, _record: republished.append(frames)
 
     def frames(seq: int) -> list[bytes]:
         extension = {"v": 1, "pub": "p", "seq": seq, "created": 1.0, "pid": 3}

@@ -263,8 +263,8 @@ def test_the_journal_holds_every_written_batch_and_a_killed_run_resumes_from_it(
     again.load()
     track = resumed.stats.publishers["p1"].track
     assert (track.last, track.gaps) == (19, [[10, 11], [13, 14]])
-    kept = [resumed.observe_meta("p1", seq, meta(seq), time.time()) for seq in range(0, 21)]
-    assert [seq for seq, keep in zip(range(0, 21), kept, strict=True) if keep] == [10, 11, 13, 14, 20]
+    kept = [resumed.observe_meta("p1", seq, meta(seq), time.time()) for seq in range(21)]
+    assert [seq for seq, keep in zip(range(21), kept, strict=True) if keep] == [10, 11, 13, 14, 20]
     assert resumed.stats.replayed_duplicates == 16 and resumed.stats.recovered == 4
     # The replayed journal was saved into the file at once, with a new, empty journal.
     saved = json.loads(path.read_text())
