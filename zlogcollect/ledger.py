@@ -124,7 +124,12 @@ class LossLedger:
 
     def _register(self, publisher: str, host: str, pid: int | None, seq: int, now: float) -> None:
         if len(self.fresh) < MAX_PUBLISHERS:
-            self.fresh[publisher] = {"host": host, "pid": pid, "seq": seq - 1, "seen": now}
+            entry: Entry = {"host": host, "pid": pid, "seq": seq - 1, "seen": now}
+            if seq > 0:
+                # Nothing of it written yet: the records before its first one stay open to a replay.
+                entry["gaps"] = [[0, seq - 1]]
+                entry["start"] = seq
+            self.fresh[publisher] = entry
 
     def _note_loss(self, mark: SequenceMark, missing: int) -> None:
         # The mark is kept too: the stats may forget this publisher before the report.

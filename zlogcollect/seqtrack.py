@@ -46,7 +46,8 @@ class SeqTracker:
     ) -> None:
         self.last = last
         self.gaps: list[list[int]] = gaps if gaps is not None else []
-        """Disjoint inclusive ranges, ascending, all below ``last`` and above ``floor``."""
+        """Disjoint inclusive ranges, ascending, above ``floor`` and below ``last`` (or up to it, as
+        restored for a publisher saved before anything of it was written)."""
         self.start = start
         self.floor = floor
         """The highest seq of a gap given up at the cap (-1: none)."""
@@ -116,8 +117,9 @@ def _low(gap: list[int]) -> int:
 
 
 def valid_gaps(gaps: object, last: int) -> list[list[int]] | None:
-    """Saved gaps checked (disjoint ascending ``[low, high]`` pairs of ints below *last*, at most
-    MAX_GAPS), or None if they are of the wrong shape."""
+    """Saved gaps checked (disjoint ascending ``[low, high]`` pairs of ints up to *last*, at most
+    MAX_GAPS), or None if they are of the wrong shape. A gap may end at *last* itself: a publisher
+    saved when first seen, at its first seq minus one, nothing of it written yet."""
     if not isinstance(gaps, list) or len(gaps) > MAX_GAPS:
         return None
     checked: list[list[int]] = []
@@ -126,7 +128,7 @@ def valid_gaps(gaps: object, last: int) -> list[list[int]] | None:
         if not (isinstance(gap, list) and len(gap) == 2 and all(part.__class__ is int for part in gap)):
             return None
         low, high = gap
-        if not previous <= low <= high < last:
+        if not previous <= low <= high <= last:
             return None
         checked.append([low, high])
         previous = high + 1

@@ -129,10 +129,10 @@ class Stats:
                     self.replayed_duplicates += 1
                     return outcome, 0  # its `dropped` was counted when it first arrived
                 if outcome is Outcome.FILLED:
-                    self.recovered += 1
                     if seq < track.start:
-                        loss.unseen = max(loss.unseen - 1, 0)
+                        loss.unseen = max(loss.unseen - 1, 0)  # it was never counted lost
                     else:
+                        self.recovered += 1
                         loss.gaps -= 1
         loss.seen = now
         loss.gaps += missing

@@ -341,3 +341,24 @@ def test_the_journal_has_the_state_files_mode_whatever_the_umask(tmp_path: Path)
     state.close()
     assert stat.S_IMODE((tmp_path / "_publishers.journal").stat().st_mode) == 0o600
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_publisher_saved_before_anything_of_it_was_written_keeps_its_records_open() -> None:
+    """First seen at seq 5 and saved at once (seq 4, nothing written), then killed: the next run
+    writes a replay of 0..9 whole; 0..4 were sent before the first run knew it (not recovered)."""
+    first = LossLedger(Stats())
+    observe_all(first, [5])
+    text = first.to_json(complete=False)
+    assert json.loads(text)["publishers"]["p1"] == {
+        "host": "h",
+        "pid": 7,
+        "seq": 4,
+        "seen": 100.0,
+        "gaps": [[0, 4]],
+        "start": 5,
+    }
+    stats = Stats()
+    resumed = LossLedger(stats)
+    assert resumed.from_json(text, now=150.0) == 1
+    assert all(resumed.observe_meta("p1", seq, meta(seq), 150.0) for seq in range(10))
+    assert (stats.lost_by_publishers, stats.recovered, stats.replayed_duplicates) == (0, 0, 0)

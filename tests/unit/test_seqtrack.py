@@ -79,7 +79,8 @@ def test_an_unseen_start_is_an_open_gap_below_the_first_record() -> None:
 def test_saved_gaps_are_checked() -> None:
     assert valid_gaps([[1, 2], [4, 8]], 10) == [[1, 2], [4, 8]]
     assert valid_gaps([], -1) == []
-    for bad in ([[2, 1]], [[1, 2], [2, 3]], [[1, 10]], [[1]], [["1", 2]], [[True, 2]], {"a": 1}, [[-1, 2]]):
+    assert valid_gaps([[0, 10]], 10) == [[0, 10]]  # saved when first seen: nothing written yet
+    for bad in ([[2, 1]], [[1, 2], [2, 3]], [[1, 11]], [[1]], [["1", 2]], [[True, 2]], {"a": 1}, [[-1, 2]]):
         assert valid_gaps(bad, 10) is None, bad
     assert valid_gaps([[i * 2, i * 2] for i in range(MAX_GAPS + 1)], 10**6) is None
 
