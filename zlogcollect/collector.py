@@ -350,10 +350,10 @@ class Collector:
                 return
 
     def flush(self) -> None:
-        """Flush every sink, report publisher loss seen since the last flush, save the state."""
+        """Flush every sink, save (journal) the state, report publisher loss seen since the last flush."""
         self._each_sink("flush", "sink_error")
+        self.save_state()  # first: the journal line right after the write, the window for a kill kept short
         self.ledger.report()
-        self.save_state()
 
     def load_state(self) -> None:
         """Resume per-publisher sequence numbers saved by a previous run (see :meth:`StateFile.load`)."""

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-from collections import Counter
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zmq
 
 from tests.helpers import (
     CollectorProcess,
@@ -59,6 +63,10 @@ class Publisher(BareSender):
             return counter(proc, "received") > baseline
 
         wait_until(seen, 30, interval=0.05, what="the collector to receive a probe")
+
+
+def lines_at_least(logdir: Path, count: int) -> Callable[[], bool]:
+    return lambda: len(read_lines(logdir / "app.log")) >= count
 
 
 def seqs_on_disk(logdir: Path) -> Counter[int]:
@@ -143,3 +151,105 @@ def test_a_sparse_publisher_keeps_the_gap_cap(collectors: list[CollectorProcess]
     assert entry["seq"] == (count - 1) * 40
     assert len(entry["gaps"]) == MAX_GAPS
     assert (logdir / "_publishers.journal").stat().st_size < 64 * 1024
+
+
+class ReplayingPublisher(threading.Thread):
+    """What ZLogHandler does, from a bare XPUB socket: connect, send records at *rate*, keep the last
+    *window* of them, and re-send those, in order, whenever a collector (re)subscribes (XPUB_VERBOSE).
+
+    The socket lives in this thread only; the test pauses, resumes and stops it through events.
+    """
+
+    def __init__(self, endpoint: str, rate: float = 1000.0, window: int = 3000) -> None:
+        super().__init__(daemon=True)
+        self.endpoint = endpoint
+        self.rate = rate
+        self.kept: deque[list[bytes]] = deque(maxlen=window)
+        self.sent = 0
+        self.resubscriptions = 0
+        self.running = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def frames(self, seq: int) -> list[bytes]:
+        extension = {"v": 1, "pub": "replaying", "seq": seq, "host": "h", "pid": 7}
+        text = f"{seq:07d} ".encode() + b"x" * 200
+        return [b"app.INFO", text, json.dumps(extension).encode()]
+
+    def run(self) -> None:
+        context = zmq.Context()
+        sock = context.socket(zmq.XPUB)
+        try:
+            sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.connect(self.endpoint)
+            next_at = time.monotonic()
+            while not self.done.is_set():
+                while sock.poll(0, zmq.POLLIN):
+                    if sock.recv()[:1] == b"\x01":  # a (re)subscription: the window first
+                        self.resubscriptions += 1
+                        for frames in self.kept:
+                            sock.send_multipart(frames)
+                if not self.running.wait(0.01):
+                    next_at = time.monotonic()
+                    continue
+                now = time.monotonic()
+                if now < next_at:
+                    time.sleep(min(next_at - now, 0.01))
+                    continue
+                frames = self.frames(self.sent)
+                sock.send_multipart(frames)
+                self.kept.append(frames)
+                self.sent += 1
+                next_at += 1 / self.rate
+        except BaseException as exc:  # reported to the test by stop()
+            self.error = exc
+        finally:
+            sock.close(linger=5000)
+            context.term()
+
+    def sent_at_least(self, count: int) -> Callable[[], bool]:
+        return lambda: self.sent >= count
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(30)
+        assert not self.is_alive() and self.error is None, self.error
+
+
+def test_collector_restarts_under_load_leave_every_record_once(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """A publisher at 1,000 records/s that replays its last 3,000 on every subscription; the collector
+    is SIGKILLed, SIGTERMed, SIGKILLed (each time once what it received is written) and started again on
+    the same --dir while records queue in the publisher's socket: every record on disk once, lost 0."""
+    endpoint = short_ipc_endpoint()
+    publisher = ReplayingPublisher(endpoint)
+    publisher.start()
+    try:
+        proc = start(collectors, logdir, endpoint)
+        publisher.running.set()
+        for stop in ("SIGKILL", "SIGTERM", "SIGKILL"):
+            wait_until(lambda: publisher.sent >= 1000 * (len(collectors)), 60, what="records sent")
+            publisher.running.clear()  # quiet: the kill lands between batches, not inside one
+            sent = publisher.sent
+            wait_until(lines_at_least(logdir, sent), 60, what="what was sent written")
+            if stop == "SIGKILL":
+                proc.kill()
+            else:
+                assert proc.stop() == 0
+            publisher.running.set()  # records queue in the socket while no collector runs
+            wait_until(publisher.sent_at_least(sent + 300), 60, what="records sent during the outage")
+            proc = start(collectors, logdir, endpoint)
+            wait_until(lambda: publisher.resubscriptions >= len(collectors), 60, what="the resubscription")
+        wait_until(lambda: publisher.sent >= 1000 * len(collectors), 60, what="the last records sent")
+        publisher.running.clear()
+        sent = publisher.sent
+        wait_until(lambda: len(read_lines(logdir / "app.log")) >= sent, 60, what="every record written")
+    finally:
+        publisher.stop()
+    assert proc.stop() == 0
+    assert seqs_on_disk(logdir) == Counter(range(sent))
+    counters = proc.counters()
+    assert counters["lost"] == 0, counters
+    assert counters["replayed_duplicates"] > 0, counters
