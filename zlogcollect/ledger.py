@@ -206,22 +206,21 @@ class LossLedger:
             self.dirty = False
             self.touched.clear()
 
-    def journal_lines(self) -> str:
-        """The state of every publisher touched since the last call or complete save, a JSON line each
-        (the journal's format; see :class:`StateFile`). Call only with every accepted line on disk."""
+    def journal_line(self) -> str:
+        """The state of every publisher touched since the last call or complete save, as one JSON line
+        (``{"publishers": {...}}``, the entries of the state file; see :class:`StateFile`), or "".
+        Call only with every accepted line on disk."""
         publishers = self._publishers
-        lines = []
+        entries = {}
         for name in self.touched:
             loss = publishers.get(name)
             if loss is not None:
-                entry = publisher_entry(loss)
-                entry["pub"] = name
-                lines.append(JSON_ENCODER.encode(entry))
+                entries[name] = publisher_entry(loss)
         self.touched.clear()
-        return "\n".join(lines) + "\n" if lines else ""
+        return JSON_ENCODER.encode({"publishers": entries}) + "\n" if entries else ""
 
     def apply_journal(self, text: str, now: float) -> int | None:
-        """Replay a journal over the state loaded from :meth:`from_json`: the last line per publisher
+        """Replay a journal over the state loaded from :meth:`from_json`: the last entry per publisher
         wins. None if it belongs to another generation of the state file (a journal the file already
         holds); else how many publishers it restored. A cut or bad line is skipped and counted
         (``errors=bad_journal_line``): a collector killed while appending leaves one at the end."""
@@ -238,16 +237,16 @@ class LossLedger:
             if not line:
                 continue
             try:
-                entry = json.loads(line)
+                batch = json.loads(line)
             except (ValueError, RecursionError):
+                batch = None
+            publishers = batch.get("publishers") if isinstance(batch, dict) else None
+            if not isinstance(publishers, dict):
                 bad += 1
                 continue
-            name = entry.pop("pub", None) if isinstance(entry, dict) else None
-            if not isinstance(name, str):
-                bad += 1
-                continue
-            entries.pop(name, None)
-            entries[name] = entry
+            for name, entry in publishers.items():
+                entries.pop(name, None)
+                entries[name] = entry
         if bad:
             self.stats.errors["bad_journal_line"] += bad
         count = self.stats.restore_publishers(entries, now)
@@ -288,9 +287,9 @@ class StateFile:
     """Where the ledger is kept between runs (collect mode: ``_publishers.json`` in --dir), and its journal.
 
     The journal (``_publishers.journal`` beside it) is appended right after every
-    batch of lines is written: one JSON line per publisher whose state moved
-    (its last seq, open gaps and unseen start), after a header line naming the
-    state file's ``generation``. A complete save writes the whole state with the
+    batch of lines is written: one JSON line holding the entries of the
+    publishers whose state moved (last seq, open gaps, unseen start), after a
+    header line naming the state file's ``generation``. A complete save writes the whole state with the
     next generation and starts a new journal, so the journal stays short; at
     start the journal of the loaded generation is replayed over the file (a
     journal of another generation is already in it). So a collector killed at
@@ -337,11 +336,11 @@ class StateFile:
         changes = ledger.stats.written.changes
         if changes != self._written_changes:
             self._written_changes = changes
-            self.journal()
             if ledger.dirty:
                 if time.monotonic() >= self.next_save:
-                    self.save()
+                    self.save()  # journals first
                 else:
+                    self.journal()
                     self.owed = True  # the loop flushes and saves once the pause is over
 
     def journal(self) -> None:
@@ -352,7 +351,7 @@ class StateFile:
             return
         if self._journal_bytes > MAX_JOURNAL_BYTES:
             return  # saves have been failing for long: the next one that works starts it over
-        data = ledger.journal_lines().encode("utf-8")
+        data = ledger.journal_line().encode("utf-8")
         if not data:
             return
         try:
@@ -448,6 +447,8 @@ class StateFile:
         pending. Without *force* a complete save waits for :attr:`next_save`
         (the journal has the news meanwhile).
         """
+        # The journal first: one append right after the write, whereas a kill during the save
+        # below (a temporary file, a rename) would leave what was just written unrecorded.
         self.journal()
         ledger = self.ledger
         if not (ledger.dirty or ledger.fresh):
@@ -458,7 +459,7 @@ class StateFile:
             self.next_save = max(self.next_save, time.monotonic() + 0.05)  # not every loop pass
             return
         if complete and not force and not ledger.fresh and time.monotonic() < self.next_save:
-            self.owed = True
+            self.owed = True  # a complete save would cost too much now: the journal has the news
             return
         # CPU time of this thread: what the save costs the loop, not how long the
         # machine was busy elsewhere (a loaded host must not pause saving for long).
@@ -480,7 +481,7 @@ class StateFile:
             return
         finally:
             self.next_save = time.monotonic() + min(10 * (time.thread_time() - started), 1.0)
-        ledger.commit(complete)
+        ledger.commit(complete)  # complete: what the journal would have said is in the file
         if complete:
             self.owed = False
             if ledger.generation != generation:

@@ -256,7 +256,7 @@ def test_the_journal_holds_every_written_batch_and_a_killed_run_resumes_from_it(
     assert json.loads(path.read_text())["publishers"]["p1"]["seq"] == 2
     journal = (tmp_path / "_publishers.journal").read_text().splitlines()
     assert json.loads(journal[0]) == {"journal": 1, "generation": ledger.generation}
-    assert json.loads(journal[-1])["gaps"] == [[10, 11], [13, 14]]
+    assert json.loads(journal[-1])["publishers"]["p1"]["gaps"] == [[10, 11], [13, 14]]
     # SIGKILL: no close, no save. The next run:
     resumed = LossLedger(Stats())
     again = StateFile(str(path), resumed, lambda: False)
@@ -283,15 +283,18 @@ def test_a_cut_last_line_is_counted_and_a_stale_journal_ignored(tmp_path: Path) 
         "publishers": {"p1": {"host": "h", "pid": 7, "seq": 5, "seen": time.time()}},
     }
     path.write_text(json.dumps(state))
-    entry = {"pub": "p1", "host": "h", "pid": 7, "seq": 9, "seen": time.time(), "gaps": [[6, 7]]}
-    journal.write_text('{"journal":1,"generation":3}\n' + json.dumps(entry) + '\n{"pub":"p1","se')
+    entry = {"host": "h", "pid": 7, "seq": 9, "seen": time.time(), "gaps": [[6, 7]]}
+    line = json.dumps({"publishers": {"p1": entry}})
+    journal.write_text('{"journal":1,"generation":3}\n' + line + '\n{"publishers":{"p1":{"se')
     ledger = LossLedger(Stats())
     StateFile(str(path), ledger, lambda: False).load()
     track = ledger.stats.publishers["p1"].track
     assert (track.last, track.gaps) == (9, [[6, 7]])
     assert ledger.stats.errors["bad_journal_line"] == 1
 
-    journal.write_text('{"journal":1,"generation":2}\n' + json.dumps({**entry, "seq": 100}) + "\n")
+    journal.write_text(
+        '{"journal":1,"generation":2}\n' + json.dumps({"publishers": {"p1": {**entry, "seq": 100}}}) + "\n"
+    )
     path.write_text(json.dumps(state))
     stale = LossLedger(Stats())
     StateFile(str(path), stale, lambda: False).load()
@@ -323,7 +326,7 @@ def test_the_journal_is_not_written_while_lines_are_pending(tmp_path: Path) -> N
     assert len(journal.read_text().splitlines()) == 1
     pending[0] = False
     written_batch(ledger, state)
-    assert json.loads(journal.read_text().splitlines()[-1])["seq"] == 2
+    assert json.loads(journal.read_text().splitlines()[-1])["publishers"]["p1"]["seq"] == 2
     state.close()
 
 
