@@ -188,9 +188,10 @@ class Collector:
         try:
             record = self._parse(frames, self._clock())
         except MalformedRecord as bad:
-            if bad.mark is not None:
-                # Quarantined is not lost: its number must not show up as a gap.
-                self.ledger.observe(bad.mark, self._clock())
+            if bad.mark is not None and not self.ledger.observe(bad.mark, self._clock()):
+                # Quarantined is not lost: its number must not show up as a gap. A replay of
+                # one already quarantined is counted as a duplicate and not kept twice.
+                return
             if isinstance(bad, UnknownLevel):
                 self._warn_unknown_level(bad)
             detail = bad.detail if peer is None else f"{bad.detail} (peer {escape_text(peer, 100)})"
@@ -210,8 +211,14 @@ class Collector:
         if meta:
             # The parser checked pub, seq, dropped, host and pid already (check_extension).
             publisher, seq = meta.get("pub"), meta.get("seq")
-            if publisher is not None and seq is not None:
-                self._observe_meta(publisher, seq, meta, record.received)
+            # A seq already written for its publisher (a handler's replay after a restart of
+            # this collector) is dropped before every sink, --publish and the live window.
+            if (
+                publisher is not None
+                and seq is not None
+                and not self._observe_meta(publisher, seq, meta, record.received)
+            ):
+                return
         for sink in self.sinks:
             try:
                 sink.write(record)
@@ -343,10 +350,10 @@ class Collector:
                 return
 
     def flush(self) -> None:
-        """Flush every sink, report publisher loss seen since the last flush, save the state."""
+        """Flush every sink, save (journal) the state, report publisher loss seen since the last flush."""
         self._each_sink("flush", "sink_error")
+        self.save_state()  # first: the journal line right after the write, the window for a kill kept short
         self.ledger.report()
-        self.save_state()
 
     def load_state(self) -> None:
         """Resume per-publisher sequence numbers saved by a previous run (see :meth:`StateFile.load`)."""
@@ -397,7 +404,9 @@ class Collector:
         self.close_socket()
         self._each_sink("close", "sink_error")
         self.ledger.report(final=True)
-        self.save_state()
+        if self.state is not None:
+            self.state.save(force=True)
+            self.state.close()
 
 
 _HANDSHAKE_FAILED: Final = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL

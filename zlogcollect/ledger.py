@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
 from zlogcollect.helpers import JSON_ENCODER, Throttle, atomic_write
-from zlogcollect.stats import MAX_PUBLISHERS, Stats
+from zlogcollect.seqtrack import Outcome
+from zlogcollect.stats import MAX_PUBLISHERS, Stats, publisher_entry
 from zlogcollect.wire import SequenceMark, escape_text, sequence_mark
 
 log = logging.getLogger(__name__)
@@ -16,7 +19,12 @@ log = logging.getLogger(__name__)
 WARN_BURST = 10
 """Loss warnings printed per WARN_PERIOD; the rest are counted and summarised."""
 WARN_PERIOD = 10.0
-STATE_VERSION = 1
+LOSS_GRACE = 1.0
+"""Seconds a gap stays open before it is warned about: a handler's replay fills most within milliseconds."""
+STATE_VERSION = 2
+"""2: entries may carry ``gaps`` and ``start``, and the file its journal ``generation`` (1 still loads)."""
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024
+"""Past this size (saves failing for long) the journal stops growing; the next save starts it over."""
 
 Entry = dict[str, object]
 
@@ -31,7 +39,14 @@ class LossLedger:
     would call the missing records "unseen before start" instead of lost).
     """
 
-    def __init__(self, stats: Stats, throttle: Throttle | None = None) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        throttle: Throttle | None = None,
+        grace: float = LOSS_GRACE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """*grace*: seconds a gap must stay open before :meth:`report` warns about it (on *clock*)."""
         self.stats = stats
         self._publishers = stats.publishers
         self.fresh: dict[str, Entry] = {}
@@ -40,19 +55,31 @@ class LossLedger:
         """What the last save wrote (or the state loaded at start)."""
         self.dirty = False
         """A sequence number moved since the last complete save."""
+        self.generation = 0
+        """The state file's generation: a journal whose header names another one is stale."""
+        self.touched: set[str] = set()
+        """Publishers whose sequence state moved since the last journal line or complete save."""
         self._snapshot: dict[str, Entry] = {}
-        self._unreported: dict[str, tuple[int, SequenceMark]] = {}
+        self._unreported: dict[str, _Pending] = {}
         self._throttle = throttle if throttle is not None else Throttle(WARN_BURST, WARN_PERIOD)
+        self._grace = grace
+        self._clock = clock
 
-    def observe_meta(self, publisher: str, seq: int, meta: dict[str, object], now: float) -> None:
-        """A record's checked extension (pub, seq, dropped, host, pid): the hot path."""
+    def observe_meta(self, publisher: str, seq: int, meta: dict[str, object], now: float) -> bool:
+        """A record's checked extension (pub, seq, dropped, host, pid): the hot path.
+
+        False if the record is a duplicate (its seq was already written): the caller drops it.
+        """
         loss = self._publishers.get(publisher)
-        if loss is not None and seq == loss.last_seq + 1 and "dropped" not in meta:
-            # The usual case, the next record of a known publisher: nothing missing, nothing announced.
-            loss.last_seq = seq
-            loss.seen = now
-            self.dirty = True
-            return
+        if loss is not None:
+            track = loss.track
+            if seq == track.last + 1 and "dropped" not in meta:
+                # The usual case, the next record of a known publisher: nothing missing, nothing announced.
+                track.last = seq
+                loss.seen = now
+                self.dirty = True
+                self.touched.add(publisher)
+                return True
         dropped = meta.get("dropped", 0)
         host = meta.get("host")
         pid = meta.get("pid")
@@ -60,43 +87,84 @@ class LossLedger:
         pid_number = pid if isinstance(pid, int) else None
         if publisher not in self.stats.publishers:
             self._register(publisher, host_text, pid_number, seq, now)
-        missing = self.stats.observe_sequence(
+        outcome, missing = self.stats.observe_sequence(
             publisher, host_text, pid_number, seq, dropped if isinstance(dropped, int) else 0, now
         )
+        if outcome is Outcome.DUPLICATE:
+            return False
         self.dirty = True
+        self.touched.add(publisher)
         if missing:
             mark = sequence_mark(meta)
             if mark is not None:  # always, for a checked extension
                 self._note_loss(mark, missing)
+        elif outcome is Outcome.FILLED:
+            self._note_filled(publisher)
+        return True
 
-    def observe(self, mark: SequenceMark, now: float) -> None:
-        """A quarantined record's sequence number: quarantined is not lost, so it is no gap."""
+    def observe(self, mark: SequenceMark, now: float) -> bool:
+        """A quarantined record's sequence number: quarantined is not lost, so it is no gap.
+
+        False if it is a duplicate (already quarantined once): the caller drops it.
+        """
         if mark.publisher not in self.stats.publishers:
             self._register(mark.publisher, mark.host, mark.pid, mark.seq, now)
-        missing = self.stats.observe_sequence(
+        outcome, missing = self.stats.observe_sequence(
             mark.publisher, mark.host, mark.pid, mark.seq, mark.dropped, now
         )
+        if outcome is Outcome.DUPLICATE:
+            return False
         self.dirty = True
+        self.touched.add(mark.publisher)
         if missing:
             self._note_loss(mark, missing)
+        elif outcome is Outcome.FILLED:
+            self._note_filled(mark.publisher)
+        return True
 
     def _register(self, publisher: str, host: str, pid: int | None, seq: int, now: float) -> None:
         if len(self.fresh) < MAX_PUBLISHERS:
-            self.fresh[publisher] = {"host": host, "pid": pid, "seq": seq - 1, "seen": now}
+            entry: Entry = {"host": host, "pid": pid, "seq": seq - 1, "seen": now}
+            if seq > 0:
+                # Nothing of it written yet: the records before its first one stay open to a replay.
+                entry["gaps"] = [[0, seq - 1]]
+                entry["start"] = seq
+            self.fresh[publisher] = entry
 
     def _note_loss(self, mark: SequenceMark, missing: int) -> None:
         # The mark is kept too: the stats may forget this publisher before the report.
         previous = self._unreported.get(mark.publisher)
-        if previous is None and len(self._unreported) >= MAX_PUBLISHERS:
-            self._throttle.hold("loss", missing)  # only in the summary line: memory stays bounded
-            return
-        self._unreported[mark.publisher] = ((previous[0] if previous else 0) + missing, mark)
+        if previous is None:
+            if len(self._unreported) >= MAX_PUBLISHERS:
+                self._throttle.hold("loss", missing)  # only in the summary line: memory stays bounded
+                return
+            self._unreported[mark.publisher] = _Pending(missing, mark, self._clock())
+        else:
+            previous.count += missing
+            previous.mark = mark
+
+    def _note_filled(self, publisher: str) -> None:
+        """A record counted missing arrived after all: not to be warned about if not yet reported."""
+        pending = self._unreported.get(publisher)
+        if pending is not None:
+            pending.count -= 1
+            if pending.count <= 0:
+                del self._unreported[publisher]
 
     def report(self, final: bool = False) -> None:
-        """A warning per publisher that lost records since the last report, at most
-        WARN_BURST every WARN_PERIOD s; the rest are summed up in one line."""
+        """A warning per publisher that lost records since the last report, once the first of them
+        has been missing for the grace period (a replay fills most gaps at once), at most
+        WARN_BURST every WARN_PERIOD s; the rest are summed up in one line. *final*: all of them now."""
         throttle = self._throttle
-        for publisher, (count, mark) in self._unreported.items():
+        due = self._clock() - self._grace
+        reported: list[str] = []
+        waiting = False
+        for publisher, pending in self._unreported.items():
+            if not final and pending.since > due:
+                waiting = True
+                continue
+            count, mark = pending.count, pending.mark
+            reported.append(publisher)
             if not throttle.allow("loss", count):
                 continue
             loss = self.stats.publishers.get(publisher)
@@ -110,7 +178,10 @@ class LossLedger:
                 if loss is not None
                 else "no longer tracked",
             )
-        self._unreported.clear()
+        for publisher in reported:
+            del self._unreported[publisher]
+        if waiting and not final:
+            return  # the summary line waits for them: one line for all that were held
         publishers, records = throttle.held("loss", final)
         if publishers:
             log.warning(
@@ -123,7 +194,9 @@ class LossLedger:
         """The state to save: each publisher's last seq if every line is on disk (*complete*),
         else the last saved state plus the publishers first seen since. :meth:`commit` once written."""
         self._snapshot = self.stats.publisher_state() if complete else {**self.saved, **self.fresh}
-        return JSON_ENCODER.encode({"version": STATE_VERSION, "publishers": self._snapshot})
+        return JSON_ENCODER.encode(
+            {"version": STATE_VERSION, "generation": self.generation, "publishers": self._snapshot}
+        )
 
     def commit(self, complete: bool = True) -> None:
         """The text of the last :meth:`to_json` is safely saved."""
@@ -131,6 +204,54 @@ class LossLedger:
         self.fresh.clear()
         if complete:
             self.dirty = False
+            self.touched.clear()
+
+    def journal_line(self) -> str:
+        """The state of every publisher touched since the last call or complete save, as one JSON line
+        (``{"publishers": {...}}``, the entries of the state file; see :class:`StateFile`), or "".
+        Call only with every accepted line on disk."""
+        publishers = self._publishers
+        entries = {}
+        for name in self.touched:
+            loss = publishers.get(name)
+            if loss is not None:
+                entries[name] = publisher_entry(loss)
+        self.touched.clear()
+        return JSON_ENCODER.encode({"publishers": entries}) + "\n" if entries else ""
+
+    def apply_journal(self, text: str, now: float) -> int | None:
+        """Replay a journal over the state loaded from :meth:`from_json`: the last entry per publisher
+        wins. None if it belongs to another generation of the state file (a journal the file already
+        holds); else how many publishers it restored. A cut or bad line is skipped and counted
+        (``errors=bad_journal_line``): a collector killed while appending leaves one at the end."""
+        head, _, body = text.partition("\n")
+        try:
+            header = json.loads(head)
+        except (ValueError, RecursionError):
+            header = None
+        if not isinstance(header, dict) or header.get("generation") != self.generation:
+            return None
+        entries: dict[str, object] = {}
+        bad = 0
+        for line in body.split("\n"):
+            if not line:
+                continue
+            try:
+                batch = json.loads(line)
+            except (ValueError, RecursionError):
+                batch = None
+            publishers = batch.get("publishers") if isinstance(batch, dict) else None
+            if not isinstance(publishers, dict):
+                bad += 1
+                continue
+            for name, entry in publishers.items():
+                entries.pop(name, None)
+                entries[name] = entry
+        if bad:
+            self.stats.errors["bad_journal_line"] += bad
+        count = self.stats.restore_publishers(entries, now)
+        self.saved = self.stats.publisher_state()
+        return count
 
     def from_json(self, text: str, now: float) -> int:
         """Resume from a previous run's :meth:`to_json`; return how many publishers were restored.
@@ -145,34 +266,70 @@ class LossLedger:
         if not isinstance(state, dict):
             raise ValueError(f"it holds {type(state).__name__}, not an object")
         count = self.stats.restore_publishers(state.get("publishers"), now)
+        generation = state.get("generation", 0)
+        self.generation = generation if generation.__class__ is int else 0
         self.saved = self.stats.publisher_state()
         return count
 
 
+class _Pending:
+    """Records a publisher lost that are not reported yet, and since when the first of them is missing."""
+
+    __slots__ = ("count", "mark", "since")
+
+    def __init__(self, count: int, mark: SequenceMark, since: float) -> None:
+        self.count = count
+        self.mark = mark
+        self.since = since
+
+
 class StateFile:
-    """Where the ledger is kept between runs (collect mode: ``_publishers.json`` in --dir).
+    """Where the ledger is kept between runs (collect mode: ``_publishers.json`` in --dir), and its journal.
+
+    The journal (``_publishers.journal`` beside it) is appended right after every
+    batch of lines is written: one JSON line holding the entries of the
+    publishers whose state moved (last seq, open gaps, unseen start), after a
+    header line naming the state file's ``generation``. A complete save writes the whole state with the
+    next generation and starts a new journal, so the journal stays short; at
+    start the journal of the loaded generation is replayed over the file (a
+    journal of another generation is already in it). So a collector killed at
+    any moment resumes from exactly what its files held when it last appended,
+    and drops a replayed record it had written.
 
     Saving costs time in proportion to the publishers; after each save the next
     waits ten times what it took, so saving stays under ~10 % of the loop.
     """
 
-    def __init__(self, path: str, ledger: LossLedger, lines_pending: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        path: str,
+        ledger: LossLedger,
+        lines_pending: Callable[[], bool],
+        journal_path: str | None = None,
+    ) -> None:
         self.path = path
+        self.journal_path = (
+            journal_path if journal_path is not None else os.path.splitext(path)[0] + ".journal"
+        )
         self.ledger = ledger
         self._lines_pending = lines_pending
         self.next_save = 0.0
         """Monotonic time before which no save is started (see the class docstring)."""
         self.owed = False
-        """A save was put off while lines were pending; the loop flushes and saves once it may."""
+        """A save was put off (lines pending, or too soon); the loop flushes and saves once it may."""
         self._complaints = Throttle(1, 10.0)
         self._written_changes = 0
+        self._journal_fd: int | None = None
+        self._journal_bytes = 0
+        """Bytes of entries appended since the journal's header."""
         self.mode = 0o640
-        """The file's mode whatever the umask (the daemon sets it from --file-mode, at most 0640)."""
+        """The files' mode whatever the umask (the daemon sets it from --file-mode, at most 0640)."""
 
     def after_record(self) -> None:
-        """Save right after a sink wrote a batch (the file sink flushes early from inside
-        write()), so a collector killed now is not blamed for lines it did write, and as
-        soon as a new publisher shows up (see :class:`LossLedger`). Called per record."""
+        """Journal right after a sink wrote a batch (the file sink flushes early from inside
+        write()), so a collector killed now is not blamed for lines it did write, nor writes
+        them twice when they are replayed; save as soon as a new publisher shows up (see
+        :class:`LossLedger`). Called per record."""
         ledger = self.ledger
         if ledger.fresh and time.monotonic() >= self.next_save:
             self.save()
@@ -181,37 +338,118 @@ class StateFile:
             self._written_changes = changes
             if ledger.dirty:
                 if time.monotonic() >= self.next_save:
-                    self.save()
+                    self.save()  # journals first
                 else:
+                    self.journal()
                     self.owed = True  # the loop flushes and saves once the pause is over
 
-    def load(self) -> None:
-        """Resume the sequence numbers a previous run saved; a missing or bad file is no error.
+    def journal(self) -> None:
+        """Append the state of the publishers touched since the last append, if every accepted
+        line is on disk (else it waits: the journal never runs ahead of the files)."""
+        ledger = self.ledger
+        if not ledger.touched or self._lines_pending():
+            return
+        if self._journal_bytes > MAX_JOURNAL_BYTES:
+            return  # saves have been failing for long: the next one that works starts it over
+        data = ledger.journal_line().encode("utf-8")
+        if not data:
+            return
+        try:
+            if self._journal_fd is None:
+                self._start_journal()
+            assert self._journal_fd is not None
+            os.write(self._journal_fd, data)  # one write: a kill leaves at most one cut line
+            self._journal_bytes += len(data)
+        except OSError as exc:
+            self._close_journal()
+            ledger.stats.errors["journal_file"] += 1
+            if self._complaints.allow("journal_file"):
+                log.error(
+                    "cannot append to %s (more within 10 s are only counted): %s",
+                    self.journal_path,
+                    escape_text(exc),
+                )
 
-        Without them a restarted collector could not tell records a previous run
-        wrote from records nobody received; with them, the gap it sees is exactly
-        what was in flight or not yet written when the previous run died.
+    def _start_journal(self) -> None:
+        """A new journal holding only its header (the state file's generation), open for appending."""
+        self._close_journal()
+        header = JSON_ENCODER.encode({"journal": 1, "generation": self.ledger.generation}) + "\n"
+        atomic_write(self.journal_path, header, sync=False, mode=self.mode)
+        self._journal_fd = os.open(
+            self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+        self._journal_bytes = 0
+
+    def _close_journal(self) -> None:
+        if self._journal_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._journal_fd)
+            self._journal_fd = None
+
+    def close(self) -> None:
+        """Close the journal (after the last save)."""
+        self._close_journal()
+
+    def load(self) -> None:
+        """Resume the sequence state a previous run saved and journaled; a missing or bad file is no error.
+
+        Without it a restarted collector could not tell records a previous run
+        wrote from records nobody received; with it, the gap it sees is exactly
+        what was in flight or not yet written when the previous run died, and a
+        replayed record it had written is dropped. A replayed journal is saved
+        into the file at once (a new generation), so the next journal starts empty.
         """
+        ledger = self.ledger
         try:
             with open(self.path, encoding="utf-8") as handle:
-                count = self.ledger.from_json(handle.read(), time.time())
+                count = ledger.from_json(handle.read(), time.time())
         except FileNotFoundError:
-            return
+            count = 0
         except (OSError, ValueError) as exc:
             log.warning("ignoring %s: %s", self.path, escape_text(exc))
+            count = 0
+        else:
+            log.info("resumed the sequence numbers of %d publishers from %s", count, self.path)
+            bad = ledger.stats.errors["bad_state_entry"]
+            if bad:
+                log.warning("ignored %d entries of the wrong shape in %s", bad, self.path)
+        try:
+            with open(self.journal_path, encoding="utf-8", errors="replace") as handle:
+                journaled = ledger.apply_journal(handle.read(), time.time())
+        except FileNotFoundError:
             return
-        log.info("resumed the sequence numbers of %d publishers from %s", count, self.path)
-        bad = self.ledger.stats.errors["bad_state_entry"]
-        if bad:
-            log.warning("ignored %d entries of the wrong shape in %s", bad, self.path)
+        except OSError as exc:
+            log.warning("ignoring %s: %s", self.journal_path, escape_text(exc))
+            return
+        if journaled is None:
+            return  # of an older generation: the state file holds it already
+        log.info("replayed %s: the state of %d publishers", self.journal_path, journaled)
+        try:
+            # Kept until a save holds what it says (if saving fails, appended to: a newline first
+            # ends a line the kill cut, so the next entry is read whole).
+            self._journal_fd = os.open(
+                self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            os.write(self._journal_fd, b"\n")
+            self._journal_bytes = 1
+        except OSError:
+            self._close_journal()
+        ledger.dirty = True
+        self.save(force=True)
 
-    def save(self) -> None:
-        """Write the publishers' last sequence numbers, never past a line that is not on disk.
+    def save(self, force: bool = False) -> None:
+        """Write the publishers' sequence state, never past a line that is not on disk.
 
-        With every line written, that is each publisher's last seq. While lines
-        are pending, only the publishers first seen since the last save are added
-        (at their first seq minus one); the rest waits for a save with nothing pending.
+        With every line written, that is each publisher's last seq and open gaps,
+        with the next generation, and the journal starts over. While lines are
+        pending, only the publishers first seen since the last save are added
+        (at their first seq minus one); the rest waits for a save with nothing
+        pending. Without *force* a complete save waits for :attr:`next_save`
+        (the journal has the news meanwhile).
         """
+        # The journal first: one append right after the write, whereas a kill during the save
+        # below (a temporary file, a rename) would leave what was just written unrecorded.
+        self.journal()
         ledger = self.ledger
         if not (ledger.dirty or ledger.fresh):
             return
@@ -220,14 +458,21 @@ class StateFile:
             self.owed = True
             self.next_save = max(self.next_save, time.monotonic() + 0.05)  # not every loop pass
             return
+        if complete and not force and not ledger.fresh and time.monotonic() < self.next_save:
+            self.owed = True  # a complete save would cost too much now: the journal has the news
+            return
         # CPU time of this thread: what the save costs the loop, not how long the
         # machine was busy elsewhere (a loaded host must not pause saving for long).
         started = time.thread_time()
+        generation = ledger.generation
+        if complete and (self._journal_bytes or self._journal_fd is None):
+            ledger.generation += 1  # the new file holds all the journal says
         try:
             # No fsync: the state guards against a collector that dies, and the log
             # lines it vouches for are not synced either; the rename is what counts.
             atomic_write(self.path, ledger.to_json(complete), sync=False, mode=self.mode)
         except (OSError, ValueError, TypeError) as exc:
+            ledger.generation = generation
             ledger.stats.errors["state_file"] += 1
             if self._complaints.allow("state_file"):
                 log.error(
@@ -236,6 +481,14 @@ class StateFile:
             return
         finally:
             self.next_save = time.monotonic() + min(10 * (time.thread_time() - started), 1.0)
-        ledger.commit(complete)
+        ledger.commit(complete)  # complete: what the journal would have said is in the file
         if complete:
             self.owed = False
+            if ledger.generation != generation:
+                try:
+                    self._start_journal()
+                except OSError as exc:
+                    self._close_journal()  # the next append tries again
+                    ledger.stats.errors["journal_file"] += 1
+                    if self._complaints.allow("journal_file"):
+                        log.error("cannot start %s: %s", self.journal_path, escape_text(exc))

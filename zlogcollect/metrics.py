@@ -77,6 +77,17 @@ class StatsCollector:
             " announced drops), all publishers.",
             stats.lost_by_publishers,
         )
+        yield _counter(
+            "zlogcollect_records_replayed_duplicates",
+            "Records whose seq was already written for their publisher (a handler's replay), dropped"
+            " before every sink.",
+            stats.replayed_duplicates,
+        )
+        yield _counter(
+            "zlogcollect_records_recovered",
+            "Records that filled a gap already counted lost (a replay, a reordered record): taken off lost.",
+            stats.recovered,
+        )
         yield GaugeMetricFamily(
             "zlogcollect_publishers", "Publishers (zlogcollect handlers) known.", value=len(stats.publishers)
         )

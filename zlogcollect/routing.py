@@ -200,6 +200,8 @@ OVERFLOW_FILE: Final = "_overflow.log"
 """Where records go whose file would exceed the collector's limit on distinct files."""
 PUBLISHERS_FILE: Final = "_publishers.json"
 """Per-publisher sequence numbers kept between runs (see ledger.StateFile)."""
+JOURNAL_FILE: Final = "_publishers.journal"
+"""What each written batch added to the per-publisher state since the last save (see ledger.StateFile)."""
 STATS_FILE: Final = "_stats.json"
 """The counters as JSON (``--stats-file``'s default in collect mode)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
@@ -235,6 +237,7 @@ class Router:
             MALFORMED_FILE,
             OVERFLOW_FILE,
             PUBLISHERS_FILE,
+            JOURNAL_FILE,
             STATS_FILE,
         }
         self.per_topic = not any(r.per_record for r in self._routes)

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from zlogcollect.seqtrack import Outcome, SeqTracker, valid_gaps
+
 
 @dataclass(slots=True)
 class PublisherLoss:
@@ -14,19 +16,26 @@ class PublisherLoss:
 
     host: str
     pid: int | None
-    last_seq: int = -1
+    track: SeqTracker = field(default_factory=SeqTracker)
+    """The highest seq written and the open gaps below it (which records a replay may still fill)."""
     gaps: int = 0
-    """Records missing between sequence numbers that did arrive: everything lost, wherever."""
+    """Records missing between sequence numbers that did arrive: everything lost, wherever
+    (less those that arrived late after all: a replay or a reordered record filling a gap)."""
     announced: int = 0
     """Of the gaps, how many the publisher itself reported dropping (high-water mark, hold
     buffer full); the rest were lost on the way (e.g. in flight when the collector died)."""
     restarts: int = 0
-    """Times the sequence went backwards (the publisher restarted or was re-created)."""
+    """Times the sequence went backwards from another pid (the publisher restarted or was re-created)."""
     unseen: int = 0
     """Records before the first one this collector saw that the sender did not report
     dropping: sent before this collector started (a previous one may have them)."""
     seen: float = 0.0
     """When the last record from this publisher arrived (epoch seconds)."""
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq seen (every record at or below it is written, but for the open gaps)."""
+        return self.track.last
 
 
 SUMMARY_FILES = 20
@@ -77,11 +86,18 @@ class Stats:
     ``ip_not_allowed``, ``bad_handshake``): with ``--curve-secret`` or ``--allow-ip`` only."""
     publish_refused: Counter[str] = field(default_factory=Counter)
     """The same for ``--publish``'s socket (with ``--publish-allow-keys``)."""
+    replayed_duplicates: int = 0
+    """Records whose seq was already written for their publisher (a handler's replay after a
+    collector restart): dropped before every sink, neither loss nor a publisher restart."""
+    recovered: int = 0
+    """Records that arrived in a gap already counted lost (a replay, a reordered record):
+    written, and taken off `lost`."""
 
     def observe_sequence(
         self, publisher: str, host: str, pid: int | None, seq: int, announced: int, now: float = 0.0
-    ) -> int:
-        """Record a publisher's sequence number; return how many records newly went missing."""
+    ) -> tuple[Outcome, int]:
+        """Record a publisher's sequence number: is it NEW, does it fill a gap, or is it a DUPLICATE
+        (already written: the caller drops it)? With NEW, also how many records newly went missing."""
         loss = self.publishers.get(publisher)
         if loss is None:
             if len(self.publishers) >= MAX_PUBLISHERS:
@@ -90,20 +106,40 @@ class Stats:
             # Sequences start at 0. Of a first record's seq N, the records the
             # sender says it dropped are lost; the rest were sent before this
             # collector started, to a previous one or to nobody: it cannot tell.
+            # They stay an open gap: a handler's replay may still bring them.
             missing = min(max(announced, 0), max(seq, 0))
             loss.unseen = max(seq, 0) - missing
-        elif seq <= loss.last_seq:
-            loss.restarts += 1
-            missing = 0
+            track = loss.track
+            track.last = seq
+            track.start = seq - missing
+            track.open(0, track.start - 1)
+            outcome = Outcome.NEW
         else:
-            missing = seq - loss.last_seq - 1
-        loss.last_seq = seq
+            track = loss.track
+            if seq <= track.last and pid is not None and loss.pid is not None and pid != loss.pid:
+                # Another process under the same pub (a sender that reuses its id): a restart.
+                loss.restarts += 1
+                loss.pid = pid
+                track = loss.track = SeqTracker(seq, start=seq)
+                track.open(0, seq - 1)
+                outcome, missing = Outcome.NEW, 0
+            else:
+                outcome, missing = track.observe(seq, announced)
+                if outcome is Outcome.DUPLICATE:
+                    self.replayed_duplicates += 1
+                    return outcome, 0  # its `dropped` was counted when it first arrived
+                if outcome is Outcome.FILLED:
+                    if seq < track.start:
+                        loss.unseen = max(loss.unseen - 1, 0)  # it was never counted lost
+                    else:
+                        self.recovered += 1
+                        loss.gaps -= 1
         loss.seen = now
         loss.gaps += missing
         # A record the sender dropped still used up a sequence number, so it is
         # already in `missing`; the announcement only says where it was lost.
         loss.announced += announced
-        return missing
+        return outcome, missing
 
     def forget_oldest(self, keep: int = MAX_PUBLISHERS * 9 // 10) -> None:
         """Forget the publishers silent the longest, keeping *keep* (counted losses stay in `lost`)."""
@@ -113,11 +149,9 @@ class Stats:
             del self.publishers[name]
 
     def publisher_state(self) -> dict[str, dict[str, object]]:
-        """What a restarted collector needs to go on counting gaps: the last seq per publisher."""
-        return {
-            name: {"host": p.host, "pid": p.pid, "seq": p.last_seq, "seen": p.seen}
-            for name, p in self.publishers.items()
-        }
+        """What a restarted collector needs to go on counting gaps and dropping duplicates:
+        per publisher, the last seq, the open gaps below it and where its unseen start ends."""
+        return {name: publisher_entry(p) for name, p in self.publishers.items()}
 
     def restore_publishers(self, state: object, now: float, max_age: float = 7 * 86400) -> int:
         """Resume from :meth:`publisher_state` (ignoring entries silent for over *max_age* s).
@@ -136,10 +170,16 @@ class Stats:
             if now - entry["seen"] > max_age:
                 continue
             pid = entry.get("pid")
+            seq = entry["seq"]
+            gaps = valid_gaps(entry.get("gaps", []), seq)
+            start = entry.get("start", 0)
+            if gaps is None or start.__class__ is not int or not 0 <= start <= seq + 1:
+                ignored += 1
+                continue
             self.publishers[name] = PublisherLoss(
                 entry.get("host") or "?",
                 pid if pid.__class__ is int and 0 <= pid <= _MAX_PID else None,
-                entry["seq"],
+                SeqTracker(seq, gaps, start),
                 seen=float(entry["seen"]),
             )
             restored += 1
@@ -175,6 +215,8 @@ class Stats:
         data["publishers"] = len(self.publishers)
         data["lost"] = self.lost_by_publishers
         data["unseen_before_start"] = sum(p.unseen for p in self.publishers.values())
+        data["replayed_duplicates"] = self.replayed_duplicates
+        data["recovered"] = self.recovered
         data["malformed_by"] = dict(sorted(self.malformed.items()))
         if files:
             items = self.written.items()
@@ -211,8 +253,11 @@ def render_summary(data: dict[str, Any]) -> str:
             parts.append(f"{group}={pairs(data[group])}")
     if data["publishers"]:
         parts.append(f"publishers={data['publishers']} lost={data['lost']}")
-        if data["unseen_before_start"]:
-            parts.append(f"unseen_before_start={data['unseen_before_start']}")
+        parts.extend(
+            f"{key}={data[key]}"
+            for key in ("unseen_before_start", "replayed_duplicates", "recovered")
+            if data.get(key)
+        )
     if data["malformed_by"]:
         parts.append(f"malformed_by={pairs(data['malformed_by'])}")
     if "files" in data:
@@ -220,6 +265,17 @@ def render_summary(data: dict[str, Any]) -> str:
         if data["more_files"]:
             parts.append(f"more_files={data['more_files']}")
     return " ".join(parts)
+
+
+def publisher_entry(loss: PublisherLoss) -> dict[str, object]:
+    """One publisher's saved state (``_publishers.json`` version 2, a journal line)."""
+    track = loss.track
+    entry: dict[str, object] = {"host": loss.host, "pid": loss.pid, "seq": track.last, "seen": loss.seen}
+    if track.gaps:
+        entry["gaps"] = [gap[:] for gap in track.gaps]  # a copy: the saved state must not move
+    if track.start:
+        entry["start"] = track.start
+    return entry
 
 
 def _valid_entry(name: object, entry: object) -> bool:

@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "exits": 0,
     "helpers": 0,
     "options": 0,
-    "stats": 0,
+    "seqtrack": 0,  # one publisher's sequence numbers: highest written, bounded open gaps (exactly once)
     "hold": 0,
     "publisher": 0,  # plain zmq only: the app side's socket
     "sdnotify": 0,  # systemd readiness: one datagram, standard library only
@@ -31,7 +31,8 @@ LAYERS: dict[str, int] = {
     "endpoints": 1,  # zmq: binding with one-line errors
     "privileges": 1,  # the root policy, --user, file modes (standard library)
     "keys": 1,  # keygen and a CURVE client's keys: zmq.auth certificates, imported when called
-    "health": 1,  # /healthz's verdict from the counters
+    "stats": 1,  # the counters (with each publisher's seqtrack.SeqTracker)
+    "health": 2,  # /healthz's verdict from the counters
     "access": 1,  # who may connect: CURVE allow-list, --allow-ip, the ZAP verdict (pure)
     # 2: pure logic on records
     "encode": 2,
@@ -39,7 +40,7 @@ LAYERS: dict[str, int] = {
     "formatting": 2,
     "ledger": 2,
     "zap": 2,  # the ZAP handler: a greenlet answering libzmq's handshake questions with access.Gate
-    "metrics": 2,  # the counters as Prometheus families (prometheus_client, no sockets)
+    "metrics": 3,  # the counters as Prometheus families (prometheus_client, no sockets)
     "sinks": 2,  # the Sink protocol
     "sinks.rotating": 2,
     "sinks.amqp_message": 3,

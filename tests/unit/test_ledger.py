@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -25,12 +27,17 @@ def observe_all(ledger: LossLedger, seqs: list[int], pub: str = "p1", now: float
         ledger.observe_meta(pub, seq, meta(seq, pub), now)
 
 
-def test_gaps_are_loss_and_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_gaps_are_loss_and_reported_once_after_the_grace(caplog: pytest.LogCaptureFixture) -> None:
+    """A gap is warned about once it stayed open for the grace period (a replay may fill it first)."""
     stats = Stats()
-    ledger = LossLedger(stats)
+    clock = [0.0]
+    ledger = LossLedger(stats, clock=lambda: clock[0])
     observe_all(ledger, [0, 1, 5, 6, 9])
     assert stats.lost_by_publishers == 5
     with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        assert not caplog.records  # still within the grace
+        clock[0] = ledger_module.LOSS_GRACE
         ledger.report()
         ledger.report()
     (line,) = [r.getMessage() for r in caplog.records]
@@ -39,12 +46,60 @@ def test_gaps_are_loss_and_reported_once(caplog: pytest.LogCaptureFixture) -> No
     )
 
 
-def test_out_of_order_is_a_restart_not_negative_loss() -> None:
+def test_a_repeated_seq_is_a_duplicate_not_a_restart_nor_loss() -> None:
+    """Seqs already written (a replay from the same process) are dropped: no loss, no restart."""
     stats = Stats()
     ledger = LossLedger(stats)
-    observe_all(ledger, [0, 1, 2, 1, 2, 3])
+    kept = [ledger.observe_meta("p1", seq, meta(seq), 100.0) for seq in [0, 1, 2, 1, 2, 3]]
+    assert kept == [True, True, True, False, False, True]
     assert stats.lost_by_publishers == 0
+    assert stats.replayed_duplicates == 2
+    assert stats.publishers["p1"].restarts == 0
+
+
+def test_a_lower_seq_from_another_pid_is_a_restart() -> None:
+    """A sender reusing its pub in a new process starts over: a restart, its records kept."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1, 2, 3])
+    other = {**meta(0), "pid": 8}
+    assert ledger.observe_meta("p1", 0, other, 100.0)
+    assert ledger.observe_meta("p1", 1, {**meta(1), "pid": 8}, 100.0)
     assert stats.publishers["p1"].restarts == 1
+    assert stats.lost_by_publishers == 0 and stats.replayed_duplicates == 0
+
+
+def test_a_replay_fills_the_gap_corrects_lost_and_is_never_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """Seqs 0..99, then 50..120 again with 60..69 missing the first time: lost goes back to 0."""
+    stats = Stats()
+    clock = [0.0]
+    ledger = LossLedger(stats, clock=lambda: clock[0])
+    first = [seq for seq in range(100) if not 60 <= seq < 70]
+    observe_all(ledger, first)
+    assert stats.lost_by_publishers == 10
+    kept = [ledger.observe_meta("p1", seq, meta(seq), 100.0) for seq in range(50, 121)]
+    assert sum(kept) == 10 + 21  # the gap, then 100..120
+    assert stats.lost_by_publishers == 0
+    assert stats.recovered == 10 and stats.replayed_duplicates == 40
+    clock[0] = 10.0
+    with caplog.at_level("WARNING", logger="zlogcollect.ledger"):
+        ledger.report()
+        ledger.report(final=True)
+    assert not caplog.records
+
+
+def test_the_senders_dropped_records_leave_no_open_gap() -> None:
+    """Records the sender says it dropped were never sent: lost for good, no gap kept for them."""
+    stats = Stats()
+    ledger = LossLedger(stats)
+    observe_all(ledger, [0, 1])
+    ledger.observe_meta("p1", 10, meta(10, dropped=3), 100.0)  # 7, 8, 9 dropped; 2..6 in flight
+    assert stats.lost_by_publishers == 8
+    assert stats.publishers["p1"].track.gaps == [[2, 6]]
+    assert not ledger.observe_meta("p1", 8, meta(8), 100.0)  # never sent: cannot be a new record
+    for seq in range(2, 7):
+        assert ledger.observe_meta("p1", seq, meta(seq), 100.0)
+    assert stats.lost_by_publishers == 3
 
 
 def test_a_quarantined_record_is_no_gap() -> None:
@@ -63,7 +118,11 @@ def test_new_publishers_are_saved_at_their_first_seq_minus_one() -> None:
     observe_all(ledger, [0, 1, 2])
     assert ledger.fresh["p1"]["seq"] == -1
     partial = json.loads(ledger.to_json(complete=False))
-    assert partial == {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}}}
+    assert partial == {
+        "version": 2,
+        "generation": 0,
+        "publishers": {"p1": {"host": "h", "pid": 7, "seq": -1, "seen": 100.0}},
+    }
     ledger.commit(complete=False)
     assert not ledger.fresh and ledger.dirty
     assert json.loads(ledger.to_json(complete=True))["publishers"]["p1"]["seq"] == 2
@@ -116,7 +175,7 @@ def test_unreported_loss_is_bounded_and_summed_up(
     """Past MAX_PUBLISHERS losing at once, the rest are only in the summary line; warnings are throttled."""
     monkeypatch.setattr(ledger_module, "MAX_PUBLISHERS", 5)
     clock = [0.0]
-    ledger = LossLedger(Stats(), Throttle(2, 10.0, lambda: clock[0]))
+    ledger = LossLedger(Stats(), Throttle(2, 10.0, lambda: clock[0]), grace=0.0)
     for n in range(8):
         ledger.observe(SequenceMark(f"p{n}", 0, 0, "h", n), 1.0)
         ledger.observe(SequenceMark(f"p{n}", 3, 0, "h", n), 1.0)
@@ -173,3 +232,136 @@ def test_a_failed_save_is_counted_and_leaves_the_old_file(tmp_path: Path) -> Non
         logging.getLogger("zlogcollect.ledger").disabled = False
     assert stats.errors["state_file"] == 1
     assert ledger.dirty and ledger.fresh
+
+
+def written_batch(ledger: LossLedger, state: StateFile) -> None:
+    """What the file sink does after writing a batch: bump ``written``; the collector calls after_record."""
+    ledger.stats.written["app.log"] += 1
+    state.after_record()
+
+
+def test_the_journal_holds_every_written_batch_and_a_killed_run_resumes_from_it(tmp_path: Path) -> None:
+    """Saves put off, batches journaled: a new ledger loads file + journal and knows exactly what was written,
+    its open gaps included; it drops what was written and keeps what was not."""
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: False)
+    observe_all(ledger, [0, 1, 2], now=time.time())
+    written_batch(ledger, state)  # the first save (a new publisher), and the journal starts
+    state.next_save = time.monotonic() + 3600  # no more saves: only the journal from here on
+    observe_all(ledger, [*range(3, 10), *range(15, 20)], now=time.time())
+    written_batch(ledger, state)
+    observe_all(ledger, [12], now=time.time())
+    written_batch(ledger, state)
+    assert json.loads(path.read_text())["publishers"]["p1"]["seq"] == 2
+    journal = (tmp_path / "_publishers.journal").read_text().splitlines()
+    assert json.loads(journal[0]) == {"journal": 1, "generation": ledger.generation}
+    assert json.loads(journal[-1])["publishers"]["p1"]["gaps"] == [[10, 11], [13, 14]]
+    # SIGKILL: no close, no save. The next run:
+    resumed = LossLedger(Stats())
+    again = StateFile(str(path), resumed, lambda: False)
+    again.load()
+    track = resumed.stats.publishers["p1"].track
+    assert (track.last, track.gaps) == (19, [[10, 11], [13, 14]])
+    kept = [resumed.observe_meta("p1", seq, meta(seq), time.time()) for seq in range(21)]
+    assert [seq for seq, keep in zip(range(21), kept, strict=True) if keep] == [10, 11, 13, 14, 20]
+    assert resumed.stats.replayed_duplicates == 16 and resumed.stats.recovered == 4
+    # The replayed journal was saved into the file at once, with a new, empty journal.
+    saved = json.loads(path.read_text())
+    assert saved["version"] == 2 and saved["publishers"]["p1"]["gaps"] == [[10, 11], [13, 14]]
+    assert len((tmp_path / "_publishers.journal").read_text().splitlines()) == 1
+    again.close()
+    state.close()
+
+
+def test_a_cut_last_line_is_counted_and_a_stale_journal_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "_publishers.json"
+    journal = tmp_path / "_publishers.journal"
+    state = {
+        "version": 2,
+        "generation": 3,
+        "publishers": {"p1": {"host": "h", "pid": 7, "seq": 5, "seen": time.time()}},
+    }
+    path.write_text(json.dumps(state))
+    entry = {"host": "h", "pid": 7, "seq": 9, "seen": time.time(), "gaps": [[6, 7]]}
+    line = json.dumps({"publishers": {"p1": entry}})
+    journal.write_text('{"journal":1,"generation":3}\n' + line + '\n{"publishers":{"p1":{"se')
+    ledger = LossLedger(Stats())
+    StateFile(str(path), ledger, lambda: False).load()
+    track = ledger.stats.publishers["p1"].track
+    assert (track.last, track.gaps) == (9, [[6, 7]])
+    assert ledger.stats.errors["bad_journal_line"] == 1
+
+    journal.write_text(
+        '{"journal":1,"generation":2}\n' + json.dumps({"publishers": {"p1": {**entry, "seq": 100}}}) + "\n"
+    )
+    path.write_text(json.dumps(state))
+    stale = LossLedger(Stats())
+    StateFile(str(path), stale, lambda: False).load()
+    assert stale.stats.publishers["p1"].track.last == 5  # generation 2 is in the file already
+
+
+def test_a_version_1_state_still_loads() -> None:
+    ledger = LossLedger(Stats())
+    state = {"version": 1, "publishers": {"p1": {"host": "h", "pid": 7, "seq": 4, "seen": 100.0}}}
+    assert ledger.from_json(json.dumps(state), now=150.0) == 1
+    assert ledger.generation == 0
+    assert not ledger.observe_meta("p1", 4, meta(4), 150.0)
+    assert ledger.observe_meta("p1", 5, meta(5), 150.0)
+
+
+def test_the_journal_is_not_written_while_lines_are_pending(tmp_path: Path) -> None:
+    """The journal never runs ahead of the files: with lines waiting in memory it waits too."""
+    path = tmp_path / "_publishers.json"
+    pending = [False]
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: pending[0])
+    observe_all(ledger, [0], now=time.time())
+    written_batch(ledger, state)
+    state.next_save = time.monotonic() + 3600
+    pending[0] = True
+    observe_all(ledger, [1, 2], now=time.time())
+    written_batch(ledger, state)
+    journal = tmp_path / "_publishers.journal"
+    assert len(journal.read_text().splitlines()) == 1
+    pending[0] = False
+    written_batch(ledger, state)
+    assert json.loads(journal.read_text().splitlines()[-1])["publishers"]["p1"]["seq"] == 2
+    state.close()
+
+
+def test_the_journal_has_the_state_files_mode_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: False)
+    state.mode = 0o600
+    old = os.umask(0)
+    try:
+        observe_all(ledger, [0, 1], now=time.time())
+        written_batch(ledger, state)
+    finally:
+        os.umask(old)
+    state.close()
+    assert stat.S_IMODE((tmp_path / "_publishers.journal").stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_publisher_saved_before_anything_of_it_was_written_keeps_its_records_open() -> None:
+    """First seen at seq 5 and saved at once (seq 4, nothing written), then killed: the next run
+    writes a replay of 0..9 whole; 0..4 were sent before the first run knew it (not recovered)."""
+    first = LossLedger(Stats())
+    observe_all(first, [5])
+    text = first.to_json(complete=False)
+    assert json.loads(text)["publishers"]["p1"] == {
+        "host": "h",
+        "pid": 7,
+        "seq": 4,
+        "seen": 100.0,
+        "gaps": [[0, 4]],
+        "start": 5,
+    }
+    stats = Stats()
+    resumed = LossLedger(stats)
+    assert resumed.from_json(text, now=150.0) == 1
+    assert all(resumed.observe_meta("p1", seq, meta(seq), 150.0) for seq in range(10))
+    assert (stats.lost_by_publishers, stats.recovered, stats.replayed_duplicates) == (0, 0, 0)

@@ -44,6 +44,9 @@ def test_counters_become_the_documented_families() -> None:
     stats.published.update(sent=4, dropped=2)
     stats.observe_sequence("p1", "h", 1, 0, 0)
     stats.observe_sequence("p1", "h", 1, 5, 0)  # 4 missing
+    stats.observe_sequence("p1", "h", 1, 7, 0)  # 1 more
+    stats.observe_sequence("p1", "h", 1, 6, 0)  # ... that arrived after all
+    stats.observe_sequence("p1", "h", 1, 7, 0)  # a replay
     samples = scrape(stats, Health(stats))
     assert samples[("zlogcollect_records_received_total", ())] == 7
     assert samples[("zlogcollect_records_written_total", (("file", "app.log"),))] == 5
@@ -53,6 +56,8 @@ def test_counters_become_the_documented_families() -> None:
     assert samples[("zlogcollect_errors_total", (("kind", "reopened"),))] == 1
     assert samples[("zlogcollect_records_unrouted_total", ())] == 1
     assert samples[("zlogcollect_records_lost_total", ())] == 4
+    assert samples[("zlogcollect_records_recovered_total", ())] == 1
+    assert samples[("zlogcollect_records_replayed_duplicates_total", ())] == 1
     assert samples[("zlogcollect_publishers", ())] == 1
     assert samples[("zlogcollect_publish_sent_total", ())] == 4
     assert samples[("zlogcollect_publish_dropped_total", ())] == 2

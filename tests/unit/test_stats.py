@@ -6,16 +6,17 @@ import json
 
 import pytest
 
+from zlogcollect.seqtrack import Outcome
 from zlogcollect.stats import MAX_PUBLISHERS, Stats, render_summary
 
 
 def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
     """Missing sequence numbers are the loss; drops the sender announces are part of them, not extra."""
     stats = Stats()
-    assert stats.observe_sequence("p1", "h", 1, 0, 0) == 0
-    assert stats.observe_sequence("p1", "h", 1, 1, 0) == 0
-    assert stats.observe_sequence("p1", "h", 1, 5, 0) == 3
-    assert stats.observe_sequence("p1", "h", 1, 8, 2) == 2
+    assert stats.observe_sequence("p1", "h", 1, 0, 0) == (Outcome.NEW, 0)
+    assert stats.observe_sequence("p1", "h", 1, 1, 0) == (Outcome.NEW, 0)
+    assert stats.observe_sequence("p1", "h", 1, 5, 0) == (Outcome.NEW, 3)
+    assert stats.observe_sequence("p1", "h", 1, 8, 2) == (Outcome.NEW, 2)
     assert stats.publishers["p1"].gaps == 5
     assert stats.publishers["p1"].announced == 2
     assert stats.lost_by_publishers == 5
@@ -24,9 +25,9 @@ def test_sequence_gaps_count_as_loss_and_announced_drops_say_where() -> None:
 def test_a_first_record_counts_only_announced_drops_as_lost() -> None:
     """A publisher first seen at seq N lost what it announced dropping; the rest predate this collector."""
     stats = Stats()
-    assert stats.observe_sequence("p", "h", 2, 10, 0) == 0
+    assert stats.observe_sequence("p", "h", 2, 10, 0) == (Outcome.NEW, 0)
     assert stats.publishers["p"].unseen == 10
-    assert stats.observe_sequence("q", "h", 3, 10, 10) == 10  # e.g. the hold buffer overflowed
+    assert stats.observe_sequence("q", "h", 3, 10, 10) == (Outcome.NEW, 10)  # e.g. the hold buffer overflowed
     assert stats.publishers["q"].unseen == 0
     assert "unseen_before_start=10" in stats.summary()
 
@@ -38,7 +39,7 @@ def test_state_carries_sequence_numbers_across_a_restart() -> None:
     before.observe_sequence("p", "h", 2, 499, 0, now=100.0)
     after = Stats()
     assert after.restore_publishers(before.publisher_state(), now=200.0) == 1
-    assert after.observe_sequence("p", "h", 2, 507, 0, now=200.0) == 7
+    assert after.observe_sequence("p", "h", 2, 507, 0, now=200.0) == (Outcome.NEW, 7)
     assert after.lost_by_publishers == 7
     stale = Stats()
     assert stale.restore_publishers(before.publisher_state(), now=100.0 + 8 * 86400) == 0
@@ -58,12 +59,15 @@ def test_publishers_are_bounded() -> None:
     assert stats.lost_by_publishers == 4
 
 
-def test_sequence_going_back_is_a_restart_not_loss() -> None:
-    """A lower sequence number means a new publisher life, not negative loss."""
+def test_sequence_going_back_from_another_pid_is_a_restart_not_loss() -> None:
+    """A lower sequence number from another process means a new publisher life, not negative loss;
+    from the same process, a duplicate (a replay)."""
     stats = Stats()
     stats.observe_sequence("p", "h", 1, 5, 0)
-    assert stats.observe_sequence("p", "h", 1, 0, 0) == 0
+    assert stats.observe_sequence("p", "h", 1, 5, 0) == (Outcome.DUPLICATE, 0)
+    assert stats.observe_sequence("p", "h", 2, 0, 0) == (Outcome.NEW, 0)
     assert stats.publishers["p"].restarts == 1
+    assert stats.replayed_duplicates == 1
 
 
 def test_summary_is_one_line_with_the_main_counters() -> None:
@@ -161,6 +165,8 @@ def test_counters_as_data_are_json_and_the_line_is_rendered_from_them() -> None:
         "publishers": 1,
         "lost": 1,
         "unseen_before_start": 2,
+        "replayed_duplicates": 0,
+        "recovered": 0,
         "malformed_by": {"no_level": 2},
         "files": {"a.log": 6},
         "more_files": 0,
