@@ -23,7 +23,7 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
 
-# Under pytest-xdist (`TEST_WORKERS=2 scripts/test`: `-n 2 --dist loadgroup`), the tests that share one
+# Under pytest-xdist (scripts/test runs `-n 2 --dist loadgroup` unless TEST_WORKERS=0), the tests that share one
 # resource go to one worker: the session's RabbitMQ node would otherwise start once per
 # worker (seconds each), and the README blocks bind the documented default port.
 ONE_WORKER = "rabbitmq-and-default-port"
