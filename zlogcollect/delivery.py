@@ -157,10 +157,9 @@ class Delivery:
         The records were sent once already, so what does not go out again is not a
         drop: it is counted in ``replay_cut``.
         """
-        window = self.window
-        if window is None or not window:
+        records = [] if self.window is None else self.window.frames()
+        if not records:
             return
-        records = window.frames()
         self.replays += 1
         send = self.send_frame
         sock = self.socket
@@ -184,6 +183,7 @@ class Delivery:
             "seq": self.seq,
             "dropped": self.dropped_total,
             "held": len(self.held),
+            "joins": self.joins,
             "window": 0 if self.window is None else len(self.window),
             "replays": self.replays,
             "replayed": self.replayed,

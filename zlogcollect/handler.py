@@ -257,14 +257,9 @@ class ZLogHandler(PUBHandler):
         with self._delivery.lock:
             if self._watcher is not threading.current_thread():
                 return False  # close(), or a fork child that started its own
-            live = False
             for delivery in self._deliveries:
                 if delivery.state in LIVE:
-                    live = True
                     delivery.poll()  # a FLUSHING state it finds is the hold's flusher thread's to serve
-            if not live and self._delivery.state is State.CLOSED:
-                self._watcher = None
-                return False
             return True
 
     def _after_fork(self) -> None:
