@@ -220,8 +220,8 @@ class StalledReceiver:
 
     def __init__(self, endpoint: str) -> None:
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
-        self.socket.rcvhwm = 1
-        self.socket.rcvbuf = 4096
+        self.socket.set(zmq.RCVHWM, 1)
+        self.socket.set(zmq.RCVBUF, 4096)
         self.socket.subscribe(b"")
         self.socket.bind(endpoint)
         self._stop = threading.Event()
