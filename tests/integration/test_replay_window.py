@@ -199,7 +199,10 @@ def test_replay_disabled(make_handler: Callable[..., ZLogHandler], receivers: Re
         log.info("record %d", n)
     first.wait_for(10, 20)
     second = restart(first, receivers)
-    assert seqs(sentinel(handler, second, 0)) == [10]
+    # Records logged before the handler's socket sees the old connection gone are lost
+    # with it (what the window is for): log until one arrives.
+    wait_until(lambda: log.info("after") or second.frames, 20, what="a record after the restart")
+    assert min(seqs(second.frames)) >= 10  # nothing sent again
     assert handler.stats.items() >= {"window": 0, "replays": 0, "replayed": 0}.items()
 
 
