@@ -225,7 +225,10 @@ class Delivery:
 
     def send(self, topic: bytes, body: bytes, fields: dict[str, Any] | None) -> None:
         """Send one record now (its extension built from *fields*, if any); a full queue counts a drop."""
-        extension = None if fields is None else self.encoder.extension(fields, self.dropped)
+        self.send_built(topic, body, None if fields is None else self.encoder.extension(fields, self.dropped))
+
+    def send_built(self, topic: bytes, body: bytes, extension: bytes | None) -> None:
+        """Send one record's frames now (*extension* carrying this delivery's ``dropped``); a full queue counts a drop."""
         send = self.send_frame
         sock = self.socket
         try:

@@ -386,6 +386,9 @@ class ZLogHandler(PUBHandler):
         an error at one collector is counted there and does not keep the others from it.
         """
         structured = self.structured
+        encoder = self._encoder
+        # Built once for every collector that has no drops to announce (the usual case).
+        fast = encoder.fast_extension(record, seq) if structured else None
         fields = None
         first = self._delivery
         for out in self._deliveries:
@@ -396,10 +399,14 @@ class ZLogHandler(PUBHandler):
                         out.poll()
                 if out.state is not _SENDING:
                     out.emit_slow(record, seq, topic, body, structured)
-                    continue
-                if structured and fields is None:
-                    fields = self._encoder.fields(record, seq)
-                out.send(topic, body, fields)
+                elif not structured:
+                    out.send_built(topic, body, None)
+                elif fast is not None and not out.dropped:
+                    out.send_built(topic, body, fast)
+                else:
+                    if fields is None:
+                        fields = encoder.fields(record, seq)
+                    out.send(topic, body, fields)
             except RecursionError:
                 raise
             except Exception:  # noqa: BLE001 - emit must never raise into the app (logging's rule)
