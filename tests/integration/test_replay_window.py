@@ -8,6 +8,7 @@ connected socket hears its subscription again and sends the window again.
 from __future__ import annotations
 
 import json
+import logging.config
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import zmq
 
+import zlogcollect
 from tests.helpers import free_tcp_endpoint, short_ipc_endpoint, wait_until
 from tests.helpers_handler import Receiver, private_logger, start_app
 from zlogcollect import ZLogHandler
@@ -435,3 +437,49 @@ def test_a_fork_child_has_its_own_window(receivers: Receivers, tmp_path: Path) -
             app.communicate(timeout=10)
     assert app.returncode == 0, err
     assert "child stats 5" in out
+
+
+def test_dict_config_and_setup_take_the_window_and_several_endpoints(receivers: Receivers) -> None:
+    """dictConfig passes a list of endpoints and the replay bounds; setup() takes them too."""
+    a, b = short_ipc_endpoint(), short_ipc_endpoint()
+    at_a, at_b = receivers(a), receivers(b)
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "collectors": {
+                    "class": "zlogcollect.ZLogHandler",
+                    "endpoint": [a, b],
+                    "app": "configured",
+                    "replay": 3,
+                    "replay_age": 60,
+                    "replay_bytes": 1 << 20,
+                    "linger": 0.5,
+                }
+            },
+            "loggers": {"dcr": {"handlers": ["collectors"], "level": "INFO", "propagate": False}},
+        }
+    )
+    logger = logging.getLogger("dcr")
+    (handler,) = logger.handlers
+    try:
+        assert isinstance(handler, ZLogHandler)
+        for n in range(5):
+            logger.info("record %d", n)
+        assert seqs(at_a.wait_for(5, 20)) == seqs(at_b.wait_for(5, 20)) == list(range(5))
+        assert {view["window"] for view in handler.collector_stats.values()} == {3}
+        assert handler.stats["window"] == 6
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    root = logging.getLogger()
+    level = root.level
+    set_up = zlogcollect.setup([a, b], app="setup", replay=0, linger=0.5)
+    try:
+        assert set(set_up.collector_stats) == {a, b}
+        assert set_up.stats["window"] == 0
+    finally:
+        root.removeHandler(set_up)
+        root.setLevel(level)
+        set_up.close()
