@@ -249,7 +249,7 @@ def test_full_queue_stops_the_replay_and_counts_it(
     """A replay that meets the high-water mark stops there, counted apart: it is not a drop."""
     endpoint = short_ipc_endpoint()
     first = receivers(endpoint)
-    handler = make_handler(endpoint, app="full", sndhwm=5)
+    handler = make_handler(endpoint, app="full", sndhwm=10)
     log = private_logger("full", handler)
     big = "x" * 100_000
     for n in range(30):
@@ -260,7 +260,7 @@ def test_full_queue_stops_the_replay_and_counts_it(
     try:
         wait_until(lambda: handler.stats["replays"] == 1, 20, what="the replay")
         stats = handler.stats
-        # 3 MB against 5 records queued and a small socket buffer: the replay stops early.
+        # 3 MB against 10 records queued and small socket buffers: the replay stops early.
         assert stats["replay_cut"] > 0
         assert stats["replayed"] + stats["replay_cut"] == 30
         assert stats["dropped"] == 0
@@ -354,7 +354,7 @@ def test_one_collector_gone_for_good_the_other_gets_everything(
     dead.close()
     for n in range(10, 500):
         log.info("record %d", n)
-        if n % 50 == 49:
+        if n % 25 == 24:
             live.wait_for(n + 1, 20)  # the live one's queue never fills: only the dead one's does
     frames = live.wait_for(500, 30)
     assert seqs(frames) == list(range(500))
