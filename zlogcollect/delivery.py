@@ -292,6 +292,7 @@ class Delivery:
         *floor* is a least linger for the socket (at exit, for records logged after
         the joint wait). Returns True when ZeroMQ may have discarded queued records.
         """
+        self.poll()  # a collector heard coming back gets the window before the socket closes
         self.send_held(deadline)
         self.count_drops(self.held.clear())
         remaining = deadline - time.monotonic()
