@@ -110,7 +110,9 @@ class ZLogHandler(PUBHandler):
 
     Args:
         endpoint: endpoint or endpoints to connect to (or bind, see ``bind``),
-            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. An XPUB socket gets the hold buffer;
+            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. Several endpoints
+            to connect to get a socket each (every record goes to every collector, with
+            the same ``pub`` and ``seq``; :attr:`collector_stats` has their counters). An XPUB socket gets the hold buffer;
             a PUB socket cannot tell when the collector subscribed, so records go
             out at once as with the stock class. A socket you pass stays yours: it
             is not closed by ``close()`` and cannot be replaced in a fork child.

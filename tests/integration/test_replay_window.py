@@ -7,10 +7,13 @@ connected socket hears its subscription again and sends the window again.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging.config
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -483,3 +486,30 @@ def test_dict_config_and_setup_take_the_window_and_several_endpoints(receivers: 
         root.removeHandler(set_up)
         root.setLevel(level)
         set_up.close()
+
+
+def test_the_watcher_ends_with_close_and_with_the_handler(receivers: Receivers) -> None:
+    """One watcher thread per handler while it is open: close() ends it, and so does collection."""
+    endpoint = short_ipc_endpoint()
+    receivers(endpoint)
+
+    def watchers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "zlogcollect-replay"]
+
+    before = set(watchers())
+    handler = ZLogHandler(endpoint, app="watched", linger=0.2)
+    (mine,) = set(watchers()) - before
+    handler.close()
+    mine.join(10)
+    assert not mine.is_alive()
+    handler = ZLogHandler(endpoint, app="dropped", linger=0.2)
+    (mine,) = set(watchers()) - before
+    ref = weakref.ref(handler)
+    with warnings.catch_warnings():
+        # An unclosed handler's socket and context warn when collected: expected here.
+        warnings.simplefilter("ignore", ResourceWarning)
+        del handler
+        gc.collect()
+    assert ref() is None  # the watcher holds no strong reference to its handler
+    mine.join(10)
+    assert not mine.is_alive()
