@@ -17,6 +17,7 @@ HANDLERS = (
     ("logging.FileHandler", "file"),
     ("stock PUBHandler", "stock"),
     ("ZLogHandler (structured, default)", "zlog"),
+    ("ZLogHandler replay=0 (no replay window)", "zlog_noreplay"),
     ("ZLogHandler structured=False", "zlog_plain"),
     ("ZLogHandler (structured) with CURVE", "zlog_curve"),
 )
@@ -73,6 +74,9 @@ def run(settings: Settings, outcome: Outcome) -> None:
     outcome.derived["stock PUBHandler / NullHandler"] = outcome.ratio(stock, floor)
     outcome.derived["ZLogHandler structured=False / stock PUBHandler"] = outcome.ratio(
         "ZLogHandler structured=False", stock
+    )
+    outcome.derived["replay window on (default) / replay=0, per call"] = outcome.ratio(
+        ours, "ZLogHandler replay=0 (no replay window)"
     )
     outcome.derived["logging.FileHandler / stock PUBHandler"] = outcome.ratio("logging.FileHandler", stock)
     outcome.derived["CURVE / plain ZLogHandler, per call (calling thread, wall)"] = outcome.ratio(CURVE, ours)

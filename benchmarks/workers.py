@@ -246,10 +246,12 @@ def _app_handler(kind: str, endpoint: str, scratch: str) -> tuple[logging.Handle
 
         return stock, close
     curve = kind.endswith("_curve")
+    base = kind.removesuffix("_curve").removesuffix("_noreplay")
     ours = ZLogHandler(
         endpoint,
         app="app",
-        structured=kind.removesuffix("_curve") == "zlog",
+        structured=base == "zlog",
+        replay=0 if kind.endswith("_noreplay") else 5000,
         curve_server_key=os.path.join(scratch, "server-cert", "collector.key") if curve else None,
         curve_client_cert=os.path.join(scratch, "client-cert", "app.key_secret") if curve else None,
     )

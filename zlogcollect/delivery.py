@@ -24,6 +24,7 @@ from zlogcollect.encode import Encoder
 from zlogcollect.helpers import Backoff
 from zlogcollect.hold import HoldBuffer
 from zlogcollect.publisher import Publisher
+from zlogcollect.replay import ReplayWindow
 
 __all__ = ["LIVE", "RECHECK_EVERY", "Delivery", "State"]
 
@@ -68,9 +69,14 @@ class Delivery:
     """Numbering, holding and sending for one handler, under the handler's *lock*.
 
     ``seq``, ``dropped`` (since the last record that got out: it travels with
-    the next one), ``state``, ``socket`` and ``send_frame`` are
+    the next one), ``state``, ``socket``, ``send_frame`` and ``window`` are
     plain attributes because ``emit``'s hot path reads and writes them inline.
     *opened* is called whenever the publisher's socket is (re)opened.
+
+    *replay* bounds the replay window (records, seconds, bytes; a first bound of 0
+    disables it): every structured record sent is kept as sent, and each time the
+    publisher hears a collector subscribe again the window goes out again, in order,
+    before anything newer (:meth:`sync`).
     """
 
     def __init__(
@@ -81,11 +87,14 @@ class Delivery:
         hold: int,
         hold_timeout: float,
         opened: Callable[[], None] = lambda: None,
+        replay: tuple[int, float, int] = (0, 0.0, 0),
     ) -> None:
         self.publisher = publisher
         self.encoder = encoder
         self.lock = lock
         self._hold_bounds = (max(int(hold), 0), float(hold_timeout))
+        self._replay_bounds = replay
+        self.joins = 0  # the publisher's joins already answered (with a replay, after the first)
         self._on_open = opened
         self.state = State.CLOSED  # until opened() runs
         self.restart()
@@ -97,17 +106,33 @@ class Delivery:
         self.dropped_total = 0
         self.held: HoldBuffer[_Held] = HoldBuffer(*self._hold_bounds)
         self.flusher: threading.Thread | None = None
+        # No window for a socket that cannot hear subscriptions: it could never replay.
+        enabled = self._replay_bounds[0] > 0 and self.publisher.detects
+        self.window: ReplayWindow | None = ReplayWindow(*self._replay_bounds) if enabled else None
+        self.replays = 0  # times the window went out again
+        self.replayed = 0  # records sent again
+        self.replay_cut = 0  # records a full queue kept from going out again (not new records: not drops)
         self.encoder.restart(os.urandom(8).hex())
 
     def opened(self) -> None:
         """The publisher's socket is (re)opened: take it for the hot path and tell the handler."""
         publisher = self.publisher
         self.socket, self.send_frame = publisher.socket, publisher.send_frame
+        self.joins = publisher.joins
         self._on_open()
         self.sync()
 
     def sync(self) -> None:
-        """HOLDING, FLUSHING or SENDING from the subscription and the hold buffer (live states only)."""
+        """HOLDING, FLUSHING or SENDING from the subscription and the hold buffer (live states only).
+
+        A subscription heard since the last look first sends the replay window again
+        (before held records and anything newer): nothing was sent before the first
+        one, so only a collector that comes back gets records again.
+        """
+        if self.publisher.joins != self.joins:
+            self.joins = self.publisher.joins
+            if self.publisher.subscribed:
+                self.replay()
         if not self.publisher.subscribed:
             self.state = State.HOLDING
         else:
@@ -126,10 +151,44 @@ class Delivery:
         self.restart()
         self.state = State.REOPEN if self.publisher.after_fork() else State.ORPHANED
 
+    def replay(self) -> None:
+        """Send the window again, oldest first; a full queue (or a socket error) stops it, counted.
+
+        The records were sent once already, so what does not go out again is not a
+        drop: it is counted in ``replay_cut``.
+        """
+        records = [] if self.window is None else self.window.frames()
+        if not records:
+            return
+        self.replays += 1
+        send = self.send_frame
+        sock = self.socket
+        sent = 0
+        try:
+            for topic, body, extension in records:
+                send(sock, topic, _MORE)  # with XPUB_NODROP only this first frame can be refused
+                send(sock, body, _MORE)
+                send(sock, extension, _NOBLOCK)
+                sent += 1
+        except zmq.ZMQError:  # zmq.Again: the queue is full; the newest records wait for no replay
+            pass
+        finally:
+            self.replayed += sent
+            self.replay_cut += len(records) - sent
+
     @property
     def stats(self) -> dict[str, int]:
-        """Records attempted, dropped and held now, since this publisher sequence started."""
-        return {"seq": self.seq, "dropped": self.dropped_total, "held": len(self.held)}
+        """Records attempted, dropped, held now and replayed, since this publisher sequence started."""
+        return {
+            "seq": self.seq,
+            "dropped": self.dropped_total,
+            "held": len(self.held),
+            "joins": self.joins,
+            "window": 0 if self.window is None else len(self.window),
+            "replays": self.replays,
+            "replayed": self.replayed,
+            "replay_cut": self.replay_cut,
+        }
 
     def count_drops(self, count: int) -> None:
         """Count records dropped (they travel as ``dropped`` with the next record that gets out)."""
@@ -166,7 +225,10 @@ class Delivery:
 
     def send(self, topic: bytes, body: bytes, fields: dict[str, Any] | None) -> None:
         """Send one record now (its extension built from *fields*, if any); a full queue counts a drop."""
-        extension = None if fields is None else self.encoder.extension(fields, self.dropped)
+        self.send_built(topic, body, None if fields is None else self.encoder.extension(fields, self.dropped))
+
+    def send_built(self, topic: bytes, body: bytes, extension: bytes | None) -> None:
+        """Send one record's frames now (*extension* carrying this delivery's ``dropped``); a full queue counts a drop."""
         send = self.send_frame
         sock = self.socket
         try:
@@ -183,6 +245,8 @@ class Delivery:
             return
         if extension is not None:
             self.dropped = 0  # the count just travelled with this record
+            if self.window is not None:
+                self.window.add(topic, body, extension)
 
     def _hold(self, topic: bytes, body: bytes, fields: dict[str, Any] | None) -> None:
         self.count_drops(self.held.add((topic, body, fields), len(topic) + len(body)))
@@ -219,6 +283,7 @@ class Delivery:
     def send_held(self, deadline: float) -> None:
         """Wait until the monotonic *deadline* for a collector if records are held, then send them."""
         if self.held and self.publisher.wait(deadline):
+            self.sync()  # a collector that came back gets the window before the held records
             self.flush_some(None)
 
     def drain(self, deadline: float, floor: float | None) -> bool:
@@ -227,6 +292,7 @@ class Delivery:
         *floor* is a least linger for the socket (at exit, for records logged after
         the joint wait). Returns True when ZeroMQ may have discarded queued records.
         """
+        self.poll()  # a collector heard coming back gets the window before the socket closes
         self.send_held(deadline)
         self.count_drops(self.held.clear())
         remaining = deadline - time.monotonic()

@@ -43,6 +43,7 @@ _RECHECK_MASK: Final = RECHECK_EVERY - 1
 _ERROR_QUIET_SECONDS: Final = 60.0
 _CLOSE_MARGIN: Final = 1.0  # seconds beyond the shared exit deadline that exit waits for its threads
 _CLOSE_FLOOR: Final = 0.2  # seconds a socket lingers at least, for records sent after the exit deadline
+_WATCH_EVERY: Final = 0.1  # seconds between the watcher's looks for a collector that came back
 
 _HANDLERS: weakref.WeakSet[ZLogHandler] = weakref.WeakSet()
 # The handlers setup() installed: a later call replaces them.
@@ -82,6 +83,11 @@ class ZLogHandler(PUBHandler):
     lose records or crash:
 
     * it *connects* to the collector (``bind=True`` restores the stock behaviour);
+      given several endpoints it connects to each with a socket of its own, and every
+      record goes to every collector (each with its own hold, high-water mark and drops);
+    * it keeps the last records it sent (``replay``, ``replay_age``, ``replay_bytes``)
+      and sends them again, byte for byte, when a collector subscribes again after
+      a restart: the collector drops those it already has by their ``pub`` and ``seq``;
     * records logged before the collector's subscription arrives are held (up to
       ``hold`` records, none older than ``hold_timeout`` seconds) and sent in order;
     * ``close()`` (and so ``logging.shutdown()``) flushes within ``linger`` seconds;
@@ -104,7 +110,9 @@ class ZLogHandler(PUBHandler):
 
     Args:
         endpoint: endpoint or endpoints to connect to (or bind, see ``bind``),
-            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. An XPUB socket gets the hold buffer;
+            or an existing socket; defaults to ``DEFAULT_ENDPOINT``. Several endpoints
+            to connect to get a socket each (every record goes to every collector, with
+            the same ``pub`` and ``seq``; :attr:`collector_stats` has their counters). An XPUB socket gets the hold buffer;
             a PUB socket cannot tell when the collector subscribed, so records go
             out at once as with the stock class. A socket you pass stays yours: it
             is not closed by ``close()`` and cannot be replaced in a fork child.
@@ -120,6 +128,10 @@ class ZLogHandler(PUBHandler):
         hold: most records held while no collector is subscribed.
         hold_timeout: seconds a held record waits for a collector before it is dropped.
         linger: most seconds ``close()`` spends waiting for a collector and flushing.
+        replay: most records kept to send again when a collector re-subscribes (0: none;
+            only structured records are kept, the collector needs their ``pub`` and ``seq``).
+        replay_age: seconds a sent record stays in the replay window.
+        replay_bytes: most bytes of frames in the replay window.
         sndhwm: records queued in zmq per collector before new ones are dropped.
         max_record_bytes: the collector's ``--max-record-bytes``: a longer message,
             traceback or set of extra fields is cut to fit, with a note saying how much
@@ -148,6 +160,9 @@ class ZLogHandler(PUBHandler):
         hold: int = 10_000,
         hold_timeout: float = 10.0,
         linger: float = 2.0,
+        replay: int = 5000,
+        replay_age: float = 10.0,
+        replay_bytes: int = 16 * 2**20,
         sndhwm: int = 100_000,
         max_record_bytes: int = MAX_RECORD_BYTES,
         curve_server_key: str | os.PathLike[str] | bytes | None = None,
@@ -171,12 +186,44 @@ class ZLogHandler(PUBHandler):
         # Opened now rather than at the first record: the connection and the
         # collector's subscription then race the app's start-up, not its first log.
         target = (endpoint,) if isinstance(endpoint, str) else endpoint
-        publisher = Publisher(target, context, bind=bind, sndhwm=sndhwm, curve=curve)
+        # Connecting to several collectors: a socket each, so that each has its own
+        # subscription, hold, high-water mark and replay. Bound, one socket serves all
+        # its subscribers as the stock class does (a collector may connect to any of them).
+        if isinstance(target, zmq.Socket) or bind or len(target) < 2:
+            targets: list[Sequence[str] | zmq.Socket[Any]] = [target]
+        else:
+            targets = [(one,) for one in dict.fromkeys(target)]
+        publishers: list[Publisher] = []
+        try:
+            for one in targets:
+                publishers.append(Publisher(one, context, bind=bind, sndhwm=sndhwm, curve=curve))
+        except BaseException:
+            for opened_one in publishers:
+                opened_one.close(0.0)
+            raise
         lock = cast("threading.RLock", self.lock)  # created by Handler.__init__
+        self._replay = max(int(replay), 0)
+        bounds = (self._replay, float(replay_age), max(int(replay_bytes), 0))
         # A weak reference: the delivery must not keep the handler alive (nor its flush thread).
         opened = partial(_call_weakly, weakref.WeakMethod(self._opened))
-        self._delivery = Delivery(publisher, self._encoder, lock, hold, hold_timeout, opened)
-        self._delivery.opened()
+        self._deliveries = tuple(
+            Delivery(
+                one,
+                self._encoder,
+                lock,
+                hold,
+                hold_timeout,
+                opened if n == 0 else _nothing,
+                replay=bounds,
+            )
+            for n, one in enumerate(publishers)
+        )
+        # Every delivery numbers with the first one's seq and carries the same pub (one encoder).
+        self._delivery = self._deliveries[0]
+        self._fan_out = len(self._deliveries) > 1
+        self._watcher: threading.Thread | None = None
+        for delivery in self._deliveries:
+            delivery.opened()
         _HANDLERS.add(self)
 
     def _opened(self) -> None:
@@ -187,13 +234,41 @@ class ZLogHandler(PUBHandler):
         # never run there, but multiprocessing's own finalizers do. Registering one
         # only when the app already imported multiprocessing keeps imports light.
         util = sys.modules.get("multiprocessing.util")
-        if self._delivery.publisher.owns_socket and util is not None:
+        if self._delivery.publisher.owns_socket and util is not None and self._finalizer is None:
             ref = weakref.ref(self)
             self._finalizer = util.Finalize(None, _close_handler, args=(ref,), exitpriority=5)
+        self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        """Start the thread that notices a returning collector while the app logs nothing."""
+        if self._replay == 0 or (self._watcher is not None and self._watcher.is_alive()):
+            return
+        if not any(d.window is not None for d in self._deliveries):
+            return
+        watcher = threading.Thread(
+            target=_watch, args=(weakref.ref(self),), name="zlogcollect-replay", daemon=True
+        )
+        self._watcher = watcher  # before start(): the thread checks that it is the handler's own
+        try:
+            watcher.start()
+        except RuntimeError:  # interpreter shutting down: records logged still check every 256
+            self._watcher = None
+
+    def _watch_once(self) -> bool:
+        """The watcher's look, under the lock: hear (re)subscriptions, replay; False once it must end."""
+        with self._delivery.lock:
+            if self._watcher is not threading.current_thread():
+                return False  # close(), or a fork child that started its own
+            for delivery in self._deliveries:
+                if delivery.state in LIVE:
+                    delivery.poll()  # a FLUSHING state it finds is the hold's flusher thread's to serve
+            return True
 
     def _after_fork(self) -> None:
         self._finalizer = None
-        self._delivery.after_fork()
+        self._watcher = None  # the parent's thread is not in the child; the child's socket starts its own
+        for delivery in self._deliveries:
+            delivery.after_fork()
 
     def setRootTopic(self, root_topic: str) -> None:
         """Set the first topic component (the app's name on the collector)."""
@@ -270,8 +345,11 @@ class ZLogHandler(PUBHandler):
             # a message argument's __str__ goes out first and must not get a lower seq.
             seq = out.seq
             out.seq = seq + 1
-            if not seq & _RECHECK_MASK:  # now and then, look for unsubscriptions
+            if not seq & _RECHECK_MASK:  # now and then, look for (un)subscriptions
                 out.poll()
+            if self._fan_out:
+                self._emit_to_all(record, seq, topic, body)
+                return
             if out.state is not _SENDING:
                 out.emit_slow(record, seq, topic, body, self.structured)
                 return
@@ -290,6 +368,9 @@ class ZLogHandler(PUBHandler):
                 send(sock, body, _MORE)
                 send(sock, extension, _NOBLOCK)
                 out.dropped = 0  # the count just travelled with this record
+                window = out.window
+                if window is not None:
+                    window.add(topic, body, extension)
         except zmq.Again:  # the queue to the collector is full (SNDHWM): count, go on
             out.count_drops(1)
         except RecursionError:  # as logging.StreamHandler does: let the app see it
@@ -300,38 +381,83 @@ class ZLogHandler(PUBHandler):
             out.count_drops(1)
             self.handleError(record)
 
+    def _emit_to_all(self, record: logging.LogRecord, seq: int, topic: bytes, body: bytes) -> None:
+        """Send one record (number *seq*) to every collector, each through its own delivery.
+
+        Each gets the same ``pub`` and ``seq`` and its own ``dropped``; a full queue or
+        an error at one collector is counted there and does not keep the others from it.
+        """
+        structured = self.structured
+        encoder = self._encoder
+        # Built once for every collector that has no drops to announce (the usual case).
+        fast = encoder.fast_extension(record, seq) if structured else None
+        fields = None
+        first = self._delivery
+        for out in self._deliveries:
+            try:
+                if out is not first:
+                    out.seq = seq + 1  # the attempts, for its stats
+                    if not seq & _RECHECK_MASK:
+                        out.poll()
+                if out.state is not _SENDING:
+                    out.emit_slow(record, seq, topic, body, structured)
+                elif not structured:
+                    out.send_built(topic, body, None)
+                elif fast is not None and not out.dropped:
+                    out.send_built(topic, body, fast)
+                else:
+                    if fields is None:
+                        fields = encoder.fields(record, seq)
+                    out.send(topic, body, fields)
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - emit must never raise into the app (logging's rule)
+                out.count_drops(1)
+                self.handleError(record)
+
     def flush(self) -> None:
         """Send held records if a collector is subscribed; never waits for one."""
         with self._delivery.lock:
-            self._delivery.flush()
+            for delivery in self._deliveries:
+                delivery.flush()
 
     def close(self) -> None:
         """Flush held and queued records within ``linger`` seconds, then close the socket."""
-        out = self._delivery
-        with out.lock:
-            if out.state is State.CLOSED:
+        with self._delivery.lock:
+            if self._delivery.state is State.CLOSED:
                 return
+            self._watcher = None  # it sees this at its next look and ends
             if self._finalizer is not None:
                 self._finalizer.cancel()
                 self._finalizer = None
-            if out.state in LIVE:
-                try:
-                    if out.drain(*_close_deadline(self._linger)):
-                        _warn_linger_ran_out(self.root_topic, self._linger)
-                except Exception:  # noqa: BLE001 - closing at exit must not raise either
-                    self.handleError(PLAIN_RECORD)
-            out.state = State.CLOSED  # later records take the slow path, which counts them
+            # One deadline for all: several collectors are waited for together, not in turn.
+            deadline, floor = _close_deadline(self._linger)
+            for out in self._deliveries:
+                if out.state in LIVE:
+                    try:
+                        out.send_held(deadline)
+                    except Exception:  # noqa: BLE001 - closing at exit must not raise either
+                        self.handleError(PLAIN_RECORD)
+            for out in self._deliveries:
+                if out.state in LIVE:
+                    try:
+                        if out.drain(deadline, floor):
+                            _warn_linger_ran_out(self.root_topic, self._linger)
+                    except Exception:  # noqa: BLE001 - closing at exit must not raise either
+                        self.handleError(PLAIN_RECORD)
+                out.state = State.CLOSED  # later records take the slow path, which counts them
         _HANDLERS.discard(self)
         logging.Handler.close(self)
 
     def _settle(self, deadline: float) -> None:
         """At exit, before close(): wait for a collector and send held records, socket left open."""
         with self._delivery.lock:
-            if self._delivery.state in LIVE:
-                try:
-                    self._delivery.send_held(deadline)
-                except Exception:  # noqa: BLE001 - exit must not raise either; close() tries again
-                    self.handleError(PLAIN_RECORD)
+            for delivery in self._deliveries:
+                if delivery.state in LIVE:
+                    try:
+                        delivery.send_held(deadline)
+                    except Exception:  # noqa: BLE001 - exit must not raise either; close() tries again
+                        self.handleError(PLAIN_RECORD)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Report a failure on stderr at most once a minute (never through logging)."""
@@ -344,13 +470,61 @@ class ZLogHandler(PUBHandler):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters since this publisher started: records attempted, dropped, held now."""
-        return self._delivery.stats
+        """Counters since this publisher started: records attempted, dropped, held now, replayed.
+
+        With several collectors, ``seq`` is the records attempted and the other
+        counters are totals over the collectors (see :attr:`collector_stats`).
+        """
+        with self._delivery.lock:
+            views = [delivery.stats for delivery in self._deliveries]
+        total = dict(views[0])
+        for view in views[1:]:
+            for name, value in view.items():
+                if name != "seq":
+                    total[name] += value
+        return total
+
+    @property
+    def collector_stats(self) -> dict[str, dict[str, int]]:
+        """The counters of :attr:`stats` per collector endpoint (one entry for a socket given or bound)."""
+        with self._delivery.lock:
+            return {
+                ",".join(delivery.publisher.endpoints) or "socket": delivery.stats
+                for delivery in self._deliveries
+            }
 
     @property
     def publisher_id(self) -> str:
         """The ``pub`` id the collector sees; a new one after fork."""
         return self._encoder.pub
+
+
+def _nothing() -> None:
+    """The deliveries after the first have nothing to tell the handler when their socket opens."""
+
+
+def _watch(ref: weakref.ref[ZLogHandler]) -> None:
+    """Thread body: every ``_WATCH_EVERY`` seconds, let the handler hear a collector that came back.
+
+    Without it, a returning collector's subscription would wait for the app's next
+    records (up to 256 of them) to be read. Holds only a weak reference between
+    looks, so the handler can be collected; ends at close(), collection or in a fork
+    child (which starts its own). An error is reported and the watch goes on.
+    """
+    while True:
+        handler = ref()
+        if handler is None:
+            return
+        try:
+            if not handler._watch_once():  # noqa: SLF001 - the handler's own thread
+                return
+        except Exception:  # noqa: BLE001 - never end silently: say it (throttled) and keep watching
+            try:
+                handler.handleError(PLAIN_RECORD)
+            except Exception:  # noqa: BLE001 - stderr itself failing must not end the watch
+                pass
+        del handler
+        time.sleep(_WATCH_EVERY)
 
 
 def _call_weakly(method: weakref.WeakMethod[Callable[[], None]]) -> None:

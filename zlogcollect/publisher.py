@@ -36,7 +36,9 @@ class Publisher:
     unless *context* is given, its context; given a socket, it only uses it.
     With *curve*, every socket it opens (a fork child's too) is a CURVE client.
     An XPUB socket hears subscriptions (``detects``); for any other socket a
-    subscriber is assumed (``subscribed`` stays True).
+    subscriber is assumed (``subscribed`` stays True). ``joins`` counts every
+    subscription event :meth:`poll` read: the handler's own XPUB is verbose, so
+    a collector that reconnects is counted again (the replay window's cue).
 
     Attributes the handler's hot path reads directly: ``socket`` and
     ``send_frame`` (an unbound send that skips the pyzmq wrapper where it can).
@@ -81,6 +83,7 @@ class Publisher:
 
     def _adopt(self, sock: zmq.Socket[Any]) -> None:
         self.socket = sock
+        self.joins = 0
         self.ctx = sock.context
         # Only an XPUB hears subscriptions; for any other socket assume someone listens.
         self.detects = sock.type == zmq.XPUB
@@ -98,6 +101,9 @@ class Publisher:
             # Beyond the HWM, send() then fails with EAGAIN instead of dropping in
             # silence, which is how drops get counted.
             sock.set(zmq.XPUB_NODROP, 1)
+            # Every subscription, not just the first to a prefix: a collector that
+            # comes back on the same connection subscribes again, and that is heard.
+            sock.set(zmq.XPUB_VERBOSE, 1)
             if self._curve is not None:
                 self._curve.apply(sock)  # before connect: the handshake starts with it
             for endpoint in self.endpoints:
@@ -111,16 +117,20 @@ class Publisher:
         self._adopt(sock)
 
     def poll(self) -> bool:
-        """Read the subscription events waiting on an XPUB; return whether anyone is subscribed."""
+        """Read the subscription events waiting on an XPUB; return whether anyone is subscribed.
+
+        The one place that reads them: every subscription event adds one to ``joins``.
+        """
         sock = self.socket
         while True:
             try:
                 event = sock.recv(_NOBLOCK)
             except zmq.Again:
                 break
-            # XPUB without VERBOSE reports only the first subscription to a prefix and
-            # the last unsubscription from it, so a set mirrors the subscribers exactly.
+            # XPUB reports the last unsubscription from a prefix only (VERBOSE or not),
+            # so a set mirrors whether anyone is subscribed exactly.
             if event[:1] == b"\x01":
+                self.joins += 1
                 self.subscriptions.add(event[1:])
             elif event[:1] == b"\x00":
                 self.subscriptions.discard(event[1:])

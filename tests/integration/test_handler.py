@@ -393,7 +393,7 @@ def test_collector_absent_never_blocks(make_handler: Callable[..., ZLogHandler])
     start = time.monotonic()
     handler.close()
     assert time.monotonic() - start < 0.3 + 2.0
-    assert handler.stats == {"seq": 2000, "dropped": 2000, "held": 0}
+    assert handler.stats.items() >= {"seq": 2000, "dropped": 2000, "held": 0}.items()
 
 
 def test_hwm_drops_are_counted_and_announced(make_handler: Callable[..., ZLogHandler]) -> None:
@@ -439,7 +439,7 @@ def test_hold_limit_leaves_a_gap_and_announces_it(make_handler: Callable[..., ZL
     logger = private_logger("hold", handler)
     for i in range(8):
         logger.info("early %d", i)
-    assert handler.stats == {"seq": 8, "dropped": 3, "held": 5}
+    assert handler.stats.items() >= {"seq": 8, "dropped": 3, "held": 5}.items()
     recv = Receiver(endpoint)  # the collector starts late
     try:
         frames = recv.wait_for(5)

@@ -86,10 +86,12 @@ def test_a_wrong_key_holds_then_drops_and_counts_as_with_no_collector(
     # The allowed client, connected after the refused one, gets through: the server is up.
     private_logger("ok", allowed).info("allowed")
     wait_until(lambda: any(f[0] == b"allowed.INFO" for f in curve_receiver.frames), 10, "the allowed record")
-    assert refused.stats == alone.stats == {"seq": 80, "dropped": 30, "held": 50}
+    assert refused.stats == alone.stats
+    assert alone.stats.items() >= {"seq": 80, "dropped": 30, "held": 50}.items()
     refused.close()
     alone.close()
-    assert refused.stats == alone.stats == {"seq": 80, "dropped": 80, "held": 0}
+    assert refused.stats == alone.stats
+    assert alone.stats.items() >= {"seq": 80, "dropped": 80, "held": 0}.items()
     assert [f[0] for f in curve_receiver.frames] == [b"allowed.INFO"]
 
 

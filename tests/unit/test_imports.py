@@ -23,6 +23,7 @@ LIGHT_MODULES = [
     "zlogcollect.lines",
     "zlogcollect.readers",
     "zlogcollect.hold",
+    "zlogcollect.replay",
     "zlogcollect.routing",
     "zlogcollect.formatting",
     "zlogcollect.seen",

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "options": 0,
     "seqtrack": 0,  # one publisher's sequence numbers: highest written, bounded open gaps (exactly once)
     "hold": 0,
+    "replay": 0,  # the handler's replay window (pure)
     "publisher": 0,  # plain zmq only: the app side's socket
     "sdnotify": 0,  # systemd readiness: one datagram, standard library only
     "certfile": 0,  # one CURVE certificate file read and checked (zmq.auth, imported when called)
@@ -84,7 +85,7 @@ LAYERS: dict[str, int] = {
     "testing.rabbitmq": 0,
 }
 
-APP_SIDE = ("encode", "hold", "publisher", "delivery", "handler", "lines", "readers", "ship")
+APP_SIDE = ("encode", "hold", "replay", "publisher", "delivery", "handler", "lines", "readers", "ship")
 COLLECTOR_SIDE = (
     "collector",
     "sinks.files",
