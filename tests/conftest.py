@@ -30,12 +30,36 @@ ONE_WORKER = "rabbitmq-and-default-port"
 _ONE_WORKER_FILES = frozenset({"test_docs.py"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group into the test's id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.pluginmanager.hasplugin("xdist") and config.getoption("dist", "no") != "no":
+    # In a worker, xdist sets `dist` to "no" and says `loadgroup` instead: the groups are
+    # read there (a check of `dist` alone left every test ungrouped).
+    if config.pluginmanager.hasplugin("xdist"):
         for item in items:
             fixtures = getattr(item, "fixturenames", ())
             if item.path.name in _ONE_WORKER_FILES or "rabbit" in fixtures or "rabbit_cluster" in fixtures:
                 item.add_marker(pytest.mark.xdist_group(ONE_WORKER))
+
+
+class _GroupCheck:
+    """In an xdist worker: fail at once if the groups did not reach xdist's scheduler."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's hook, which appends "@GROUP" to a grouped test's id
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        lost = [
+            item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        ]
+        if lost:
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): tests sharing the "
+                "RabbitMQ node or port 5558 would run on both workers at once "
+                "(pytest 9.2 with pytest-xdist 3.8, pytest-dev/pytest-xdist#1386; setup.cfg pins pytest<9.2)"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        config.pluginmanager.register(_GroupCheck(), "zlogcollect-group-check")
 
 
 @pytest.fixture(autouse=True)

@@ -306,11 +306,15 @@ def test_collector_killed_and_restarted_the_replay_window_loses_nothing(
 def test_a_collector_without_the_previous_state_reports_unseen_not_lost(
     collectors: list[CollectorProcess], tmp_path: Path, apps: Callable[..., subprocess.Popen[str]]
 ) -> None:
-    """A new collector (another --dir) that joins a running app calls the earlier records unseen, not lost."""
+    """A new collector (another --dir) that joins a running app calls the earlier records unseen, not lost.
+
+    The app's replay window is off: with it, the new collector would also get the app's last
+    records again, and there would be none unseen to count.
+    """
     endpoint = free_tcp_endpoint()
     first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first = start_collector(collectors, endpoint, first_dir)
-    app = apps(STREAM_APP, endpoint)
+    app = apps(STREAM_APP, endpoint, "0")
     wait_until(
         lambda: len(json_lines(first_dir / "stream.log")) >= 200, what="records on the first collector"
     )
