@@ -94,7 +94,7 @@ class LossLedger:
         if outcome is Outcome.DUPLICATE:
             return False
         self.dirty = True
-        self.touched.add(publisher)
+        self._touch(publisher)
         if missing:
             mark = sequence_mark(meta)
             if mark is not None:  # always, for a checked extension
@@ -116,12 +116,20 @@ class LossLedger:
         if outcome is Outcome.DUPLICATE:
             return False
         self.dirty = True
-        self.touched.add(mark.publisher)
+        self._touch(mark.publisher)
         if missing:
             self._note_loss(mark, missing)
         elif outcome is Outcome.FILLED:
             self._note_filled(mark.publisher)
         return True
+
+    def _touch(self, publisher: str) -> None:
+        """Mark *publisher* for the next journal line (the slow path: publishers come and go here)."""
+        touched = self.touched
+        touched.add(publisher)
+        if len(touched) > 2 * MAX_PUBLISHERS:
+            # Lines pending for long (a full disk) while peers invent publishers: keep the known ones.
+            touched.intersection_update(self._publishers)
 
     def _register(self, publisher: str, host: str, pid: int | None, seq: int, now: float) -> None:
         if len(self.fresh) < MAX_PUBLISHERS:
@@ -270,6 +278,13 @@ class LossLedger:
         self.generation = generation if generation.__class__ is int else 0
         self.saved = self.stats.publisher_state()
         return count
+
+
+class Untracked(set[str]):
+    """:attr:`LossLedger.touched` without a state file (the bridge): nothing to journal, nothing kept."""
+
+    def add(self, element: str) -> None:
+        """Keep nothing."""
 
 
 class _Pending:

@@ -13,7 +13,7 @@ import pytest
 
 from zlogcollect import ledger as ledger_module
 from zlogcollect.helpers import Throttle
-from zlogcollect.ledger import LossLedger, StateFile
+from zlogcollect.ledger import LossLedger, StateFile, Untracked
 from zlogcollect.stats import Stats
 from zlogcollect.wire import SequenceMark
 
@@ -393,3 +393,24 @@ def test_a_failed_append_keeps_the_journal_and_the_entries_for_the_next_one(tmp_
     StateFile(str(path), resumed, lambda: False).load()
     track = resumed.stats.publishers["p1"].track
     assert (track.last, track.gaps) == (7, [[4, 6]])
+
+
+def test_publishers_waiting_for_the_journal_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines pending for long while peers invent publishers: past twice the publisher limit, only the
+    publishers still known wait for the journal (the stats forget the longest silent)."""
+    monkeypatch.setattr(ledger_module, "MAX_PUBLISHERS", 5)
+    ledger = LossLedger(Stats())
+    for n in range(100):
+        ledger.observe_meta(f"p{n}", 0, meta(0, f"p{n}"), 100.0 + n)
+    ledger.stats.forget_oldest(keep=3)
+    for n in range(100, 120):
+        ledger.observe_meta(f"p{n}", 0, meta(0, f"p{n}"), 300.0 + n)
+    assert "p0" not in ledger.touched
+    assert ledger.touched == set(ledger.stats.publishers)
+
+
+def test_without_a_state_file_nothing_is_kept_for_a_journal() -> None:
+    ledger = LossLedger(Stats())
+    ledger.touched = Untracked()
+    observe_all(ledger, [0, 1, 5])
+    assert not ledger.touched and ledger.stats.lost_by_publishers == 3
