@@ -19,7 +19,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zlogcollect.access import BAD_HANDSHAKE, NO_CURVE, PUBLISH_DOMAIN, RECEIVE_DOMAIN, Policy
 from zlogcollect.endpoints import BindError, bind_all
 from zlogcollect.helpers import Throttle
-from zlogcollect.ledger import LossLedger, StateFile
+from zlogcollect.ledger import LossLedger, StateFile, Untracked
 from zlogcollect.sinks import Sink
 from zlogcollect.stats import Stats
 from zlogcollect.wire import (
@@ -100,6 +100,8 @@ class Collector:
         self.ledger = LossLedger(stats)
         self._observe_meta = self.ledger.observe_meta
         self.state = StateFile(state_path, self.ledger, self._lines_pending) if state_path else None
+        if self.state is None:
+            self.ledger.touched = Untracked()  # no journal to write: remember nothing for it
         self._after_record = self.state.after_record if self.state is not None else _nothing
         self.endpoints: list[str] = []
         self.republish: Callable[[Sequence[bytes], Record], None] | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -93,7 +94,7 @@ class LossLedger:
         if outcome is Outcome.DUPLICATE:
             return False
         self.dirty = True
-        self.touched.add(publisher)
+        self._touch(publisher)
         if missing:
             mark = sequence_mark(meta)
             if mark is not None:  # always, for a checked extension
@@ -115,12 +116,20 @@ class LossLedger:
         if outcome is Outcome.DUPLICATE:
             return False
         self.dirty = True
-        self.touched.add(mark.publisher)
+        self._touch(mark.publisher)
         if missing:
             self._note_loss(mark, missing)
         elif outcome is Outcome.FILLED:
             self._note_filled(mark.publisher)
         return True
+
+    def _touch(self, publisher: str) -> None:
+        """Mark *publisher* for the next journal line (the slow path: publishers come and go here)."""
+        touched = self.touched
+        touched.add(publisher)
+        if len(touched) > 2 * MAX_PUBLISHERS:
+            # Lines pending for long (a full disk) while peers invent publishers: keep the known ones.
+            touched.intersection_update(self._publishers)
 
     def _register(self, publisher: str, host: str, pid: int | None, seq: int, now: float) -> None:
         if len(self.fresh) < MAX_PUBLISHERS:
@@ -207,16 +216,15 @@ class LossLedger:
             self.touched.clear()
 
     def journal_line(self) -> str:
-        """The state of every publisher touched since the last call or complete save, as one JSON line
-        (``{"publishers": {...}}``, the entries of the state file; see :class:`StateFile`), or "".
-        Call only with every accepted line on disk."""
+        """The state of every publisher touched since the last journal line or complete save, as one
+        JSON line (``{"publishers": {...}}``, the entries of the state file; see :class:`StateFile`),
+        or "". Call only with every accepted line on disk; clear :attr:`touched` once it is appended."""
         publishers = self._publishers
         entries = {}
         for name in self.touched:
             loss = publishers.get(name)
             if loss is not None:
                 entries[name] = publisher_entry(loss)
-        self.touched.clear()
         return JSON_ENCODER.encode({"publishers": entries}) + "\n" if entries else ""
 
     def apply_journal(self, text: str, now: float) -> int | None:
@@ -272,6 +280,13 @@ class LossLedger:
         return count
 
 
+class Untracked(set[str]):
+    """:attr:`LossLedger.touched` without a state file (the bridge): nothing to journal, nothing kept."""
+
+    def add(self, element: str) -> None:
+        """Keep nothing."""
+
+
 class _Pending:
     """Records a publisher lost that are not reported yet, and since when the first of them is missing."""
 
@@ -320,6 +335,8 @@ class StateFile:
         self._complaints = Throttle(1, 10.0)
         self._written_changes = 0
         self._journal_fd: int | None = None
+        self._journal_generation: int | None = None
+        """The generation the journal file holds entries of (None: none of this run's yet)."""
         self._journal_bytes = 0
         """Bytes of entries appended since the journal's header."""
         self.mode = 0o640
@@ -355,13 +372,11 @@ class StateFile:
         if not data:
             return
         try:
-            if self._journal_fd is None:
-                self._start_journal()
-            assert self._journal_fd is not None
-            os.write(self._journal_fd, data)  # one write: a kill leaves at most one cut line
-            self._journal_bytes += len(data)
+            fd = self._journal_fd if self._journal_fd is not None else self._open_journal()
+            if os.write(fd, data) != len(data):  # one write: a kill leaves at most one cut line
+                raise OSError(errno.ENOSPC, "the line was cut short")
         except OSError as exc:
-            self._close_journal()
+            self._close_journal()  # reopened for appending next time: the touched publishers wait
             ledger.stats.errors["journal_file"] += 1
             if self._complaints.allow("journal_file"):
                 log.error(
@@ -369,12 +384,30 @@ class StateFile:
                     self.journal_path,
                     escape_text(exc),
                 )
+            return
+        ledger.touched.clear()
+        self._journal_bytes += len(data)
+
+    def _open_journal(self) -> int:
+        """The journal open for appending: this generation's own (a newline first ends a line a
+        failed write may have cut), else a new one."""
+        if self._journal_generation != self.ledger.generation:
+            self._start_journal()
+        else:
+            self._journal_fd = os.open(
+                self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            )
+            os.write(self._journal_fd, b"\n")
+        assert self._journal_fd is not None
+        return self._journal_fd
 
     def _start_journal(self) -> None:
         """A new journal holding only its header (the state file's generation), open for appending."""
         self._close_journal()
-        header = JSON_ENCODER.encode({"journal": 1, "generation": self.ledger.generation}) + "\n"
+        generation = self.ledger.generation
+        header = JSON_ENCODER.encode({"journal": 1, "generation": generation}) + "\n"
         atomic_write(self.journal_path, header, sync=False, mode=self.mode)
+        self._journal_generation = generation
         self._journal_fd = os.open(
             self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         )
@@ -424,16 +457,10 @@ class StateFile:
         if journaled is None:
             return  # of an older generation: the state file holds it already
         log.info("replayed %s: the state of %d publishers", self.journal_path, journaled)
-        try:
-            # Kept until a save holds what it says (if saving fails, appended to: a newline first
-            # ends a line the kill cut, so the next entry is read whole).
-            self._journal_fd = os.open(
-                self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-            )
-            os.write(self._journal_fd, b"\n")
-            self._journal_bytes = 1
-        except OSError:
-            self._close_journal()
+        # Kept until a save holds what it says (if saving fails, appended to: a newline first
+        # ends a line the kill cut, so the next entry is read whole).
+        self._journal_generation = ledger.generation
+        self._journal_bytes = 1
         ledger.dirty = True
         self.save(force=True)
 

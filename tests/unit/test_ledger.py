@@ -13,7 +13,7 @@ import pytest
 
 from zlogcollect import ledger as ledger_module
 from zlogcollect.helpers import Throttle
-from zlogcollect.ledger import LossLedger, StateFile
+from zlogcollect.ledger import LossLedger, StateFile, Untracked
 from zlogcollect.stats import Stats
 from zlogcollect.wire import SequenceMark
 
@@ -365,3 +365,52 @@ def test_a_publisher_saved_before_anything_of_it_was_written_keeps_its_records_o
     assert resumed.from_json(text, now=150.0) == 1
     assert all(resumed.observe_meta("p1", seq, meta(seq), 150.0) for seq in range(10))
     assert (stats.lost_by_publishers, stats.recovered, stats.replayed_duplicates) == (0, 0, 0)
+
+
+def test_a_failed_append_keeps_the_journal_and_the_entries_for_the_next_one(tmp_path: Path) -> None:
+    """An append that fails is counted; the journal so far stays, and the next append carries what
+    the failed one held, so a run killed afterwards still resumes from everything written."""
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    state = StateFile(str(path), ledger, lambda: False)
+    observe_all(ledger, [0], now=time.time())
+    written_batch(ledger, state)
+    state.next_save = time.monotonic() + 3600
+    observe_all(ledger, [1, 2], now=time.time())
+    written_batch(ledger, state)
+    assert state._journal_fd is not None  # noqa: SLF001 - the failure is simulated on it
+    os.close(state._journal_fd)  # noqa: SLF001
+    observe_all(ledger, [3, 7], now=time.time())
+    logging.getLogger("zlogcollect.ledger").disabled = True
+    try:
+        written_batch(ledger, state)
+    finally:
+        logging.getLogger("zlogcollect.ledger").disabled = False
+    assert ledger.stats.errors["journal_file"] == 1 and ledger.touched == {"p1"}
+    written_batch(ledger, state)
+    state.close()
+    resumed = LossLedger(Stats())
+    StateFile(str(path), resumed, lambda: False).load()
+    track = resumed.stats.publishers["p1"].track
+    assert (track.last, track.gaps) == (7, [[4, 6]])
+
+
+def test_publishers_waiting_for_the_journal_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines pending for long while peers invent publishers: past twice the publisher limit, only the
+    publishers still known wait for the journal (the stats forget the longest silent)."""
+    monkeypatch.setattr(ledger_module, "MAX_PUBLISHERS", 5)
+    ledger = LossLedger(Stats())
+    for n in range(100):
+        ledger.observe_meta(f"p{n}", 0, meta(0, f"p{n}"), 100.0 + n)
+    ledger.stats.forget_oldest(keep=3)
+    for n in range(100, 120):
+        ledger.observe_meta(f"p{n}", 0, meta(0, f"p{n}"), 300.0 + n)
+    assert "p0" not in ledger.touched
+    assert ledger.touched == set(ledger.stats.publishers)
+
+
+def test_without_a_state_file_nothing_is_kept_for_a_journal() -> None:
+    ledger = LossLedger(Stats())
+    ledger.touched = Untracked()
+    observe_all(ledger, [0, 1, 5])
+    assert not ledger.touched and ledger.stats.lost_by_publishers == 3
