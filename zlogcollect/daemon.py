@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
@@ -76,6 +76,26 @@ class SignalState:
 
     def request_report(self) -> None:
         self.report = True
+
+    def stopping_check(self, stop_requested: Callable[[], str | None]) -> Callable[[], bool]:
+        """Whether a stop was asked, here or (*stop_requested*) before these handlers existed."""
+
+        def stopping() -> bool:
+            if self.stop is None:
+                self.stop = stop_requested()
+            return self.stop is not None
+
+        return stopping
+
+    def install(self) -> list[Any]:
+        """The gevent signal handlers that set this state (cancel each when done): SIGTERM and
+        SIGINT stop, SIGHUP reopens, SIGUSR1 reports."""
+        return [
+            gevent.signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM"),
+            gevent.signal_handler(signal.SIGINT, self.request_stop, "SIGINT"),
+            gevent.signal_handler(signal.SIGHUP, self.request_reopen),
+            gevent.signal_handler(signal.SIGUSR1, self.request_report),
+        ]
 
 
 def raise_fd_limit() -> int:
@@ -568,11 +588,7 @@ def run(
     start-up and exits 0 with the counters line like any other stop.
     """
     state = SignalState()
-
-    def stopping() -> bool:
-        if state.stop is None:
-            state.stop = stop_requested()
-        return state.stop is not None
+    stopping = state.stopping_check(stop_requested)
 
     user, root_warning = check_root_policy(config)
     raise_fd_limit()
@@ -614,12 +630,7 @@ def run(
             http.stop()
         raise
 
-    handlers = [
-        gevent.signal_handler(signal.SIGTERM, state.request_stop, "SIGTERM"),
-        gevent.signal_handler(signal.SIGINT, state.request_stop, "SIGINT"),
-        gevent.signal_handler(signal.SIGHUP, state.request_reopen),
-        gevent.signal_handler(signal.SIGUSR1, state.request_report),
-    ]
+    handlers = state.install()
 
     progress = Progress(stats, diagnostics)
 
@@ -782,11 +793,7 @@ def run_writer(
     when no node of the broker answers.
     """
     state = SignalState()
-
-    def stopping() -> bool:
-        if state.stop is None:
-            state.stop = stop_requested()
-        return state.stop is not None
+    stopping = state.stopping_check(stop_requested)
 
     user, root_warning = check_root_policy(config)
     stats = Stats()
@@ -798,12 +805,7 @@ def run_writer(
     )
     http = build_http(config, stats, health, True)
     _start_writer(config, writer, http, user, stopping)
-    handlers = [
-        gevent.signal_handler(signal.SIGTERM, state.request_stop, "SIGTERM"),
-        gevent.signal_handler(signal.SIGINT, state.request_stop, "SIGINT"),
-        gevent.signal_handler(signal.SIGHUP, state.request_reopen),
-        gevent.signal_handler(signal.SIGUSR1, state.request_report),
-    ]
+    handlers = state.install()
     progress = Progress(stats, diagnostics)
     notifier = Notifier()
     timers = WriterTimers(config, state, file_sink, stats, notifier)

@@ -29,22 +29,6 @@ from zlogcollect.wire import encode_extension, parse_frames
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def make_handler() -> Iterator[Callable[..., ZLogHandler]]:
-    """Build handlers that are closed after the test, quickly (short linger)."""
-    made: list[ZLogHandler] = []
-
-    def make(*args: Any, **kwargs: Any) -> ZLogHandler:
-        kwargs.setdefault("linger", 0.5)
-        handler = ZLogHandler(*args, **kwargs)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
-        handler.close()
-
-
 @pytest.fixture(params=["ipc", "tcp"])
 def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
     """A bound SUB collecting every message, on ipc and on tcp."""

@@ -16,7 +16,6 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
@@ -30,22 +29,6 @@ from zlogcollect.delivery import State
 pytestmark = pytest.mark.integration
 
 Receivers = Callable[..., Receiver]
-
-
-@pytest.fixture
-def make_handler() -> Iterator[Callable[..., ZLogHandler]]:
-    """Build handlers that are closed after the test, quickly (short linger)."""
-    made: list[ZLogHandler] = []
-
-    def make(*args: Any, **kwargs: Any) -> ZLogHandler:
-        kwargs.setdefault("linger", 0.5)
-        handler = ZLogHandler(*args, **kwargs)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
-        handler.close()
 
 
 @pytest.fixture
