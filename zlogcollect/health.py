@@ -22,6 +22,9 @@ STALL_AFTER: Final = 10.0
 """Seconds without a pass of the receive loop after which ``/healthz`` calls it stalled."""
 AMQP_FULL: Final = 0.8
 """Fraction of the AMQP buffer in use that, with the broker unreachable, makes ``/healthz`` 503."""
+WRITER_DOWN_AFTER: Final = 30.0
+"""Seconds a writer (``collect --from-amqp``) may be without its broker before ``/healthz`` answers
+503: it buffers nothing, so while it is away nothing is written (a reconnect takes a few seconds)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Health:
         """Wall-clock time of the last record received (to within one batch), or None."""
         self._disk_errors = 0
         self._disk_error_at: float | None = None
+        self._writer_down_since: float | None = None
         self.stopping = False
 
     def tick(self) -> None:
@@ -84,6 +88,12 @@ class Health:
         if disk != self._disk_errors:
             self._disk_errors = disk
             self._disk_error_at = now
+        amqp = self.amqp
+        if amqp is not None and amqp.writer:
+            if amqp.connected():
+                self._writer_down_since = None
+            elif self._writer_down_since is None:
+                self._writer_down_since = now
 
     def problems(self) -> list[str]:
         """What is wrong now, one phrase each; empty when healthy."""
@@ -103,7 +113,10 @@ class Health:
                     f"disk errors in the last {self._disk_window:.0f} s, {waiting} lines waiting to be written"
                 )
         amqp = self.amqp
-        if amqp is not None and not amqp.connected():
+        down_since = self._writer_down_since
+        if down_since is not None and now - down_since > WRITER_DOWN_AFTER:
+            found.append(f"AMQP broker unreachable for {now - down_since:.0f} s: nothing is being written")
+        if amqp is not None and not amqp.writer and not amqp.connected():
             buffered = amqp.buffered()
             if buffered > AMQP_FULL * amqp.capacity:
                 found.append(

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from zlogcollect.config import ConfigError, from_mapping, parse_http_address
-from zlogcollect.health import AMQP_FULL, DISK_WINDOW, STALL_AFTER, AmqpView, Health
+from zlogcollect.health import AMQP_FULL, DISK_WINDOW, STALL_AFTER, WRITER_DOWN_AFTER, AmqpView, Health
 from zlogcollect.metrics import MAX_FILE_SERIES, OTHER_FILES, StatsCollector
 from zlogcollect.stats import Stats
 
@@ -184,6 +184,29 @@ def test_amqp_down_with_the_buffer_over_80_percent_fails() -> None:
     healthy, body = health.report()
     assert not healthy and "AMQP" in body["problems"][0] and "81 %" in body["problems"][0]
     state["connected"] = True  # connected: it is sending the buffer, nothing to fail on
+    assert health.report()[0]
+
+
+def test_a_writer_without_its_broker_for_long_fails_and_recovers_at_once() -> None:
+    """A writer buffers nothing: away from its broker longer than a reconnect takes, nothing is written."""
+    stats, clock = Stats(), Clock()
+    state = {"connected": True}
+    amqp = AmqpView(lambda: state["connected"], lambda: 0, 1000, writer=True)
+    health = Health(stats, amqp=amqp, clock=clock)
+    health.tick()
+    state["connected"] = False
+    clock.now += 1
+    health.tick()  # the loop notices the outage (as it waits to reconnect, it keeps ticking)
+    clock.now += WRITER_DOWN_AFTER
+    health.tick()
+    assert health.report()[0], "a short outage (a reconnect) is no failure"
+    clock.now += 1
+    health.tick()
+    healthy, body = health.report()
+    assert not healthy and body["problems"] == ["AMQP broker unreachable for 31 s: nothing is being written"]
+    assert body["amqp"]["connected"] is False
+    state["connected"] = True
+    health.tick()
     assert health.report()[0]
 
 
