@@ -794,6 +794,12 @@ def _check_writer(config: CollectorConfig) -> None:
         raise ConfigError("from_amqp: a writer does not forward; give either from_amqp or amqp_url")
     if config.publish:
         raise ConfigError("from_amqp: a writer does not republish (--publish); tail the bridges instead")
+    if config.bind != CollectorConfig().bind:
+        raise ConfigError("from_amqp: a writer binds no socket (--bind); the bridges take the apps' records")
+    if config.curve_secret or config.allow_keys or config.allow_ip:
+        raise ConfigError(
+            "from_amqp: a writer has no socket to guard (curve_secret, allow_keys, allow_ip); set them on the bridges"
+        )
     if config.prefetch > 65535:
         raise ConfigError(f"prefetch = {config.prefetch}: expected at most 65535")
 

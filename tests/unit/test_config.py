@@ -231,6 +231,8 @@ def test_the_writer_takes_its_queues_nodes_and_prefetch() -> None:
         ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "amqp_node": ["nocolon"]}, "amqp_node = 'nocolon'"),
         ({"queue": ["q"]}, "queue: the queues to consume need from_amqp"),
         ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "dedup_window": 0}, "dedup_window = 0"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "bind": ["tcp://127.0.0.1:6000"]}, "(--bind)"),
+        ({"from_amqp": "amqp://g:secretpw@h/%2F", "queue": ["q"], "allow_ip": ["10.0.0.0/8"]}, "no socket to guard"),
     ],
 )  # fmt: skip
 def test_bad_writer_settings_are_one_config_error_without_the_password(
