@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import resource
@@ -30,7 +31,7 @@ from zlogcollect.exits import ExitStatus
 from zlogcollect.health import AmqpView, Health
 from zlogcollect.helpers import JSON_ENCODER, atomic_write
 from zlogcollect.republish import RepublishBindError, Republisher
-from zlogcollect.routing import PUBLISHERS_FILE, STATS_FILE, Router
+from zlogcollect.routing import LOCK_FILE, PUBLISHERS_FILE, STATS_FILE, Router
 from zlogcollect.sdnotify import READY, STOPPING, Notifier, reloading
 from zlogcollect.sinks import Sink
 from zlogcollect.sinks.files import FileSink, Rotation
@@ -164,6 +165,40 @@ def check_directory(path: str, mode: int = 0o750, user: privileges.ServiceUser |
     return full
 
 
+_HELD: list[int] = []
+"""Descriptors of the --dir locks this process holds: kept open until it exits (the kernel lets go then,
+SIGKILL included)."""
+
+
+def lock_directory(directory: str, mode: int = 0o640) -> None:
+    """Hold *directory* for this process: a second zlogcollect on the same --dir is refused.
+
+    Two processes on one --dir would mix their state files (``_publishers.json`` and its
+    journal, the writer's ``_seen.journal``) and write each other's records again. The
+    lock is an ``flock`` on ``_zlogcollect.lock``, which holds the holder's pid.
+    """
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        raise DaemonStartupError(
+            f"dir {directory!r}: cannot open {LOCK_FILE}: {exc.strerror or exc}", ExitStatus.CANTCREAT
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise DaemonStartupError(
+            f"dir {directory!r} is in use by another zlogcollect (pid {escape_text(holder)}): one process "
+            "per --dir, or their state files would mix; give this one a --dir of its own",
+            ExitStatus.TEMPFAIL,
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD.append(fd)
+
+
 def check_root_policy(
     config: CollectorConfig, euid: int | None = None
 ) -> tuple[privileges.ServiceUser | None, str | None]:
@@ -199,7 +234,7 @@ def open_log_dir(
 ) -> None:
     """After binding (and dropping to *user*): check --dir as the user who writes it, load the saved state."""
     if file_sink is not None:
-        check_directory(config.dir, config.dir_mode_value, user)
+        lock_directory(check_directory(config.dir, config.dir_mode_value, user))
     if collector.state is not None:
         collector.state.mode = privileges.state_mode(config.file_mode_value)
     collector.load_state()
@@ -728,7 +763,7 @@ def _start_writer(
             start_http(http)
         if user is not None:
             become(user)
-        check_directory(config.dir, config.dir_mode_value, user)
+        lock_directory(check_directory(config.dir, config.dir_mode_value, user))
         try:
             writer.start(stopping)
         except AmqpSetupError as exc:

@@ -204,6 +204,8 @@ JOURNAL_FILE: Final = "_publishers.journal"
 """What each written batch added to the per-publisher state since the last save (see ledger.StateFile)."""
 STATS_FILE: Final = "_stats.json"
 """The counters as JSON (``--stats-file``'s default in collect mode)."""
+LOCK_FILE: Final = "_zlogcollect.lock"
+"""Held (flock) by the one process writing --dir, with its pid in it (see daemon.lock_directory)."""
 _RESERVED_TARGETS: Final = frozenset({ERRORS_FILE})
 
 
@@ -239,6 +241,7 @@ class Router:
             PUBLISHERS_FILE,
             JOURNAL_FILE,
             STATS_FILE,
+            LOCK_FILE,
         }
         self.per_topic = not any(r.per_record for r in self._routes)
         """True when the paths depend only on the topic, so a caller may cache them per topic."""

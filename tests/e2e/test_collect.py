@@ -19,7 +19,9 @@ from tests.helpers import (
     StockSender,
     counter,
     free_tcp_endpoint,
+    one_error_line,
     read_lines,
+    run_collector,
     short_ipc_endpoint,
     wait_until,
 )
@@ -546,3 +548,34 @@ def test_a_terminal_gets_a_live_status_line(logdir: Path) -> None:
     stopped = text[text.index("stopped:") - 60 :]
     assert "\x1b[K" in text
     assert re.search(r"\r\x1b\[K\d{4}-\d\d-\d\d [^\r]*stopped:", text), stopped
+
+
+def test_a_second_process_on_the_same_dir_is_refused_until_the_first_is_gone(
+    collectors: list[CollectorProcess], logdir: Path
+) -> None:
+    """One process per --dir: a second one (a collector or a writer) exits 75 with one line naming the holder.
+
+    Two on one --dir would mix their state files and write each other's records again.
+    The lock goes with the process, SIGKILL included.
+    """
+    first = start(collectors, "--bind", short_ipc_endpoint(), "--dir", str(logdir))
+    second = run_collector(["collect", "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
+    assert second.returncode == 75, second.stderr
+    line = one_error_line(second.stderr)
+    assert f"is in use by another zlogcollect (pid {first.popen.pid})" in line, line
+    writer = run_collector(
+        [
+            "collect",
+            "--from-amqp",
+            "amqp://guest:secretpw@127.0.0.1:1/%2F",
+            "--queue",
+            "q",
+            "--dir",
+            str(logdir),
+        ]
+    )
+    assert writer.returncode == 75 and "in use by another zlogcollect" in writer.stderr, writer.stderr
+    assert "secretpw" not in writer.stderr
+    first.kill()
+    third = start(collectors, "--bind", short_ipc_endpoint(), "--dir", str(logdir))
+    assert third.stop() == 0, third.stderr
