@@ -597,7 +597,10 @@ def topology_declare(
         extra = declare(url, steps, lambda line: click.echo(f"declared {line}"), stale)
     except DeclareError as exc:
         _fail(str(exc), exc.status, traceback)
-    click.echo(f"topology ready on {redact(url)}: {options.shards} shards", err=True)
+    click.echo(
+        f"topology ready on {redact(url)}: {options.shards} shard{'s' if options.shards != 1 else ''}",
+        err=True,
+    )
     if extra:
         click.echo(
             f"zlogcollect: warning: queue {stale!r} exists (an earlier declare had more shards) and is"
