@@ -194,6 +194,7 @@ def lock_directory(directory: str, mode: int = 0o640) -> None:
             "per --dir, or their state files would mix; give this one a --dir of its own",
             ExitStatus.TEMPFAIL,
         ) from None
+    os.fchmod(fd, mode)  # whatever the umask: a state file's mode (at most 0640)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD.append(fd)
@@ -234,7 +235,10 @@ def open_log_dir(
 ) -> None:
     """After binding (and dropping to *user*): check --dir as the user who writes it, load the saved state."""
     if file_sink is not None:
-        lock_directory(check_directory(config.dir, config.dir_mode_value, user))
+        lock_directory(
+            check_directory(config.dir, config.dir_mode_value, user),
+            privileges.state_mode(config.file_mode_value),
+        )
     if collector.state is not None:
         collector.state.mode = privileges.state_mode(config.file_mode_value)
     collector.load_state()
@@ -763,7 +767,10 @@ def _start_writer(
             start_http(http)
         if user is not None:
             become(user)
-        lock_directory(check_directory(config.dir, config.dir_mode_value, user))
+        lock_directory(
+            check_directory(config.dir, config.dir_mode_value, user),
+            privileges.state_mode(config.file_mode_value),
+        )
         try:
             writer.start(stopping)
         except AmqpSetupError as exc:

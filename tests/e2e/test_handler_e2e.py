@@ -264,9 +264,11 @@ def test_collector_killed_and_restarted_the_replay_window_loses_nothing(
 ) -> None:
     """Stop the collector three times (SIGKILL, or SIGTERM: a planned restart), restart it on the same --dir.
 
-    Every record is on disk exactly once: what was in flight at each stop comes back in
-    the window the app replays when the new collector subscribes, and the copies of what
-    an earlier run had written are dropped by pub and seq (`replayed_duplicates`).
+    Every record is on disk: what was in flight at each stop comes back in the window the
+    app replays when the new collector subscribes, and the copies of what an earlier run
+    had written are dropped by pub and seq (`replayed_duplicates`). Exactly once for
+    SIGTERM; a SIGKILL may repeat the one batch it caught between its write and its
+    journal line (tests/e2e/test_restart_loss.py is the acceptance test).
     """
     endpoint = free_tcp_endpoint()
     logdir = tmp_path / "logs"
@@ -294,13 +296,22 @@ def test_collector_killed_and_restarted_the_replay_window_loses_nothing(
     numbers = [int(r["message"].split()[1]) for r in json_lines(logdir / "stream.log")]
     missing = sorted(set(range(total)) - set(numbers))
     assert not missing, (len(missing), missing[:20], summary)
-    twice = len(numbers) - len(set(numbers))
-    assert twice == 0, (twice, summary)
+    counts = Counter(numbers)
+    repeated = sorted(n for n, count in counts.items() if count > 1)
+    # The one residual window (docs/OPERATIONS.md, "Exactly once across collector restarts"):
+    # a SIGKILL between a batch's write and its journal line, a fraction of a millisecond per
+    # batch that a record-at-a-time stream like this one hits now and then. It repeats at most
+    # that batch once: a run of consecutive records per kill, never a loss.
+    runs = sum(1 for i, n in enumerate(repeated) if i == 0 or repeated[i - 1] != n - 1)
+    assert all(counts[n] == 2 for n in repeated), summary
+    assert runs <= (3 if stop == "SIGKILL" else 0), (repeated, summary)
     assert counter(proc, "lost") == 0, summary
     record_property(
         f"replayed_duplicates_dropped_by_the_last_run_{stop}", counter(proc, "replayed_duplicates")
     )
-    print(f"3 x {stop} with the replay window: {total} logged, each on disk once; last run: {summary}")
+    print(
+        f"3 x {stop} with the replay window: {total} logged, all on disk, repeated {repeated}; last run: {summary}"
+    )
 
 
 def test_a_collector_without_the_previous_state_reports_unseen_not_lost(

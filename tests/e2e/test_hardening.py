@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 as_root_only = pytest.mark.skipif(
     os.geteuid() != 0, reason="the root policy and --user are only in force when started as root (uid 0)"
 )
-STATE_FILES = {"_stats.json", "_publishers.json", "_publishers.journal"}
+STATE_FILES = {"_stats.json", "_publishers.json", "_publishers.journal", "_zlogcollect.lock"}
 
 
 def modes(root: Path) -> dict[str, int]:
