@@ -31,6 +31,10 @@ class PublisherLoss:
     dropping: sent before this collector started (a previous one may have them)."""
     seen: float = 0.0
     """When the last record from this publisher arrived (epoch seconds)."""
+    inherited: int = -1
+    """The last seq of the state restored from --dir (-1: none): a gap at or below it was
+    opened, and counted lost, by an earlier run, so filling it is recovered but takes
+    nothing off this run's ``gaps`` (every gap this run opens lies above it)."""
 
     @property
     def last_seq(self) -> int:
@@ -122,6 +126,7 @@ class Stats:
                 loss.pid = pid
                 track = loss.track = SeqTracker(seq, start=seq)
                 track.open(0, seq - 1)
+                loss.inherited = -1
                 outcome, missing = Outcome.NEW, 0
             else:
                 outcome, missing = track.observe(seq, announced)
@@ -133,7 +138,8 @@ class Stats:
                         loss.unseen = max(loss.unseen - 1, 0)  # it was never counted lost
                     else:
                         self.recovered += 1
-                        loss.gaps -= 1
+                        if seq > loss.inherited:
+                            loss.gaps -= 1  # counted lost by this run: no longer
         loss.seen = now
         loss.gaps += missing
         # A record the sender dropped still used up a sequence number, so it is
@@ -181,6 +187,7 @@ class Stats:
                 pid if pid.__class__ is int and 0 <= pid <= _MAX_PID else None,
                 SeqTracker(seq, gaps, start),
                 seen=float(entry["seen"]),
+                inherited=seq,
             )
             restored += 1
             if restored >= MAX_PUBLISHERS:

@@ -45,6 +45,21 @@ def test_state_carries_sequence_numbers_across_a_restart() -> None:
     assert stale.restore_publishers(before.publisher_state(), now=100.0 + 8 * 86400) == 0
 
 
+def test_a_gap_an_earlier_run_counted_is_recovered_without_taking_this_runs_lost_below_zero() -> None:
+    """Filling a gap restored from --dir is `recovered`; `lost` is this run's, and it never goes negative."""
+    before = Stats()
+    before.observe_sequence("p", "h", 2, 0, 0, now=100.0)
+    before.observe_sequence("p", "h", 2, 10, 0, now=100.0)  # 1..9 lost in the earlier run
+    assert before.lost_by_publishers == 9
+    after = Stats()
+    assert after.restore_publishers(before.publisher_state(), now=200.0) == 1
+    assert after.observe_sequence("p", "h", 2, 14, 0, now=200.0) == (Outcome.NEW, 3)  # 11..13 lost here
+    for seq in [*range(1, 10), *range(11, 14)]:  # a replay brings both gaps back
+        assert after.observe_sequence("p", "h", 2, seq, 0, now=200.0)[0] is Outcome.FILLED
+    assert after.recovered == 12
+    assert after.lost_by_publishers == 0
+
+
 def test_publishers_are_bounded() -> None:
     """Past MAX_PUBLISHERS the longest-silent are forgotten, and their losses stay counted."""
     from zlogcollect import stats as stats_module
