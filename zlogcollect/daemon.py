@@ -200,6 +200,13 @@ def lock_directory(directory: str, mode: int = 0o640) -> None:
     _HELD.append(fd)
 
 
+def claim_directory(config: CollectorConfig, user: privileges.ServiceUser | None) -> str:
+    """--dir checked as the user who writes it (:func:`check_directory`), then held (:func:`lock_directory`)."""
+    directory = check_directory(config.dir, config.dir_mode_value, user)
+    lock_directory(directory, privileges.state_mode(config.file_mode_value))
+    return directory
+
+
 def check_root_policy(
     config: CollectorConfig, euid: int | None = None
 ) -> tuple[privileges.ServiceUser | None, str | None]:
@@ -235,10 +242,7 @@ def open_log_dir(
 ) -> None:
     """After binding (and dropping to *user*): check --dir as the user who writes it, load the saved state."""
     if file_sink is not None:
-        lock_directory(
-            check_directory(config.dir, config.dir_mode_value, user),
-            privileges.state_mode(config.file_mode_value),
-        )
+        claim_directory(config, user)
     if collector.state is not None:
         collector.state.mode = privileges.state_mode(config.file_mode_value)
     collector.load_state()
@@ -767,10 +771,7 @@ def _start_writer(
             start_http(http)
         if user is not None:
             become(user)
-        lock_directory(
-            check_directory(config.dir, config.dir_mode_value, user),
-            privileges.state_mode(config.file_mode_value),
-        )
+        claim_directory(config, user)
         try:
             writer.start(stopping)
         except AmqpSetupError as exc:

@@ -579,3 +579,16 @@ def test_a_second_process_on_the_same_dir_is_refused_until_the_first_is_gone(
     first.kill()
     third = start(collectors, "--bind", short_ipc_endpoint(), "--dir", str(logdir))
     assert third.stop() == 0, third.stderr
+
+
+def test_a_link_planted_as_the_lock_file_is_refused_and_its_target_untouched(
+    tmp_path: Path, logdir: Path
+) -> None:
+    """`_zlogcollect.lock` as a symlink (to a file the collector must not truncate): one line, exit 73."""
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    (logdir / "_zlogcollect.lock").symlink_to(target)
+    result = run_collector(["collect", "--bind", short_ipc_endpoint(), "--dir", str(logdir)])
+    assert result.returncode == 73, result.stderr
+    assert "cannot open _zlogcollect.lock" in one_error_line(result.stderr)
+    assert target.read_text() == "keep me\n"
