@@ -74,10 +74,20 @@ class StockSender:
         root = self.handler.root_topic
         self.handler.root_topic = "zlprobe"
 
+        # A token of this sender's own: another sender's probe already on disk
+        # must not count as this one being connected (a slow joiner loses records).
+        token = f"probe {os.getpid()}-{id(self):x}-{time.monotonic_ns()}"
+
         def seen() -> bool:
-            probe.info("probe")
+            probe.info(token)
             time.sleep(0.02)
-            return (directory / "zlprobe.log").exists() or bool(list(directory.glob("zlprobe*")))
+            for path in directory.glob("zlprobe*"):
+                try:
+                    if path.suffix != ".gz" and token in path.read_text(errors="replace"):
+                        return True
+                except OSError:
+                    continue
+            return False
 
         try:
             wait_until(seen, timeout, what="the collector to receive a probe (is it flushing?)")
