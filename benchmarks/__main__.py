@@ -29,6 +29,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "benchmarks.writer",
         "8. The writer (collect --from-amqp) from a pre-filled queue, beside bare pika",
     ),
+    "restarts": (
+        "benchmarks.restarts",
+        "9. Collector SIGKILLed again and again under load: records twice or lost",
+    ),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -348,6 +348,31 @@ def startup(kind: str, endpoint: str, root: str, count: int, max_seconds: float)
     # Returning runs logging.shutdown() at exit, as any app would.
 
 
+def steady_app(endpoint: str, root: str, rate: int, seconds: float, max_seconds: float) -> None:
+    """A ZLogHandler app logging ``n <i>`` at *rate* records/s for *seconds* (paced every 10 ms), then
+    waiting for a stdin line before it closes the handler (its collector may still be restarting)."""
+    from zlogcollect.handler import ZLogHandler
+
+    _bound(max_seconds)
+    handler = ZLogHandler(endpoint, app=root, linger=30)
+    logger = _logger(root, handler)
+    print("started", flush=True)
+    total = int(rate * seconds)
+    start = time.monotonic()
+    step = max(rate // 100, 1)
+    for i in range(total):
+        logger.info("n %d", i)
+        if i % step == step - 1:
+            ahead = start + (i + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    print("logged", flush=True)
+    _stdin_line(max_seconds)
+    stats = handler.stats
+    handler.close()
+    _emit({"logged": stats["seq"], "dropped": stats["dropped"]})
+
+
 def latency_app(
     endpoint: str, root: str, rate: float, seconds: float, max_seconds: float, linger: float = 2.0
 ) -> None:
@@ -603,6 +628,7 @@ WORKERS: dict[str, Callable[..., None]] = {
         flood,
         app_cost,
         startup,
+        steady_app,
         latency_app,
         raw_app,
         pika_blocking,

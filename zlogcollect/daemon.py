@@ -651,6 +651,9 @@ def run(
         access=access.receive if access is not None else None,
         source_from_peer=config.source_from_peer,
     )
+    if file_sink is not None and collector.state is not None:
+        file_sink.before_write = collector.state.intend  # the journal's write-ahead entry
+        file_sink.track_marks = True  # with the records of its lines, for a write cut short
     health = Health(
         stats,
         pending_lines=(lambda: file_sink.pending_lines) if file_sink is not None else (lambda: 0),

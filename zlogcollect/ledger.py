@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 
 from zlogcollect.helpers import JSON_ENCODER, Throttle, atomic_write
-from zlogcollect.seqtrack import Outcome
+from zlogcollect.seqtrack import Outcome, SeqTracker, valid_gaps
 from zlogcollect.stats import MAX_PUBLISHERS, Stats, publisher_entry
 from zlogcollect.wire import SequenceMark, escape_text, sequence_mark
+from zlogcollect.writeahead import PlannedWrite, records_written, writes_complete
 
 log = logging.getLogger(__name__)
 
@@ -215,23 +216,43 @@ class LossLedger:
             self.dirty = False
             self.touched.clear()
 
-    def journal_line(self) -> str:
+    def journal_line(self, files: list[PlannedWrite] | None = None) -> str:
         """The state of every publisher touched since the last journal line or complete save, as one
         JSON line (``{"publishers": {...}}``, the entries of the state file; see :class:`StateFile`),
-        or "". Call only with every accepted line on disk; clear :attr:`touched` once it is appended."""
+        or "". Call only with every accepted line on disk; clear :attr:`touched` once it is appended.
+
+        With *files* it is a write-ahead entry instead (``"files"`` added): the state once the
+        planned writes are done, called with every accepted line in the plan; it holds only if
+        it is the journal's last entry and the files show every write complete."""
         publishers = self._publishers
         entries = {}
         for name in self.touched:
             loss = publishers.get(name)
             if loss is not None:
                 entries[name] = publisher_entry(loss)
-        return JSON_ENCODER.encode({"publishers": entries}) + "\n" if entries else ""
+        if not entries:
+            return ""
+        line = {"publishers": entries} if files is None else {"publishers": entries, "files": files}
+        return JSON_ENCODER.encode(line) + "\n"
 
-    def apply_journal(self, text: str, now: float) -> int | None:
+    def apply_journal(
+        self,
+        text: str,
+        now: float,
+        verify: Callable[[object], bool | dict[str, list[int]] | None] = lambda _plan: None,
+    ) -> int | None:
         """Replay a journal over the state loaded from :meth:`from_json`: the last entry per publisher
         wins. None if it belongs to another generation of the state file (a journal the file already
         holds); else how many publishers it restored. A cut or bad line is skipped and counted
-        (``errors=bad_journal_line``): a collector killed while appending leaves one at the end."""
+        (``errors=bad_journal_line``): a collector killed while appending leaves one at the end.
+
+        A write-ahead entry (one with ``"files"``) counts only if it is the last whole entry,
+        as *verify* (given its files) finds them: True, every planned write is complete (the run
+        was killed after writing the batch and before its journal line): the entry holds; False,
+        none is: it is void; a dict, the batch was cut short and these seqs (per publisher) are
+        whole in the files: each publisher moves on from its state before the batch by exactly
+        those; None, the files cannot tell: counted (``errors=interrupted_batch``), and the
+        batch's records, replayed, are written again to the files that had them."""
         head, _, body = text.partition("\n")
         try:
             header = json.loads(head)
@@ -240,26 +261,52 @@ class LossLedger:
         if not isinstance(header, dict) or header.get("generation") != self.generation:
             return None
         entries: dict[str, object] = {}
-        bad = 0
-        for line in body.split("\n"):
-            if not line:
+        batches, bad = _journal_entries(body)
+        ahead: dict[str, object] | None = None
+        for batch in batches:
+            if "files" in batch:
+                ahead = batch  # a later whole entry supersedes it
                 continue
-            try:
-                batch = json.loads(line)
-            except (ValueError, RecursionError):
-                batch = None
-            publishers = batch.get("publishers") if isinstance(batch, dict) else None
-            if not isinstance(publishers, dict):
-                bad += 1
-                continue
-            for name, entry in publishers.items():
-                entries.pop(name, None)
-                entries[name] = entry
+            ahead = None
+            _later_wins(entries, batch["publishers"])
+        if ahead is not None:
+            verdict = verify(ahead["files"])
+            if verdict is True:
+                _later_wins(entries, ahead["publishers"])
+            elif isinstance(verdict, dict):
+                _later_wins(entries, self._partly_written(entries, ahead["publishers"], verdict))
+            elif verdict is None:
+                self.stats.errors["interrupted_batch"] += 1
         if bad:
             self.stats.errors["bad_journal_line"] += bad
         count = self.stats.restore_publishers(entries, now)
         self.saved = self.stats.publisher_state()
         return count
+
+    def _partly_written(
+        self, entries: dict[str, object], after: object, written: dict[str, list[int]]
+    ) -> dict[str, object]:
+        """The entries of the publishers a cut batch wrote some records of: each one's state before
+        the batch (the journal's, the state file's, or new) moved on by exactly the *written* seqs,
+        so the rest of the batch stays open to a replay (and the seqs skipped are gaps)."""
+        moved: dict[str, object] = {}
+        if not isinstance(after, dict):
+            return moved
+        for name, seqs in written.items():
+            entry = after.get(name)
+            if not isinstance(entry, dict):
+                continue
+            base = entries.get(name)
+            if base is None:
+                loss = self.stats.publishers.get(name)
+                base = publisher_entry(loss) if loss is not None else _first_seen(entry)
+            track = _tracker(base)
+            if track is None:
+                continue  # of the wrong shape: left as before the batch (written again if replayed)
+            for seq in seqs:
+                track.observe(seq)
+            moved[name] = {**entry, "seq": track.last, "gaps": track.gaps, "start": track.start}
+        return moved
 
     def from_json(self, text: str, now: float) -> int:
         """Resume from a previous run's :meth:`to_json`; return how many publishers were restored.
@@ -278,6 +325,50 @@ class LossLedger:
         self.generation = generation if generation.__class__ is int else 0
         self.saved = self.stats.publisher_state()
         return count
+
+
+def _journal_entries(body: str) -> tuple[list[dict[str, object]], int]:
+    """The journal's whole entries (objects with a ``publishers`` object), and how many lines were not."""
+    batches: list[dict[str, object]] = []
+    bad = 0
+    for line in body.split("\n"):
+        if not line:
+            continue
+        try:
+            batch = json.loads(line)
+        except (ValueError, RecursionError):
+            batch = None
+        if isinstance(batch, dict) and isinstance(batch.get("publishers"), dict):
+            batches.append(batch)
+        else:
+            bad += 1
+    return batches, bad
+
+
+def _first_seen(entry: dict[str, object]) -> Entry:
+    """A publisher no state knew before the batch: as :meth:`LossLedger._register` sees it first."""
+    start = entry.get("start", 0)
+    start = start if start.__class__ is int and start > 0 else 0
+    return {"seq": start - 1, "gaps": [[0, start - 1]] if start else [], "start": start}
+
+
+def _tracker(entry: object) -> SeqTracker | None:
+    """A tracker at *entry*'s state (seq, gaps, start), or None if they are of the wrong shape."""
+    if not isinstance(entry, dict):
+        return None
+    seq, start = entry.get("seq"), entry.get("start", 0)
+    if seq.__class__ is not int or start.__class__ is not int:
+        return None
+    gaps = valid_gaps(entry.get("gaps", []), seq)
+    return None if gaps is None else SeqTracker(seq, gaps, start)
+
+
+def _later_wins(entries: dict[str, object], publishers: object) -> None:
+    """Put *publishers*' entries last in *entries*, replacing earlier ones of the same names."""
+    assert isinstance(publishers, dict)
+    for name, entry in publishers.items():
+        entries.pop(name, None)
+        entries[name] = entry
 
 
 class Untracked(set[str]):
@@ -360,6 +451,40 @@ class StateFile:
                     self.journal()
                     self.owed = True  # the loop flushes and saves once the pause is over
 
+    def _verify(self, plan: object) -> bool | dict[str, list[int]] | None:
+        """What of a write-ahead entry's writes reached the files (which live beside the state file)."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        complete = writes_complete(directory, plan)
+        if complete:
+            log.info("the last batch the previous run wrote is on disk; its journal line was missing")
+        if complete is not None:
+            return complete
+        written = records_written(directory, plan)
+        if written is None:
+            log.warning(
+                "the previous run was killed while writing a batch, and the files cannot tell which "
+                "of its records they hold (a file changed since?): records of it sent again may be "
+                "written twice"
+            )
+        else:
+            log.info(
+                "the previous run was killed in the middle of writing a batch: %d records of it are "
+                "whole in the files, the rest is written when it comes again",
+                sum(len(seqs) for seqs in written.values()),
+            )
+        return written
+
+    def intend(self, plan: list[PlannedWrite]) -> None:
+        """The file sink is about to write *plan*, which leaves no line pending: append the state
+        that will then hold, as a write-ahead entry (:meth:`LossLedger.journal_line` with files),
+        so a kill between the writes and the journal line after them is told apart at the next
+        start from a kill before them (the files' sizes say which). :attr:`touched` is kept: the
+        line appended after the writes repeats these entries and supersedes this one."""
+        ledger = self.ledger
+        if not ledger.touched or self._journal_bytes > MAX_JOURNAL_BYTES:
+            return
+        self._append(ledger.journal_line(plan).encode("utf-8"))
+
     def journal(self) -> None:
         """Append the state of the publishers touched since the last append, if every accepted
         line is on disk (else it waits: the journal never runs ahead of the files)."""
@@ -368,9 +493,14 @@ class StateFile:
             return
         if self._journal_bytes > MAX_JOURNAL_BYTES:
             return  # saves have been failing for long: the next one that works starts it over
-        data = ledger.journal_line().encode("utf-8")
+        if self._append(ledger.journal_line().encode("utf-8")):
+            ledger.touched.clear()
+
+    def _append(self, data: bytes) -> bool:
+        """Append one journal line in one write; False (counted, said) if it failed."""
+        ledger = self.ledger
         if not data:
-            return
+            return False
         try:
             fd = self._journal_fd if self._journal_fd is not None else self._open_journal()
             if os.write(fd, data) != len(data):  # one write: a kill leaves at most one cut line
@@ -384,9 +514,9 @@ class StateFile:
                     self.journal_path,
                     escape_text(exc),
                 )
-            return
-        ledger.touched.clear()
+            return False
         self._journal_bytes += len(data)
+        return True
 
     def _open_journal(self) -> int:
         """The journal open for appending: this generation's own (a newline first ends a line a
@@ -448,7 +578,7 @@ class StateFile:
                 log.warning("ignored %d entries of the wrong shape in %s", bad, self.path)
         try:
             with open(self.journal_path, encoding="utf-8", errors="replace") as handle:
-                journaled = ledger.apply_journal(handle.read(), time.time())
+                journaled = ledger.apply_journal(handle.read(), time.time(), self._verify)
         except FileNotFoundError:
             return
         except OSError as exc:

@@ -16,6 +16,8 @@ journal restores) are dropped as duplicates.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import time
@@ -29,7 +31,7 @@ import pika
 import pika.exceptions
 
 from zlogcollect.config import node_urls, redact
-from zlogcollect.helpers import Backoff, atomic_write
+from zlogcollect.helpers import JSON_ENCODER, Backoff, atomic_write
 from zlogcollect.seen import SeenWindow, journal_lines, journalable, parse_journal
 from zlogcollect.sinks.amqp_link import (
     CONNECT_ERRORS,
@@ -43,11 +45,17 @@ from zlogcollect.sinks.amqp_message import BodyError, record_from_body
 from zlogcollect.sinks.files import FileSink
 from zlogcollect.stats import Stats
 from zlogcollect.wire import escape_text
+from zlogcollect.writeahead import PlannedWrite, records_written, writes_complete
 
 log = logging.getLogger("zlogcollect.writer")
 
 JOURNAL_FILE: Final = "_seen.journal"
 """The ids of the messages written, one a line, in --dir (the window of duplicates kept across restarts)."""
+MAX_INTENT_BYTES: Final = 4 * 1024 * 1024
+"""A write-ahead entry's limit (ids of at most 255 characters; a prefetch of thousands fits)."""
+INTENT_FILE: Final = "_seen.intent"
+"""The write-ahead entry beside it: the batch being written (its files' sizes before, its ids), one JSON
+line rewritten in place before each write; read at start in case a kill came before the ids' journal line."""
 
 ACK_INTERVAL: Final = 0.2
 """Seconds at most between a write and the ack that covers it (when fewer than half the prefetch came)."""
@@ -155,10 +163,14 @@ class Journal:
 
     def __init__(self, path: str, window: SeenWindow, mode: int = 0o640) -> None:
         self.path = path
+        self.intent_path = os.path.join(os.path.dirname(path), INTENT_FILE)
         self._window = window
         self._mode = mode
         self._lines = 0
         self._fd: int | None = None
+        self._intent_fd: int | None = None
+        self.interrupted = False
+        """The last run was killed in the middle of a batch's writes (set by :meth:`load`)."""
 
     def load(self) -> int:
         """Read the journal into the window (a missing file is an empty one); how many ids it held.
@@ -178,7 +190,64 @@ class Journal:
         self._window.load(ids)
         self._lines = len(ids)
         self._open()  # now, not between a write and its journal line
-        return len(ids)
+        written = self._written_ahead()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.intent_path)  # read once: what it said is journalled now, or void
+        if written:
+            log.info(
+                "the last batch an earlier run wrote is on disk but its ids were not journalled: %d ids added",
+                len(written),
+            )
+            self._window.load(written)
+            self.append(written)
+        return len(ids) + len(written)
+
+    def _written_ahead(self) -> list[str]:
+        """The ids of the write-ahead entry if every write it planned is in the files, else none."""
+        try:
+            with open(self.intent_path, "rb") as handle:
+                line = handle.readline(MAX_INTENT_BYTES)
+        except FileNotFoundError:
+            return []
+        try:
+            entry = json.loads(line.decode("utf-8", "surrogateescape"))
+        except (ValueError, RecursionError):
+            return []  # cut by the kill: the writes had not started
+        if not isinstance(entry, dict) or not isinstance(entry.get("ids"), list):
+            return []
+        directory = os.path.dirname(self.path)
+        ids = [i for i in entry["ids"] if isinstance(i, str) and journalable(i)]
+        complete = writes_complete(directory, entry.get("files"))
+        if complete is not None:
+            return ids if complete else []
+        # Cut short: the records whose lines are whole everywhere, by the bridge's ids (pub:seq).
+        written = records_written(directory, entry.get("files"))
+        if written is None:
+            self.interrupted = True
+            log.warning(
+                "an earlier run was killed while writing a batch, and the files cannot tell which of "
+                "its records they hold (a file changed since?): those that come again may be written twice"
+            )
+            return []
+        whole = {f"{pub}:{seq}" for pub, seqs in written.items() for seq in seqs}
+        return [i for i in ids if i in whole]
+
+    def intend(self, ids: list[str], plan: list[PlannedWrite]) -> None:
+        """Before the file sink writes *plan*: rewrite the write-ahead entry (these *ids*, the plan).
+
+        One ``pwrite`` at the start of the file, the entry ending in a newline (a longer older
+        one's tail after it is never read); a kill that cuts it leaves a line that does not
+        parse, which means the writes had not started.
+        """
+        data = (JSON_ENCODER.encode({"files": plan, "ids": ids}) + "\n").encode("utf-8", "surrogateescape")
+        if len(data) > MAX_INTENT_BYTES:
+            return  # a batch with a huge id list: no entry; its ids are journalled after the write
+        fd = self._intent_fd
+        if fd is None:
+            fd = self._intent_fd = os.open(
+                self.intent_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, self._mode
+            )
+        os.pwrite(fd, data, 0)
 
     def _open(self) -> int:
         if self._fd is None:
@@ -212,6 +281,9 @@ class Journal:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._intent_fd is not None:
+            os.close(self._intent_fd)
+            self._intent_fd = None
 
 
 class AmqpWriter:
@@ -235,6 +307,8 @@ class AmqpWriter:
         self.seen = SeenWindow(settings.window)
         self.journal = Journal(os.path.join(sink.directory, JOURNAL_FILE), self.seen, file_mode)
         self._unjournalled: list[str] = []
+        sink.before_write = self._intend
+        sink.track_marks = True  # a write cut short is told record by record (the bridge's ids are pub:seq)
         self._ack_link: ConsumerLink | None = None
         self._ack_tag = 0
         """The last delivery handled (written, quarantined or dropped) and not acked yet, on _ack_link."""
@@ -269,6 +343,8 @@ class AmqpWriter:
         missing queue), :class:`WriterUnavailable` when no node answers.
         """
         loaded = self.journal.load()
+        if self.journal.interrupted:
+            self._stats.errors["interrupted_batch"] += 1
         if loaded:
             log.info("%d message ids of earlier runs read from %s", len(self.seen), self.journal.path)
         failures: list[str] = []
@@ -360,6 +436,10 @@ class AmqpWriter:
             if message_id is not None and message_id in seen:
                 counts["duplicates"] += 1
             else:
+                # The id first: a write that flushes early announces it with its line.
+                if message_id is not None and journalable(message_id):
+                    seen.add(message_id)
+                    self._unjournalled.append(message_id)
                 try:
                     record = record_from_body(delivery.body)
                 except BodyError as exc:
@@ -370,9 +450,6 @@ class AmqpWriter:
                 else:
                     self._stats.received += 1
                     sink.write(record)
-                if message_id is not None and journalable(message_id):
-                    seen.add(message_id)
-                    self._unjournalled.append(message_id)
             if delivery.link is not self._ack_link:
                 self._ack_link, self._unacked = delivery.link, 0
             self._ack_tag = delivery.tag
@@ -380,6 +457,16 @@ class AmqpWriter:
         if inbox and not self._ack_due:
             self._ack_due = time.monotonic() + ACK_INTERVAL
         return len(inbox)
+
+    def _intend(self, plan: list[PlannedWrite]) -> None:
+        """The file sink's write-ahead hook: the ids whose lines this flush writes, and where."""
+        if not self._unjournalled:
+            return
+        try:
+            self.journal.intend(self._unjournalled, plan)
+        except OSError as exc:
+            self._stats.errors["journal"] += 1
+            log.warning("cannot write %s: %s", self.journal.intent_path, escape_text(str(exc)))
 
     def commit(self, force_ack: bool = True) -> None:
         """Write the lines, journal their ids, and ack when half the prefetch is handled or the timer is due.

@@ -315,3 +315,62 @@ def test_the_journal_survives_a_cut_last_line_and_compacts_to_the_window(tmp_pat
     Journal(str(path), again).load()
     assert list(again) == ["p1:8", "p1:9", "p1:10", "p1:11"]
     assert len(path.read_text().splitlines()) < 2 * 4 + 3  # compacted once on the way
+
+
+def test_a_kill_between_the_write_and_the_ids_journal_line_is_told_by_the_files(tmp_path: Path) -> None:
+    """The write-ahead entry (ids and the files' sizes before) counts only if the files show the writes."""
+    from zlogcollect.seen import SeenWindow
+    from zlogcollect.writer import Journal
+
+    path = tmp_path / "_seen.journal"
+    app = tmp_path / "app1.log"
+    app.write_text("old\n")
+    journal = Journal(str(path), SeenWindow(100))
+    journal.load()
+    journal.append(["p1:1"])
+    journal.intend(["p1:2", "p1:3"], [("app1.log", 4, 10)])
+    app.write_text("old\nline 2\nl3\n")  # the writes; then the kill, before the ids' journal line
+    journal.close()
+    window = SeenWindow(100)
+    assert Journal(str(path), window).load() == 3
+    assert list(window) == ["p1:1", "p1:2", "p1:3"]
+    assert path.read_text() == "p1:1\np1:2\np1:3\n"  # journalled now
+
+    journal = Journal(str(path), SeenWindow(100))
+    journal.load()
+    journal.intend(["p1:4"], [("app1.log", 14, 3)])  # a kill before the write: the entry is void
+    journal.close()
+    window = SeenWindow(100)
+    again = Journal(str(path), window)
+    assert again.load() == 3 and "p1:4" not in window and not again.interrupted
+    again.close()
+
+    (tmp_path / "_seen.intent").write_bytes(b'{"files": [["app1.log", 14, 3]], "ids": ["p1:4"')  # cut
+    window = SeenWindow(100)
+    assert Journal(str(path), window).load() == 3 and "p1:4" not in window
+
+    journal = Journal(str(path), SeenWindow(100))
+    journal.load()
+    (tmp_path / "errors.log").write_text("")
+    journal.intend(["p1:5"], [("app1.log", 14, 3), ("errors.log", 0, 3)])
+    with app.open("a") as handle:
+        handle.write("l5\n")  # one file of two written, and no runs to say which records: counted
+    journal.close()
+    window = SeenWindow(100)
+    again = Journal(str(path), window)
+    assert again.load() == 3 and "p1:5" not in window and again.interrupted
+    again.close()
+
+    # A write cut short with the runs of its lines: the ids (the bridge's pub:seq) of whole lines count.
+    journal = Journal(str(path), SeenWindow(100))
+    journal.load()
+    ids = ["p1:6", "p1:7", "foreign-id", "p1:8"]
+    runs: list[list[object]] = [["p1", 6, 2, 1], [None, None, 1, 1], ["p1", 8, 1, 1]]
+    journal.intend(ids, [("app1.log", 17, 12, runs)])
+    with app.open("a") as handle:
+        handle.write("l6\nl7\nfo")  # cut in the third line
+    journal.close()
+    window = SeenWindow(100)
+    again = Journal(str(path), window)
+    assert again.load() == 5 and list(window)[-2:] == ["p1:6", "p1:7"] and not again.interrupted
+    again.close()

@@ -41,6 +41,7 @@ def test_quick_benchmarks_produce_every_figure(tmp_path: Path) -> None:
         "loss",
         "rotation",
         "writer",
+        "restarts",
     }
     for name, outcome in benchmarks.items():
         assert outcome.get("error") is None, (name, outcome.get("error"))

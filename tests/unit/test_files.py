@@ -20,6 +20,7 @@ from zlogcollect.sinks.files import FileQueue, FileSink, Rotation
 from zlogcollect.sinks.rotating import RotatingFile
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record
+from zlogcollect.writeahead import writes_complete
 
 
 class Clock:
@@ -592,3 +593,80 @@ def test_a_failing_queue_backs_off_from_half_a_second_to_ten_and_starts_over_aft
     assert queue.retry_at is None
     queue.failed(100.0)
     assert queue.retry_at == 100.5
+
+
+def test_before_write_sees_every_file_open_and_unwritten_then_the_writes_land_as_planned(
+    tmp_path: Path,
+) -> None:
+    """The write-ahead hook gets each file's size before and the bytes it will add; nothing is written yet."""
+    files, _ = sink(tmp_path)
+    seen: list[tuple[list[Any], dict[str, int]]] = []
+
+    def hook(plan: list[Any]) -> None:
+        sizes = {path: (tmp_path / path).stat().st_size for path, _, _ in plan}
+        seen.append((plan, sizes))
+
+    files.before_write = hook
+    files.write(rec("a", "one"))
+    files.write(rec("a", "two", "ERROR", 40))
+    files.flush()
+    ((plan, sizes),) = seen
+    assert sorted(plan) == [("a.log", 0, 8), ("errors.log", 0, 4)]
+    assert sizes == {"a.log": 0, "errors.log": 0}  # open (created), not yet written
+    assert writes_complete(str(tmp_path), [list(entry) for entry in plan]) is True
+    files.write(rec("a", "three"))
+    files.flush()
+    assert seen[1][0] == [("a.log", 8, 6)]
+    files.flush()  # nothing to write: nothing announced
+    assert len(seen) == 2
+    files.close()
+
+
+def test_nothing_is_announced_while_a_file_cannot_be_written(tmp_path: Path, disk: FullDisk) -> None:
+    """A pass that leaves lines pending (a file backing off) announces nothing: its entry would be void."""
+    clock = Clock(1000.0)
+    files, _ = sink(tmp_path, clock=clock)
+    plans: list[list[Any]] = []
+    files.before_write = plans.append
+    files.write(rec("a", "kept"))
+    files.flush()  # announced, then the write fails
+    assert plans == [[("a.log", 0, 5)]]
+    disk.room = 10**6
+    files.write(rec("b", "other"))
+    files.flush()  # a.log backs off: b.log is written, nothing announced
+    assert len(plans) == 1 and (tmp_path / "b.log").read_text() == "other\n"
+    clock.now += 1.0
+    files.flush()
+    assert plans[-1] == [("a.log", 0, 5)] and (tmp_path / "a.log").read_text() == "kept\n"
+    files.close()
+
+
+def test_the_runs_follow_the_lines_through_a_write_cut_by_a_full_disk(tmp_path: Path, disk: FullDisk) -> None:
+    """With track_marks each line's record goes with it: written, kept, or as the end of a cut line."""
+    clock = Clock(1000.0)
+    files, _ = sink(tmp_path, clock=clock)
+    files.track_marks = True
+    plans: list[list[Any]] = []
+    files.before_write = plans.append
+
+    def write(seq: int | None, text: str) -> None:
+        meta = {} if seq is None else {"pub": "p", "seq": seq}
+        files.write(Record("a", "INFO", 20, "", text, 0.0, meta=meta))
+
+    write(1, "one")
+    write(2, "two")
+    write(None, "stock")
+    disk.room = 6  # "one\n" and "tw"
+    files.flush()
+    assert plans[-1] == [("a.log", 0, 14, [["p", 1, 2, 1], [None, None, 1, 1]])]
+    disk.room = 10**6
+    write(3, "three\nwith a second line")
+    clock.now += 1.0
+    files.flush()
+    # The end of "two" first (as the cut record's own run), then what waited, then the new record.
+    ((path, before, added, runs),) = plans[-1]
+    assert (path, before, runs) == ("a.log", 6, [["p", 2, 1, 1], [None, None, 1, 1], ["p", 3, 1, 2]])
+    text = (tmp_path / "a.log").read_text()
+    assert len(text) == before + added and text.startswith("one\ntwo\nstock\nthree\n")
+    assert text.endswith(" + with a second line\n")  # a continuation line, prefixed
+    files.close()

@@ -58,7 +58,8 @@ LAYERS: dict[str, int] = {
     "sinks.files": 5,
     "sinks.amqp_link": 5,
     "sinks.amqp": 6,
-    "seen": 0,  # the writer's window of message ids written, and its journal lines (pure)
+    "seen": 0,
+    "writeahead": 0,  # planned appends and whether they reached the files (pure but for lstat)  # the writer's window of message ids written, and its journal lines (pure)
     "writer": 6,  # collect --from-amqp: a pika consumer feeding the file sink, acks after the write
     "terminal": 5,
     "httpd": 5,  # --http: gevent's WSGI server on the collector's hub

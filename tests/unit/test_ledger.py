@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 
 from zlogcollect import ledger as ledger_module
+from zlogcollect.formatting import text_formatter
 from zlogcollect.helpers import Throttle
 from zlogcollect.ledger import LossLedger, StateFile, Untracked
+from zlogcollect.routing import Router, default_routes
+from zlogcollect.sinks.files import FileSink, Rotation
 from zlogcollect.stats import Stats
-from zlogcollect.wire import SequenceMark
+from zlogcollect.wire import Record, SequenceMark
 
 
 def meta(seq: int, pub: str = "p1", dropped: int = 0) -> dict[str, object]:
@@ -414,3 +417,110 @@ def test_without_a_state_file_nothing_is_kept_for_a_journal() -> None:
     ledger.touched = Untracked()
     observe_all(ledger, [0, 1, 5])
     assert not ledger.touched and ledger.stats.lost_by_publishers == 3
+
+
+def killed_after_the_write(tmp_path: Path, seqs: list[int], marks: bool = True) -> tuple[StateFile, FileSink]:
+    """A collector's state file and file sink on *tmp_path*: seqs 0-2 written and journaled, then *seqs*
+    observed and written (the write-ahead entry first), and the run killed before their journal line.
+    Seq 4 is an ERROR (app.log and errors.log); *marks*: the entry says which records the lines are."""
+    path = tmp_path / "_publishers.json"
+    ledger = LossLedger(Stats())
+    files = FileSink(
+        str(tmp_path), Router(default_routes()), text_formatter("%(message)s"), Rotation(), ledger.stats
+    )
+    state = StateFile(str(path), ledger, lambda: bool(files.pending_lines))
+    files.before_write = state.intend
+    files.track_marks = marks
+    for batch in ([0, 1, 2], seqs):
+        for seq in batch:
+            ledger.observe_meta("p1", seq, meta(seq), time.time())
+            level, levelno = ("ERROR", 40) if seq == 4 else ("INFO", 20)
+            files.write(Record("app", level, levelno, "", f"m{seq}", 0.0, meta=meta(seq)))
+        files.flush()
+        if batch != seqs:
+            state.after_record()  # the first save; the second batch never gets its journal line
+            state.next_save = time.monotonic() + 3600  # no more saves: only the journal from here on
+    return state, files
+
+
+def resumed_from(tmp_path: Path) -> tuple[LossLedger, list[int]]:
+    """The next run: load, then the handler replays seqs 0-6: which does it keep?"""
+    resumed = LossLedger(Stats())
+    StateFile(str(tmp_path / "_publishers.json"), resumed, lambda: False).load()
+    kept = [seq for seq in range(7) if resumed.observe_meta("p1", seq, meta(seq), time.time())]
+    return resumed, kept
+
+
+def test_a_kill_between_the_write_and_its_journal_line_writes_nothing_twice(tmp_path: Path) -> None:
+    """The write-ahead entry, checked against the files' sizes, says the batch is on disk."""
+    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
+    journal = (tmp_path / "_publishers.journal").read_text().splitlines()
+    assert "files" in json.loads(journal[-1])  # the last entry is the write-ahead one
+    assert (tmp_path / "app.log").read_text() == "m0\nm1\nm2\nm3\nm4\nm5\n"
+    resumed, kept = resumed_from(tmp_path)
+    assert kept == [6]
+    assert resumed.stats.replayed_duplicates == 6 and resumed.stats.errors["interrupted_batch"] == 0
+    files.close()
+    state.close()
+
+
+def test_a_kill_before_the_write_keeps_the_batch_open(tmp_path: Path) -> None:
+    """The same entry with the files still at their sizes before: the batch is written when replayed."""
+    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
+    for name, size in (("app.log", 9), ("errors.log", 0)):
+        os.truncate(tmp_path / name, size)  # as if the kill came before the writes
+    resumed, kept = resumed_from(tmp_path)
+    assert kept == [3, 4, 5, 6] and resumed.stats.errors["interrupted_batch"] == 0
+    files.close()
+    state.close()
+
+
+def test_a_batch_written_to_one_file_of_two_keeps_open_only_what_the_other_lacks(tmp_path: Path) -> None:
+    """app.log written, errors.log not: seqs 3 and 5 are whole everywhere they went, 4 is not (a gap)."""
+    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
+    os.truncate(tmp_path / "errors.log", 0)
+    resumed, kept = resumed_from(tmp_path)
+    assert kept == [4, 6] and resumed.stats.errors["interrupted_batch"] == 0
+    track = resumed.stats.publishers["p1"].track
+    assert track.last == 6 and track.gaps == []
+    files.close()
+    state.close()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 4, 6, 7, 9])
+def test_a_write_cut_short_by_the_kill_keeps_open_exactly_the_records_not_whole(
+    tmp_path: Path, cut: int
+) -> None:
+    """Linux cuts a write short when SIGKILL comes in the middle of a batch of several pages: the records
+    whose lines are whole count as written, the rest (the cut one included) is written when replayed."""
+    state, files = killed_after_the_write(tmp_path, [3, 5, 6])  # 4 never arrived: a gap
+    assert (tmp_path / "app.log").read_text() == "m0\nm1\nm2\nm3\nm5\nm6\n"
+    os.truncate(tmp_path / "app.log", 9 + cut)  # the batch "m3\nm5\nm6\n" cut after *cut* bytes
+    resumed, kept = resumed_from(tmp_path)
+    whole = cut // 3  # lines of three bytes
+    assert kept == sorted([4, *[3, 5, 6][whole:]])
+    assert resumed.stats.errors["interrupted_batch"] == 0
+    files.close()
+    state.close()
+
+
+def test_a_batch_half_written_without_its_records_is_counted_and_written_again(tmp_path: Path) -> None:
+    """Without the runs the files cannot tell which records a cut batch holds: all of it stays open."""
+    state, files = killed_after_the_write(tmp_path, [3, 4, 5], marks=False)
+    os.truncate(tmp_path / "errors.log", 0)
+    resumed, kept = resumed_from(tmp_path)
+    assert kept == [3, 4, 5, 6] and resumed.stats.errors["interrupted_batch"] == 1
+    files.close()
+    state.close()
+
+
+def test_a_write_ahead_entry_followed_by_its_journal_line_is_superseded(tmp_path: Path) -> None:
+    """Once the line after the write is there, the entry is not checked (the files have moved on)."""
+    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
+    state.after_record()  # the journal line this time
+    with open(tmp_path / "app.log", "a") as handle:
+        handle.write("a later batch, its entries in a later journal line\n")
+    resumed, kept = resumed_from(tmp_path)
+    assert kept == [6] and resumed.stats.errors["interrupted_batch"] == 0
+    files.close()
+    state.close()

@@ -22,6 +22,7 @@ from zlogcollect.sinks.rotating import (
 )
 from zlogcollect.stats import Stats
 from zlogcollect.wire import Record, escape_frames
+from zlogcollect.writeahead import Mark, PlannedWrite, Run, batch_runs
 
 __all__ = ["FileQueue", "FileSink", "Rotation"]  # Rotation: FileSink's setting, importable beside it
 
@@ -37,12 +38,26 @@ class FileQueue:
     counted dropped, in ``lines``, or (its unwritten end) in ``carry``.
     """
 
-    __slots__ = ("backoff", "carry", "handle", "lines", "path", "refused", "retry_at", "rotating")
+    __slots__ = (
+        "backoff",
+        "carry",
+        "carry_mark",
+        "handle",
+        "lines",
+        "marks",
+        "path",
+        "refused",
+        "retry_at",
+        "rotating",
+    )
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.handle: RotatingFile | None = None  # made on the first write
         self.lines: list[str] = []
+        self.marks: list[Mark] = []
+        """The record of each line (with :attr:`FileSink.track_marks`; else empty)."""
+        self.carry_mark: Mark = None
         # The unwritten end of a line the disk cut short: it goes out first, so
         # the line is completed in place instead of written twice.
         self.carry = b""
@@ -58,6 +73,7 @@ class FileQueue:
         unwritten end becomes the carry.
         """
         lines = self.lines
+        marks = self.marks
         done = 0
         if carry:
             if written < len(carry):
@@ -65,6 +81,7 @@ class FileQueue:
                 return 0, 0
             written -= len(carry)
             self.carry = b""
+            self.carry_mark = None
             done = 1
         if complete:
             count = len(lines)
@@ -75,6 +92,9 @@ class FileQueue:
                 if written < len(encoded):
                     if written:
                         self.carry = encoded[written:]
+                        if marks:
+                            self.carry_mark = marks[count]
+                            del marks[: count + 1]
                         released = sum(len(line) for line in lines[: count + 1])
                         del lines[: count + 1]
                         return done + count, released
@@ -83,6 +103,7 @@ class FileQueue:
                 count += 1
         released = sum(len(line) for line in lines[:count])
         del lines[:count]
+        del marks[:count]
         return done + count, released
 
     def drop_oldest(self, excess: int) -> tuple[int, int]:
@@ -93,6 +114,7 @@ class FileQueue:
             size += len(lines[count])
             count += 1
         del lines[:count]
+        del self.marks[:count]
         return count, size
 
     def failed(self, now: float) -> None:
@@ -238,6 +260,13 @@ class FileSink:
         self._fresh_chars = 0  # queued since the last flush: what triggers an early one
         # One line per file every 10 s: a full disk must not flood stderr.
         self._complaints = Throttle(1, 10.0, clock)
+        self.track_marks = False
+        """Keep each line's record (publisher, seq) for :attr:`before_write`'s runs (the collector)."""
+        self.before_write: Callable[[list[PlannedWrite]], None] | None = None
+        """Called with the writes of a flush that leaves nothing pending, after every file is open
+        and before the first byte is written (the collector's and the writer's write-ahead
+        entry: :func:`zlogcollect.writeahead.writes_complete` tells at the next start whether they all reached the files).
+        It must not raise."""
 
     @property
     def pending_lines(self) -> int:
@@ -264,6 +293,12 @@ class FileSink:
             if not lines:
                 waiting[queue.path] = queue
             lines.append(line)
+        if self.track_marks:
+            meta = record.meta
+            # (None, None) and half marks count as no mark (batch_runs); checked only there.
+            mark = (meta.get("pub"), meta.get("seq")) if meta else None
+            for queue in queues:
+                queue.marks.append(mark)
         size = len(line) * len(queues)
         self._pending_chars += size
         self._fresh_chars += size
@@ -276,6 +311,8 @@ class FileSink:
         line = f"{stamp} | {reason} | {detail} | {escape_frames(frames)}\n"
         queue = self._queues[MALFORMED_FILE]
         queue.lines.append(line)
+        if self.track_marks:
+            queue.marks.append(None)
         self._waiting[MALFORMED_FILE] = queue
         self._pending_chars += len(line)
         self._fresh_chars += len(line)
@@ -292,6 +329,7 @@ class FileSink:
         self._fresh_chars = 0
         self._collect_rotations(now)
         due: list[FileQueue] = []
+        ready: list[FileQueue] = []
         for queue in list(self._waiting.values()):
             if not queue.lines and not queue.carry:
                 del self._waiting[queue.path]
@@ -302,7 +340,14 @@ class FileSink:
             if handle is not None and not queue.carry and not self._closing and int(now) >= handle.rolloverAt:
                 due.append(queue)
                 continue
-            self._flush_one(queue, now)
+            ready.append(queue)
+        batches = [self._batch(queue) for queue in ready]
+        prepared = False
+        if self.before_write is not None and ready and len(ready) == len(self._waiting):
+            prepared = self._announce(ready, batches, now)
+        for queue, data in zip(ready, batches, strict=True):
+            if queue.lines or queue.carry:  # not refused while opening
+                self._flush_one(queue, now, data, prepared)
         if due:
             # One job for the whole pass: the thread starts once the loop is done with it.
             for queue in due:
@@ -311,12 +356,64 @@ class FileSink:
         if self._pending_chars > self._max_pending:
             self._shed()
 
-    def _flush_one(self, queue: FileQueue, now: float) -> None:
+    @staticmethod
+    def _batch(queue: FileQueue) -> bytes:
+        return queue.carry + "".join(queue.lines).encode("utf-8", "backslashreplace")
+
+    def _announce(self, ready: list[FileQueue], batches: list[bytes], now: float) -> bool:
+        """Open every file of this pass, then tell :attr:`before_write` where each batch will end;
+        True if every file is open (rotated if due, checked for replacement) for the writes.
+
+        Nothing is announced if a file cannot be opened (its lines stay pending, so the
+        write-ahead entry would be void anyway); a refused file's lines are dropped here.
+        """
+        plan: list[PlannedWrite] = []
+        for queue, data in zip(ready, batches, strict=True):
+            try:
+                handle = self._prepare(queue, now, continuing=bool(queue.carry))
+                assert handle.fd is not None
+                size = os.fstat(handle.fd).st_size
+            except RefusedFile as exc:
+                self._refuse(queue, exc, len(queue.lines) + bool(queue.carry))
+                continue
+            except OSError:
+                return False  # the write below fails the same way and keeps the lines
+            runs = self._runs(queue, data)
+            plan.append(
+                (queue.path, size, len(data)) if runs is None else (queue.path, size, len(data), runs)
+            )
+        if plan and self.before_write is not None:
+            self.before_write(plan)
+        return True
+
+    def _runs(self, queue: FileQueue, data: bytes) -> list[Run] | None:
+        """The records of the batch's lines as runs (see :func:`batch_runs`), if they are known."""
+        if not self.track_marks or len(queue.marks) != len(queue.lines):
+            return None
+        marks = queue.marks
+        items = len(marks) + bool(queue.carry)
+        if queue.carry:
+            marks = [queue.carry_mark, *marks]
+        if data.count(b"\n") == items:
+            return batch_runs(marks, None)  # one line each: the usual case
+        newlines = [line.count("\n") for line in queue.lines]
+        if queue.carry:
+            newlines.insert(0, queue.carry.count(b"\n"))
+        return batch_runs(marks, newlines)
+
+    def _flush_one(
+        self, queue: FileQueue, now: float, data: bytes | None = None, prepared: bool = False
+    ) -> None:
         carry, lines = queue.carry, queue.lines
-        data = carry + "".join(lines).encode("utf-8", "backslashreplace")
+        if data is None:
+            data = self._batch(queue)
         error: OSError | None = None
+        handle = queue.handle
         try:
-            written = self._write(queue, data, now, continuing=bool(carry))
+            if prepared and handle is not None and handle.fd is not None:
+                written = handle.write_batch(data, now, bool(carry))  # opened by _announce just now
+            else:
+                written = self._write(queue, data, now, continuing=bool(carry))
         except RefusedFile as exc:
             self._refuse(queue, exc, len(lines) + bool(carry))
             return
@@ -360,7 +457,8 @@ class FileSink:
         if done and not self._rotator.running:
             self._background.start_pruning()
 
-    def _write(self, queue: FileQueue, data: bytes, now: float, continuing: bool) -> int:
+    def _prepare(self, queue: FileQueue, now: float, continuing: bool) -> RotatingFile:
+        """The queue's file rotated if due and open for appending (a cut line of an earlier run ended)."""
         handle = self._file(queue)
         # While a cut line is being finished the old descriptor is kept even if
         # the file was renamed (logrotate): its end belongs with its start.
@@ -369,24 +467,28 @@ class FileSink:
             self._stats.errors["reopened"] += 1
             handle.close_stream()
         try:
-            return handle.write_batch(data, now, continuing)
-        except WriteFailed:
-            raise
+            handle.prepare(now, continuing)
         except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            if isinstance(exc, RefusedFile) or exc.errno not in (errno.EMFILE, errno.ENFILE):
                 raise
             # Out of descriptors: give back idle files, then try once more; if
             # that fails too it is a disk error like any other (kept, retried).
             self._stats.errors["too_many_open_files"] += 1
             self._open.close_idle(queue)
-            return handle.write_batch(data, now, continuing)
+            handle.prepare(now, continuing)
+        return handle
+
+    def _write(self, queue: FileQueue, data: bytes, now: float, continuing: bool) -> int:
+        return self._prepare(queue, now, continuing).write_batch(data, now, continuing)
 
     def _refuse(self, queue: FileQueue, exc: RefusedFile, count: int) -> None:
         """Drop (and count) the lines for a file that must not be written; say so once per file."""
         self._stats.dropped[exc.reason] += count
         self._pending_chars -= sum(len(line) for line in queue.lines)
         queue.lines = []
+        queue.marks = []
         queue.carry = b""
+        queue.carry_mark = None
         self._waiting.pop(queue.path, None)
         if not queue.refused:
             queue.refused = True
@@ -453,6 +555,8 @@ class FileSink:
         for queue in self._waiting.values():
             self._stats.dropped["disk_error"] += len(queue.lines) + bool(queue.carry)
             queue.lines = []
+            queue.marks = []
             queue.carry = b""
+            queue.carry_mark = None
         self._waiting.clear()
         self._pending_chars = 0

@@ -211,9 +211,7 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
         """
         if isinstance(data, str):
             data = data.encode("utf-8", "backslashreplace")
-        if not continuing and self.due(now):
-            self.doRollover()
-        fd = self.ensure_open(repair=not continuing)
+        fd = self.prepare(now, continuing)
         written = 0
         view = memoryview(data)
         while written < len(data):
@@ -222,6 +220,12 @@ class RotatingFile(logging.handlers.TimedRotatingFileHandler):
             except OSError as exc:
                 raise WriteFailed(written, exc) from exc
         return written
+
+    def prepare(self, now: float, continuing: bool = False) -> int:
+        """Rotate if due at *now* (not while *continuing* a cut line), then the open descriptor."""
+        if not continuing and self.due(now):
+            self.doRollover()
+        return self.ensure_open(repair=not continuing)
 
     def due(self, now: float) -> bool:
         """The stdlib's ``shouldRollover`` with the time passed in instead of read from the clock."""
