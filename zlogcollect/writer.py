@@ -167,6 +167,8 @@ class Journal:
         self._window = window
         self._mode = mode
         self._lines = 0
+        self._bytes = 0
+        """The journal file's size: a write-ahead entry records it, and counts only while it is the same."""
         self._fd: int | None = None
         self._intent_fd: int | None = None
         self.interrupted = False
@@ -189,6 +191,7 @@ class Journal:
         ids = parse_journal(data.decode("utf-8", "surrogateescape"))
         self._window.load(ids)
         self._lines = len(ids)
+        self._bytes = len(data)
         self._open()  # now, not between a write and its journal line
         written = self._written_ahead()
         with contextlib.suppress(FileNotFoundError):
@@ -215,6 +218,8 @@ class Journal:
             return []  # cut by the kill: the writes had not started
         if not isinstance(entry, dict) or not isinstance(entry.get("ids"), list):
             return []
+        if entry.get("journal") != self._bytes:
+            return []  # the ids' journal line came after it (or a compaction): nothing to add
         directory = os.path.dirname(self.path)
         ids = [i for i in entry["ids"] if isinstance(i, str) and journalable(i)]
         complete = writes_complete(directory, entry.get("files"))
@@ -239,7 +244,8 @@ class Journal:
         one's tail after it is never read); a kill that cuts it leaves a line that does not
         parse, which means the writes had not started.
         """
-        data = (JSON_ENCODER.encode({"files": plan, "ids": ids}) + "\n").encode("utf-8", "surrogateescape")
+        entry = {"journal": self._bytes, "files": plan, "ids": ids}
+        data = (JSON_ENCODER.encode(entry) + "\n").encode("utf-8", "surrogateescape")
         if len(data) > MAX_INTENT_BYTES:
             return  # a batch with a huge id list: no entry; its ids are journalled after the write
         fd = self._intent_fd
@@ -264,6 +270,7 @@ class Journal:
         were written); then, once the file holds twice the window, compact it."""
         fd = self._open()
         view = memoryview(self.encode(ids) if data is None else data)
+        self._bytes += len(view)
         while view:
             view = view[os.write(fd, view) :]
         self._lines += len(ids)
@@ -273,8 +280,10 @@ class Journal:
     def compact(self) -> None:
         """Replace the file by the window's ids, whole or not at all."""
         self.close()
-        atomic_write(self.path, self._window.dump(), mode=self._mode)
+        text = self._window.dump()
+        atomic_write(self.path, text, mode=self._mode)
         self._lines = len(self._window)
+        self._bytes = len(text.encode("utf-8", "surrogateescape"))
         self._open()
 
     def close(self) -> None:

@@ -336,18 +336,30 @@ def test_a_kill_between_the_write_and_the_ids_journal_line_is_told_by_the_files(
     assert list(window) == ["p1:1", "p1:2", "p1:3"]
     assert path.read_text() == "p1:1\np1:2\np1:3\n"  # journalled now
 
+    # The ids' journal line after the write makes the entry stale, even with the files as it says:
+    # nothing is added again, and nothing is called interrupted when the files have moved on since.
+    journal = Journal(str(path), SeenWindow(100))
+    journal.load()
+    journal.intend(["p1:x"], [("app1.log", 14, 3)])
+    journal.append(["p1:x"])
+    journal.close()
+    again = Journal(str(path), SeenWindow(100))
+    assert again.load() == 4 and not again.interrupted
+    again.close()
+    assert path.read_text() == "p1:1\np1:2\np1:3\np1:x\n"
+
     journal = Journal(str(path), SeenWindow(100))
     journal.load()
     journal.intend(["p1:4"], [("app1.log", 14, 3)])  # a kill before the write: the entry is void
     journal.close()
     window = SeenWindow(100)
     again = Journal(str(path), window)
-    assert again.load() == 3 and "p1:4" not in window and not again.interrupted
+    assert again.load() == 4 and "p1:4" not in window and not again.interrupted
     again.close()
 
     (tmp_path / "_seen.intent").write_bytes(b'{"files": [["app1.log", 14, 3]], "ids": ["p1:4"')  # cut
     window = SeenWindow(100)
-    assert Journal(str(path), window).load() == 3 and "p1:4" not in window
+    assert Journal(str(path), window).load() == 4 and "p1:4" not in window
 
     journal = Journal(str(path), SeenWindow(100))
     journal.load()
@@ -358,7 +370,7 @@ def test_a_kill_between_the_write_and_the_ids_journal_line_is_told_by_the_files(
     journal.close()
     window = SeenWindow(100)
     again = Journal(str(path), window)
-    assert again.load() == 3 and "p1:5" not in window and again.interrupted
+    assert again.load() == 4 and "p1:5" not in window and again.interrupted
     again.close()
 
     # A write cut short with the runs of its lines: the ids (the bridge's pub:seq) of whole lines count.
@@ -372,5 +384,5 @@ def test_a_kill_between_the_write_and_the_ids_journal_line_is_told_by_the_files(
     journal.close()
     window = SeenWindow(100)
     again = Journal(str(path), window)
-    assert again.load() == 5 and list(window)[-2:] == ["p1:6", "p1:7"] and not again.interrupted
+    assert again.load() == 6 and list(window)[-2:] == ["p1:6", "p1:7"] and not again.interrupted
     again.close()
