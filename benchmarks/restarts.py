@@ -57,31 +57,20 @@ def run(settings: Settings, outcome: Outcome) -> None:
     )
     for run_index in range(runs):
         twice, missing, cut, lost = _one_run(rate, seconds, kills)
-        outcome.figure("records written twice", "records", higher_is_better=False).values.append(twice)
-        outcome.figure("records missing", "records", higher_is_better=False).values.append(missing)
-        outcome.figure("lines cut by a kill", "lines", higher_is_better=False).values.append(cut)
-        outcome.figure(
-            "lost (the last collector's counter)", "records", higher_is_better=False
-        ).values.append(lost)
+        figures = (
+            ("records written twice", "records", twice),
+            ("records missing", "records", missing),
+            ("lines cut by a kill", "lines", cut),
+            ("lost (the last collector's counter)", "records", lost),
+        )
+        for name, unit, value in figures:
+            outcome.figure(name, unit, higher_is_better=False).values.append(value)
         progress(
             f"restarts run {run_index + 1}: {kills} kills: {twice} twice, {missing} missing, {cut} cut lines"
         )
-    outcome.checks.append(
-        Check(
-            "records written twice (most in a run)",
-            max(outcome.figure("records written twice", "records").values),
-            0.0,
-            at_most=True,
-        )
-    )
-    outcome.checks.append(
-        Check(
-            "records missing (most in a run)",
-            max(outcome.figure("records missing", "records").values),
-            0.0,
-            at_most=True,
-        )
-    )
+    for name in ("records written twice", "records missing"):
+        worst = max(outcome.figure(name, "records").values)
+        outcome.checks.append(Check(f"{name} (most in a run)", worst, 0.0, at_most=True))
 
 
 def _one_run(rate: int, seconds: float, kills: int) -> tuple[int, int, int, int]:

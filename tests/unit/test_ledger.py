@@ -464,27 +464,31 @@ def test_a_kill_between_the_write_and_its_journal_line_writes_nothing_twice(tmp_
     state.close()
 
 
-def test_a_kill_before_the_write_keeps_the_batch_open(tmp_path: Path) -> None:
-    """The same entry with the files still at their sizes before: the batch is written when replayed."""
-    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
-    for name, size in (("app.log", 9), ("errors.log", 0)):
-        os.truncate(tmp_path / name, size)  # as if the kill came before the writes
-    resumed, kept = resumed_from(tmp_path)
-    assert kept == [3, 4, 5, 6] and resumed.stats.errors["interrupted_batch"] == 0
+def cut_and_resumed(
+    tmp_path: Path, seqs: list[int], sizes: dict[str, int], marks: bool = True
+) -> tuple[LossLedger, list[int]]:
+    """:func:`killed_after_the_write`, the files then cut back to *sizes* (what the kill let reach
+    them), and :func:`resumed_from` them."""
+    state, files = killed_after_the_write(tmp_path, seqs, marks)
     files.close()
     state.close()
+    for name, size in sizes.items():
+        os.truncate(tmp_path / name, size)
+    return resumed_from(tmp_path)
+
+
+def test_a_kill_before_the_write_keeps_the_batch_open(tmp_path: Path) -> None:
+    """The same entry with the files still at their sizes before: the batch is written when replayed."""
+    resumed, kept = cut_and_resumed(tmp_path, [3, 4, 5], {"app.log": 9, "errors.log": 0})
+    assert kept == [3, 4, 5, 6] and resumed.stats.errors["interrupted_batch"] == 0
 
 
 def test_a_batch_written_to_one_file_of_two_keeps_open_only_what_the_other_lacks(tmp_path: Path) -> None:
     """app.log written, errors.log not: seqs 3 and 5 are whole everywhere they went, 4 is not (a gap)."""
-    state, files = killed_after_the_write(tmp_path, [3, 4, 5])
-    os.truncate(tmp_path / "errors.log", 0)
-    resumed, kept = resumed_from(tmp_path)
+    resumed, kept = cut_and_resumed(tmp_path, [3, 4, 5], {"errors.log": 0})
     assert kept == [4, 6] and resumed.stats.errors["interrupted_batch"] == 0
     track = resumed.stats.publishers["p1"].track
     assert track.last == 6 and track.gaps == []
-    files.close()
-    state.close()
 
 
 @pytest.mark.parametrize("cut", [0, 1, 3, 4, 6, 7, 9])
@@ -493,25 +497,17 @@ def test_a_write_cut_short_by_the_kill_keeps_open_exactly_the_records_not_whole(
 ) -> None:
     """Linux cuts a write short when SIGKILL comes in the middle of a batch of several pages: the records
     whose lines are whole count as written, the rest (the cut one included) is written when replayed."""
-    state, files = killed_after_the_write(tmp_path, [3, 5, 6])  # 4 never arrived: a gap
-    assert (tmp_path / "app.log").read_text() == "m0\nm1\nm2\nm3\nm5\nm6\n"
-    os.truncate(tmp_path / "app.log", 9 + cut)  # the batch "m3\nm5\nm6\n" cut after *cut* bytes
-    resumed, kept = resumed_from(tmp_path)
+    # The batch "m3\nm5\nm6\n" after "m0\nm1\nm2\n", cut after *cut* bytes; 4 never arrived (a gap).
+    resumed, kept = cut_and_resumed(tmp_path, [3, 5, 6], {"app.log": 9 + cut})
     whole = cut // 3  # lines of three bytes
     assert kept == sorted([4, *[3, 5, 6][whole:]])
     assert resumed.stats.errors["interrupted_batch"] == 0
-    files.close()
-    state.close()
 
 
 def test_a_batch_half_written_without_its_records_is_counted_and_written_again(tmp_path: Path) -> None:
     """Without the runs the files cannot tell which records a cut batch holds: all of it stays open."""
-    state, files = killed_after_the_write(tmp_path, [3, 4, 5], marks=False)
-    os.truncate(tmp_path / "errors.log", 0)
-    resumed, kept = resumed_from(tmp_path)
+    resumed, kept = cut_and_resumed(tmp_path, [3, 4, 5], {"errors.log": 0}, marks=False)
     assert kept == [3, 4, 5, 6] and resumed.stats.errors["interrupted_batch"] == 1
-    files.close()
-    state.close()
 
 
 def test_a_write_ahead_entry_followed_by_its_journal_line_is_superseded(tmp_path: Path) -> None:
