@@ -118,6 +118,11 @@ class StartupSignals:
         return self.stop
 
 
+def _exit_on_term(_signum: int, _frame: object) -> None:
+    """SIGTERM before a command has its own handler: a clean stop (exit 0), not a death by signal."""
+    sys.exit(ExitStatus.SUCCESS)
+
+
 def _merge_url_sources(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Flags win over the file, also across the two ways of giving the AMQP URL."""
     merged = {**values, **overrides}
@@ -440,6 +445,9 @@ def tail(
     (tail | head); 78 a bad endpoint, pattern, --format, --level or key file.
     """
     import os
+
+    # First: a TERM while tail starts (imports, key files) ends it with 0, as it does later.
+    signal.signal(signal.SIGTERM, _exit_on_term)
 
     from zlogcollect.display import View, ViewError
     from zlogcollect.keys import KeyFileError, client_curve

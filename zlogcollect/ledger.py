@@ -300,11 +300,16 @@ class LossLedger:
             if base is None:
                 loss = self.stats.publishers.get(name)
                 base = publisher_entry(loss) if loss is not None else _first_seen(entry)
+            if not isinstance(base, dict) or (
+                "pid" in base and (base.get("pid"), base.get("host")) != (entry.get("pid"), entry.get("host"))
+            ):
+                # The publisher restarted in the batch (a new pid counting from 0): its state
+                # before the batch says nothing of the new numbers. Left as it was (written again).
+                continue
             track = _tracker(base)
             if track is None:
                 continue  # of the wrong shape: left as before the batch (written again if replayed)
-            for seq in seqs:
-                track.observe(seq)
+            _advance(track, seqs)
             moved[name] = {**entry, "seq": track.last, "gaps": track.gaps, "start": track.start}
         return moved
 
@@ -350,6 +355,19 @@ def _first_seen(entry: dict[str, object]) -> Entry:
     start = entry.get("start", 0)
     start = start if start.__class__ is int and start > 0 else 0
     return {"seq": start - 1, "gaps": [[0, start - 1]] if start else [], "start": start}
+
+
+def _advance(track: SeqTracker, seqs: list[int]) -> None:
+    """Observe *seqs* (ascending) on *track* while it can keep every record it skips open as a
+    gap: at the cap (:data:`MAX_GAPS`) it would give the lowest up, and a record given up is one
+    a replay would be refused for although it is not on disk. Stops before that (claiming less
+    is always safe: what is not claimed is written again)."""
+    for seq in seqs:
+        before = (track.last, [gap[:] for gap in track.gaps], track.floor, track.given_up)
+        track.observe(seq)
+        if track.given_up != before[3]:
+            track.last, track.gaps, track.floor, track.given_up = before
+            return
 
 
 def _tracker(entry: object) -> SeqTracker | None:
@@ -483,7 +501,8 @@ class StateFile:
         ledger = self.ledger
         if not ledger.touched or self._journal_bytes > MAX_JOURNAL_BYTES:
             return
-        self._append(ledger.journal_line(plan).encode("utf-8"))
+        # surrogateescape: a route target given as bytes that are not UTF-8 must not stop the writes.
+        self._append(ledger.journal_line(plan).encode("utf-8", "surrogateescape"))
 
     def journal(self) -> None:
         """Append the state of the publishers touched since the last append, if every accepted

@@ -96,7 +96,8 @@ def writes_complete(directory: str, plan: object) -> bool | None:
     """After a restart, whether the writes of *plan* (a list of :data:`PlannedWrite`, as read
     back from a journal) reached their files: True if each file is exactly its size before plus
     its bytes, False if each is still its size before, None otherwise (some did, a write was cut
-    short, a file was rotated or removed since, or *plan* is not such a list). Never follows a link."""
+    short, a file was rotated or removed since, or *plan* is not such a list). Never takes a link
+    at the file's own name for the file (the sink never writes through one)."""
     if not isinstance(plan, list) or not plan:
         return None
     done = untouched = 0
@@ -130,10 +131,12 @@ def records_written(directory: str, plan: object) -> dict[str, list[int]] | None
         if entry is None:
             return None
         path, before, added, runs = entry
-        if not isinstance(runs, list):
-            return None
         progress = _progress(directory, path, before, added)
         if progress is None:
+            return None
+        if not isinstance(runs, list):
+            if progress == added:
+                continue  # every record it had is whole there: it rules nothing out
             return None
         if progress == added:
             whole: int | None = None  # every line

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -194,8 +195,6 @@ class Journal:
         self._bytes = len(data)
         self._open()  # now, not between a write and its journal line
         written = self._written_ahead()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.intent_path)  # read once: what it said is journalled now, or void
         if written:
             log.info(
                 "the last batch an earlier run wrote is on disk but its ids were not journalled: %d ids added",
@@ -203,6 +202,8 @@ class Journal:
             )
             self._window.load(written)
             self.append(written)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.intent_path)  # read once: what it said is journalled now, or void
         return len(ids) + len(written)
 
     def _written_ahead(self) -> list[str]:
@@ -212,10 +213,13 @@ class Journal:
                 line = handle.readline(MAX_INTENT_BYTES)
         except FileNotFoundError:
             return []
+        checksum, _, body = line.rstrip(b"\n").partition(b" ")
+        if checksum != b"%08x" % zlib.crc32(body):
+            return []  # cut by the kill (over an older entry): the writes had not started
         try:
-            entry = json.loads(line.decode("utf-8", "surrogateescape"))
+            entry = json.loads(body.decode("utf-8", "surrogateescape"))
         except (ValueError, RecursionError):
-            return []  # cut by the kill: the writes had not started
+            return []
         if not isinstance(entry, dict) or not isinstance(entry.get("ids"), list):
             return []
         if entry.get("journal") != self._bytes:
@@ -240,12 +244,13 @@ class Journal:
     def intend(self, ids: list[str], plan: list[PlannedWrite]) -> None:
         """Before the file sink writes *plan*: rewrite the write-ahead entry (these *ids*, the plan).
 
-        One ``pwrite`` at the start of the file, the entry ending in a newline (a longer older
-        one's tail after it is never read); a kill that cuts it leaves a line that does not
-        parse, which means the writes had not started.
+        One ``pwrite`` at the start of the file: the entry's CRC-32, a space, the entry, a newline
+        (a longer older one's tail after it is never read); a kill that cuts it leaves a line
+        whose checksum does not match, which means the writes had not started.
         """
         entry = {"journal": self._bytes, "files": plan, "ids": ids}
-        data = (JSON_ENCODER.encode(entry) + "\n").encode("utf-8", "surrogateescape")
+        body = JSON_ENCODER.encode(entry).encode("utf-8", "surrogateescape")
+        data = b"%08x %s\n" % (zlib.crc32(body), body)
         if len(data) > MAX_INTENT_BYTES:
             return  # a batch with a huge id list: no entry; its ids are journalled after the write
         fd = self._intent_fd
@@ -270,9 +275,10 @@ class Journal:
         were written); then, once the file holds twice the window, compact it."""
         fd = self._open()
         view = memoryview(self.encode(ids) if data is None else data)
-        self._bytes += len(view)
         while view:
-            view = view[os.write(fd, view) :]
+            written = os.write(fd, view)
+            self._bytes += written
+            view = view[written:]
         self._lines += len(ids)
         if self._lines >= 2 * self._window.capacity:
             self.compact()

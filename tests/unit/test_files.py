@@ -670,3 +670,37 @@ def test_the_runs_follow_the_lines_through_a_write_cut_by_a_full_disk(tmp_path: 
     assert len(text) == before + added and text.startswith("one\ntwo\nstock\nthree\n")
     assert text.endswith(" + with a second line\n")  # a continuation line, prefixed
     files.close()
+
+
+def test_a_failing_write_ahead_hook_never_stops_the_writes(tmp_path: Path) -> None:
+    files, stats = sink(tmp_path)
+
+    def broken(_plan: list[Any]) -> None:
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    files.before_write = broken
+    files.write(rec("a", "kept"))
+    files.flush()
+    assert (tmp_path / "a.log").read_text() == "kept\n"
+    assert stats.errors["write_ahead"] == 1
+    files.close()
+
+
+def test_publishers_interleaved_line_by_line_leave_the_runs_out(tmp_path: Path) -> None:
+    """A pool of workers writing one file makes a run per line: past 32 + 1 per 16 lines the entry
+    gives the sizes alone (a cut write is then written again), not a run per line."""
+    files, _ = sink(tmp_path)
+    files.track_marks = True
+    plans: list[list[Any]] = []
+    files.before_write = plans.append
+    for seq in range(100):
+        for worker in ("w1", "w2"):
+            files.write(Record("a", "INFO", 20, "", f"{worker} {seq}", 0.0, meta={"pub": worker, "seq": seq}))
+    files.flush()
+    ((entry,),) = plans
+    assert len(entry) == 3  # path, size before, bytes: no runs
+    for seq in range(100):
+        files.write(Record("a", "INFO", 20, "", f"one {seq}", 0.0, meta={"pub": "w1", "seq": 100 + seq}))
+    files.flush()
+    assert plans[-1][0][3] == [["w1", 100, 100, 1]]
+    files.close()

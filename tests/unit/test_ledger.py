@@ -419,10 +419,17 @@ def test_without_a_state_file_nothing_is_kept_for_a_journal() -> None:
     assert not ledger.touched and ledger.stats.lost_by_publishers == 3
 
 
-def killed_after_the_write(tmp_path: Path, seqs: list[int], marks: bool = True) -> tuple[StateFile, FileSink]:
+def killed_after_the_write(
+    tmp_path: Path,
+    seqs: list[int],
+    marks: bool = True,
+    errors: frozenset[int] = frozenset({4}),
+    pid: int = 7,
+) -> tuple[StateFile, FileSink]:
     """A collector's state file and file sink on *tmp_path*: seqs 0-2 written and journaled, then *seqs*
     observed and written (the write-ahead entry first), and the run killed before their journal line.
-    Seq 4 is an ERROR (app.log and errors.log); *marks*: the entry says which records the lines are."""
+    *errors* are ERRORs (app.log and errors.log); *marks*: the entry says which records the lines are;
+    *pid*: the publisher's pid in the second batch (another one: it restarted)."""
     path = tmp_path / "_publishers.json"
     ledger = LossLedger(Stats())
     files = FileSink(
@@ -433,9 +440,10 @@ def killed_after_the_write(tmp_path: Path, seqs: list[int], marks: bool = True) 
     files.track_marks = marks
     for batch in ([0, 1, 2], seqs):
         for seq in batch:
-            ledger.observe_meta("p1", seq, meta(seq), time.time())
-            level, levelno = ("ERROR", 40) if seq == 4 else ("INFO", 20)
-            files.write(Record("app", level, levelno, "", f"m{seq}", 0.0, meta=meta(seq)))
+            extension = {**meta(seq), "pid": 7 if batch != seqs else pid}
+            ledger.observe_meta("p1", seq, extension, time.time())
+            level, levelno = ("ERROR", 40) if seq in errors else ("INFO", 20)
+            files.write(Record("app", level, levelno, "", f"m{seq}", 0.0, meta=extension))
         files.flush()
         if batch != seqs:
             state.after_record()  # the first save; the second batch never gets its journal line
@@ -443,11 +451,15 @@ def killed_after_the_write(tmp_path: Path, seqs: list[int], marks: bool = True) 
     return state, files
 
 
-def resumed_from(tmp_path: Path) -> tuple[LossLedger, list[int]]:
-    """The next run: load, then the handler replays seqs 0-6: which does it keep?"""
+def resumed_from(tmp_path: Path, replay: int = 7, pid: int = 7) -> tuple[LossLedger, list[int]]:
+    """The next run: load, then the handler (*pid*) replays seqs 0 to *replay* - 1: which does it keep?"""
     resumed = LossLedger(Stats())
     StateFile(str(tmp_path / "_publishers.json"), resumed, lambda: False).load()
-    kept = [seq for seq in range(7) if resumed.observe_meta("p1", seq, meta(seq), time.time())]
+    kept = [
+        seq
+        for seq in range(replay)
+        if resumed.observe_meta("p1", seq, {**meta(seq), "pid": pid}, time.time())
+    ]
     return resumed, kept
 
 
@@ -502,6 +514,33 @@ def test_a_write_cut_short_by_the_kill_keeps_open_exactly_the_records_not_whole(
     whole = cut // 3  # lines of three bytes
     assert kept == sorted([4, *[3, 5, 6][whole:]])
     assert resumed.stats.errors["interrupted_batch"] == 0
+
+
+def test_a_cut_batch_never_claims_more_than_its_gaps_can_keep_open(tmp_path: Path) -> None:
+    """440 records, 40 runs of ten ERRORs each followed by an INFO, errors.log not written: 40 ranges
+    stay open. A tracker keeps 32: claiming all of app.log would give the lowest up for good (their
+    replay refused, though not on disk). The restore stops short, and every ERROR is kept."""
+    seqs = list(range(3, 443))
+    errors = frozenset(seq for seq in seqs if (seq - 3) % 11 != 10)
+    state, files = killed_after_the_write(tmp_path, seqs, errors=errors)
+    files.close()
+    state.close()
+    os.truncate(tmp_path / "errors.log", 0)
+    resumed, kept = resumed_from(tmp_path, replay=444)
+    assert errors <= set(kept)  # none lost
+    assert 443 in kept and len(kept) < len(seqs)  # and some of app.log not written twice
+    assert resumed.stats.errors["interrupted_batch"] == 0
+
+
+def test_a_publisher_restarted_in_a_cut_batch_is_left_as_it_was(tmp_path: Path) -> None:
+    """The batch is a new process of the publisher (pid 8) counting from 0 again: its state before the
+    batch (pid 7 at seq 2) cannot be moved on by the new numbers, so the new process's replay is kept."""
+    state, files = killed_after_the_write(tmp_path, [0, 1, 2, 3], pid=8)
+    files.close()
+    state.close()
+    os.truncate(tmp_path / "app.log", 9 + 6)  # two of the new lines whole
+    _, kept = resumed_from(tmp_path, replay=5, pid=8)
+    assert kept == [0, 1, 2, 3, 4]  # written again, never refused
 
 
 def test_a_batch_half_written_without_its_records_is_counted_and_written_again(tmp_path: Path) -> None:

@@ -29,6 +29,9 @@ __all__ = ["FileQueue", "FileSink", "Rotation"]  # Rotation: FileSink's setting,
 log = logging.getLogger(__name__)
 
 _ROUTE_CACHE_BYTES = 8 * 1024 * 1024
+MAX_RUNS_FIXED = 32
+MAX_RUNS_PER_LINES = 16
+"""A file's runs go into the write-ahead entry only while there are at most 32 + 1 per 16 lines."""
 
 
 class FileQueue:
@@ -383,7 +386,12 @@ class FileSink:
                 (queue.path, size, len(data)) if runs is None else (queue.path, size, len(data), runs)
             )
         if plan and self.before_write is not None:
-            self.before_write(plan)
+            try:
+                self.before_write(plan)
+            except Exception:  # the write-ahead entry must never stop the writes
+                self._stats.errors["write_ahead"] += 1
+                if self._complaints.allow("write_ahead"):
+                    log.exception("the write-ahead entry failed (the batch is written without it)")
         return True
 
     def _runs(self, queue: FileQueue, data: bytes) -> list[Run] | None:
@@ -395,11 +403,15 @@ class FileSink:
         if queue.carry:
             marks = [queue.carry_mark, *marks]
         if data.count(b"\n") == items:
-            return batch_runs(marks, None)  # one line each: the usual case
-        newlines = [line.count("\n") for line in queue.lines]
-        if queue.carry:
-            newlines.insert(0, queue.carry.count(b"\n"))
-        return batch_runs(marks, newlines)
+            runs = batch_runs(marks, None)  # one line each: the usual case
+        else:
+            newlines = [line.count("\n") for line in queue.lines]
+            if queue.carry:
+                newlines.insert(0, queue.carry.count(b"\n"))
+            runs = batch_runs(marks, newlines)
+        # Publishers interleaved line by line (a pool of workers in one file) make a run per line:
+        # the entry would grow as large as a good part of the batch. Then the sizes alone must do.
+        return runs if len(runs) <= MAX_RUNS_FIXED + items // MAX_RUNS_PER_LINES else None
 
     def _flush_one(
         self, queue: FileQueue, now: float, data: bytes | None = None, prepared: bool = False
