@@ -130,16 +130,29 @@ def app_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
-def json_lines(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``--json`` log file; [] if it does not exist."""
+def json_lines(path: Path, cut: list[str] | None = None) -> list[dict[str, Any]]:
+    """The records of a ``--json`` log file; [] if it does not exist.
+
+    With *cut* (after a SIGKILL), a line that is the start of a record the kill cut short (the
+    next run ended it with a newline, ``errors=repaired_partial_line``; the record came again
+    whole) is appended to *cut* instead of failing the parse.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace" if cut is not None else "strict")
     except FileNotFoundError:
         return []
     if not text.endswith("\n"):
         # A line the collector is still writing: polling readers see it whole next time.
         text = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if cut is not None and not line.endswith("}"):
+            cut.append(line)
+            continue
+        records.append(json.loads(line))
+    return records
 
 
 def seq_gaps(seqs: Sequence[int]) -> int:
