@@ -47,6 +47,10 @@ class SeenWindow:
             ids.popitem(last=False)
         return True
 
+    def discard(self, message_id: str) -> None:
+        """Forget *message_id* (its line never reached the sink after all)."""
+        self._ids.pop(message_id, None)
+
     def load(self, ids: Iterable[str]) -> None:
         """Remember *ids* in order (a journal read back); the newest *capacity* stay."""
         for message_id in ids:

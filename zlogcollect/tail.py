@@ -162,10 +162,10 @@ def _quiet_stdout() -> None:
 
 def run_tail(endpoint: str, view: View, count: int = 0, curve: ClientCurve | None = None) -> int:
     """`zlogcollect tail`: exit 0 after ``--count`` records, on Ctrl-C or SIGTERM, or when stdout closes."""
-    signal.signal(signal.SIGTERM, _raise_stop)
     tail: Tail | None = None
     try:
         # Inside the try: a TERM while the socket is being made is a stop like any other.
+        signal.signal(signal.SIGTERM, _raise_stop)
         tail = Tail(
             endpoint, view, count, say=lambda text: print(text, file=sys.stderr, flush=True), curve=curve
         )
@@ -175,6 +175,7 @@ def run_tail(endpoint: str, view: View, count: int = 0, curve: ClientCurve | Non
     except BrokenPipeError:
         _quiet_stdout()
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already: a second TERM changes nothing
         if tail is not None:
             tail.close()
     return ExitStatus.SUCCESS

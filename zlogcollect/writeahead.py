@@ -126,6 +126,7 @@ def records_written(directory: str, plan: object) -> dict[str, list[int]] | None
         return None
     written: dict[str, set[int]] = {}
     missing: dict[str, set[int]] = {}
+    ambiguous: set[str] = set()
     for raw in plan:
         entry = _entry(raw)
         if entry is None:
@@ -146,12 +147,12 @@ def records_written(directory: str, plan: object) -> dict[str, list[int]] | None
             whole = _whole_lines(directory, path, before, progress)
             if whole is None:
                 return None
-        if not _split(runs, whole, written, missing):
+        if not _split(runs, whole, written, missing, ambiguous):
             return None
     return {
         pub: sorted(seqs - missing.get(pub, set()))
         for pub, seqs in written.items()
-        if seqs - missing.get(pub, set())
+        if pub not in ambiguous and seqs - missing.get(pub, set())
     }
 
 
@@ -173,11 +174,18 @@ def _whole_lines(directory: str, path: str, before: int, progress: int) -> int |
 
 
 def _split(
-    runs: list[object], whole: int | None, written: dict[str, set[int]], missing: dict[str, set[int]]
+    runs: list[object],
+    whole: int | None,
+    written: dict[str, set[int]],
+    missing: dict[str, set[int]],
+    ambiguous: set[str],
 ) -> bool:
     """Add each run's records to *written* or *missing* by the file's *whole* lines of the batch
-    (None: all of them); False if a run is not of the right shape."""
+    (None: all of them); False if a run is not of the right shape. A publisher whose seqs go
+    back within the file goes to *ambiguous*: a restart inside the batch (a new process under
+    the same ``pub``, counting again) or a replay filling a gap; its seqs are not told apart."""
     consumed = 0
+    top: dict[str, int] = {}
     for run in runs:
         if not (isinstance(run, list) and len(run) == 4):
             return False
@@ -189,6 +197,9 @@ def _split(
             continue
         if not (isinstance(pub, str) and first.__class__ is int and first >= 0):
             return False
+        if first <= top.get(pub, -1):
+            ambiguous.add(pub)
+        top[pub] = max(top.get(pub, -1), first + count - 1)
         done = count if whole is None else max(0, min(count, (whole - consumed) // lines))
         consumed += count * lines
         if done:

@@ -452,9 +452,10 @@ class AmqpWriter:
                 counts["duplicates"] += 1
             else:
                 # The id first: a write that flushes early announces it with its line.
-                if message_id is not None and journalable(message_id):
-                    seen.add(message_id)
-                    self._unjournalled.append(message_id)
+                tracked = message_id if message_id is not None and journalable(message_id) else None
+                if tracked is not None:
+                    seen.add(tracked)
+                    self._unjournalled.append(tracked)
                 try:
                     record = record_from_body(delivery.body)
                 except BodyError as exc:
@@ -462,9 +463,16 @@ class AmqpWriter:
                     sink.quarantine(
                         POISON, escape_text(f"{exc} (message_id {message_id})", 400), [delivery.body]
                     )
+                except BaseException:
+                    self._forget(tracked)
+                    raise
                 else:
                     self._stats.received += 1
-                    sink.write(record)
+                    try:
+                        sink.write(record)
+                    except BaseException:
+                        self._forget(tracked)  # never journalled: it comes again
+                        raise
             if delivery.link is not self._ack_link:
                 self._ack_link, self._unacked = delivery.link, 0
             self._ack_tag = delivery.tag
@@ -472,6 +480,13 @@ class AmqpWriter:
         if inbox and not self._ack_due:
             self._ack_due = time.monotonic() + ACK_INTERVAL
         return len(inbox)
+
+    def _forget(self, message_id: str | None) -> None:
+        """Take back the id of a delivery whose line did not reach the sink (an unexpected error)."""
+        if message_id is not None:
+            self.seen.discard(message_id)
+            if self._unjournalled and self._unjournalled[-1] == message_id:
+                self._unjournalled.pop()
 
     def _intend(self, plan: list[PlannedWrite]) -> None:
         """The file sink's write-ahead hook: the ids whose lines this flush writes, and where."""

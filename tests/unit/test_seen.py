@@ -51,3 +51,12 @@ def test_a_last_line_cut_short_by_a_kill_is_left_out() -> None:
 )
 def test_only_ids_that_fit_one_journal_line_are_journalled(message_id: str, ok: bool) -> None:
     assert journalable(message_id) is ok
+
+
+def test_discard_forgets_an_id_so_its_redelivery_is_new_again() -> None:
+    window = SeenWindow(3)
+    window.add("a")
+    window.add("b")
+    window.discard("a")
+    window.discard("never there")
+    assert list(window) == ["b"] and window.add("a")

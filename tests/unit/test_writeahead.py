@@ -95,3 +95,16 @@ def test_a_multi_line_record_counts_once_all_its_lines_are_there(tmp_path: Path)
 def test_a_cut_batch_without_usable_runs_tells_nothing(tmp_path: Path, plan: list[object]) -> None:
     (tmp_path / "a.log").write_bytes(b"01234\n")
     assert records_written(str(tmp_path), plan) is None
+
+
+def test_a_publisher_whose_seqs_go_back_in_a_file_is_not_told_apart(tmp_path: Path) -> None:
+    """A sender that reuses its pub restarted inside the batch (0-5, then 0-2 from the new process):
+    the whole lines cannot say which process's 3-5 they are, so nothing of that publisher is claimed."""
+    (tmp_path / "a.log").write_bytes(b"0\n1\n2\n3\n4\n5\n0\n1")  # cut in the new process's seq 1
+    plan = [["a.log", 0, 18, [["p", 0, 6, 1], ["p", 0, 3, 1], ["q", 7, 1, 1]]]]
+    assert records_written(str(tmp_path), plan) == {}
+    (tmp_path / "a.log").write_bytes(b"0\n1\n2\n3\n4\n5\n0\n1\n2\nq")
+    assert (
+        records_written(str(tmp_path), [["a.log", 0, 20, [["p", 0, 6, 1], ["p", 0, 3, 1], ["q", 7, 1, 1]]]])
+        == {}
+    )
