@@ -98,41 +98,48 @@ def writes_complete(directory: str, plan: object) -> bool | None:
     its bytes, False if each is still its size before, None otherwise (some did, a write was cut
     short, a file was rotated or removed since, or *plan* is not such a list). Never takes a link
     at the file's own name for the file (the sink never writes through one)."""
-    if not isinstance(plan, list) or not plan:
+    measured = _measured(directory, plan)
+    if measured is None:
         return None
     done = untouched = 0
-    for raw in plan:
-        entry = _entry(raw)
-        if entry is None:
-            return None
-        path, before, added, _runs = entry
-        progress = _progress(directory, path, before, added)
+    for _path, _before, added, _runs, progress in measured:
         if progress == added:
             done += 1
         elif progress == 0:
             untouched += 1
         else:
             return None
-    if done == len(plan):
+    if done == len(measured):
         return True
-    return False if untouched == len(plan) else None
+    return False if untouched == len(measured) else None
+
+
+def _measured(directory: str, plan: object) -> list[tuple[str, int, int, object, int | None]] | None:
+    """Each entry of *plan* checked, with the bytes of its batch its file holds (:func:`_progress`);
+    None if *plan* is not a non-empty list of entries."""
+    if not isinstance(plan, list) or not plan:
+        return None
+    measured = []
+    for raw in plan:
+        entry = _entry(raw)
+        if entry is None:
+            return None
+        path, before, added, runs = entry
+        measured.append((path, before, added, runs, _progress(directory, path, before, added)))
+    return measured
 
 
 def records_written(directory: str, plan: object) -> dict[str, list[int]] | None:
     """For a batch the files show partly written: per publisher, the seqs whose lines are whole in
     every file the batch sent them to. None if that cannot be told (a file in neither state, an
     entry without runs, a plan of the wrong shape): then the batch counts as not written."""
-    if not isinstance(plan, list) or not plan:
+    measured = _measured(directory, plan)
+    if measured is None:
         return None
     written: dict[str, set[int]] = {}
     missing: dict[str, set[int]] = {}
     ambiguous: set[str] = set()
-    for raw in plan:
-        entry = _entry(raw)
-        if entry is None:
-            return None
-        path, before, added, runs = entry
-        progress = _progress(directory, path, before, added)
+    for path, before, added, runs, progress in measured:
         if progress is None:
             return None
         if not isinstance(runs, list):
