@@ -32,7 +32,7 @@ import pika
 import pika.exceptions
 
 from zlogcollect.config import node_urls, redact
-from zlogcollect.helpers import JSON_ENCODER, Backoff, atomic_write
+from zlogcollect.helpers import JSON_ENCODER, Backoff, Throttle, atomic_write
 from zlogcollect.seen import SeenWindow, journal_lines, journalable, parse_journal
 from zlogcollect.sinks.amqp_link import (
     CONNECT_ERRORS,
@@ -202,17 +202,22 @@ class Journal:
             )
             self._window.load(written)
             self.append(written)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(self.intent_path)  # read once: what it said is journalled now, or void
         return len(ids) + len(written)
 
     def _written_ahead(self) -> list[str]:
         """The ids of the write-ahead entry if every write it planned is in the files, else none."""
         try:
-            with open(self.intent_path, "rb") as handle:
-                line = handle.readline(MAX_INTENT_BYTES)
-        except FileNotFoundError:
+            # Never through a link planted at its name (load removes the link itself after).
+            fd = os.open(self.intent_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
             return []
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                line = handle.readline(MAX_INTENT_BYTES)
+        except OSError:
+            return []  # not a file (a directory planted there): no entry
         checksum, _, body = line.rstrip(b"\n").partition(b" ")
         if checksum != b"%08x" % zlib.crc32(body):
             return []  # cut by the kill (over an older entry): the writes had not started
@@ -322,6 +327,7 @@ class AmqpWriter:
         self.seen = SeenWindow(settings.window)
         self.journal = Journal(os.path.join(sink.directory, JOURNAL_FILE), self.seen, file_mode)
         self._unjournalled: list[str] = []
+        self._complaints = Throttle(1, 10.0)  # a full disk fails every batch: one line per 10 s
         sink.before_write = self._intend
         sink.track_marks = True  # a write cut short is told record by record (the bridge's ids are pub:seq)
         self._ack_link: ConsumerLink | None = None
@@ -496,7 +502,12 @@ class AmqpWriter:
             self.journal.intend(self._unjournalled, plan)
         except OSError as exc:
             self._stats.errors["journal"] += 1
-            log.warning("cannot write %s: %s", self.journal.intent_path, escape_text(str(exc)))
+            if self._complaints.allow("intent"):
+                log.warning(
+                    "cannot write %s (more within 10 s are only counted): %s",
+                    self.journal.intent_path,
+                    escape_text(str(exc)),
+                )
 
     def commit(self, force_ack: bool = True) -> None:
         """Write the lines, journal their ids, and ack when half the prefetch is handled or the timer is due.
@@ -517,7 +528,12 @@ class AmqpWriter:
                 self.journal.append(ids, data)
             except OSError as exc:
                 self._stats.errors["journal"] += 1
-                log.warning("cannot append to %s: %s", self.journal.path, escape_text(str(exc)))
+                if self._complaints.allow("journal"):
+                    log.warning(
+                        "cannot append to %s (more within 10 s are only counted): %s",
+                        self.journal.path,
+                        escape_text(str(exc)),
+                    )
             self._unjournalled = []
         if not self._unacked:
             return

@@ -386,3 +386,28 @@ def test_a_kill_between_the_write_and_the_ids_journal_line_is_told_by_the_files(
     again = Journal(str(path), window)
     assert again.load() == 6 and list(window)[-2:] == ["p1:6", "p1:7"] and not again.interrupted
     again.close()
+
+
+def test_a_link_planted_as_the_write_ahead_entry_is_never_read_through(tmp_path: Path) -> None:
+    """A valid entry behind a symbolic link at _seen.intent is not taken (nor is a directory there):
+    the start goes on with the journal alone and removes the link."""
+    import json
+    import zlib
+
+    from zlogcollect.seen import SeenWindow
+    from zlogcollect.writer import Journal
+
+    (tmp_path / "app1.log").write_text("l1\n")
+    body = json.dumps({"journal": 0, "files": [["app1.log", 0, 3]], "ids": ["p1:1"]}).encode()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"%08x %s\n" % (zlib.crc32(body), body))
+    (tmp_path / "_seen.intent").symlink_to(target)
+    window = SeenWindow(10)
+    journal = Journal(str(tmp_path / "_seen.journal"), window)
+    assert journal.load() == 0 and "p1:1" not in window
+    assert not (tmp_path / "_seen.intent").is_symlink() and target.exists()
+    journal.close()
+    (tmp_path / "_seen.intent").mkdir()
+    again = Journal(str(tmp_path / "_seen.journal"), SeenWindow(10))
+    assert again.load() == 0
+    again.close()
